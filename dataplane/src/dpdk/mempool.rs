@@ -1,0 +1,74 @@
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+use super::{last_error, DpdkError, Mbuf};
+
+/// A DPDK packet mbuf pool. Thread-safe (DPDK mempools are multi-producer/multi-consumer).
+#[derive(Debug)]
+pub struct Mempool {
+    raw: NonNull<dpdk_sys::rte_mempool>,
+    name: String,
+}
+
+// SAFETY: rte_mempool operations are MP/MC safe; the pointer is only freed on drop, once.
+unsafe impl Send for Mempool {}
+// SAFETY: as above; every method takes &self and DPDK synchronises internally.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// A pool of `count` mbufs with a per-lcore cache of `cache` and the default 2 KiB data room.
+    pub fn new(name: &str, count: u32, cache: u32) -> Result<Mempool, DpdkError> {
+        Self::with_data_room(name, count, cache, dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16)
+    }
+
+    /// As [`Mempool::new`] with a chosen data room (headroom included).
+    pub fn with_data_room(name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::NulInArgument(name.into()))?;
+        // SAFETY: cname is a valid C string; EAL must be initialised, which DPDK checks itself (it
+        // returns NULL with rte_errno set otherwise). SOCKET_ID_ANY is -1.
+        let raw = unsafe {
+            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, -1)
+        };
+        match NonNull::new(raw) {
+            Some(raw) => Ok(Mempool { raw, name: name.into() }),
+            None => Err(DpdkError::Mempool { name: name.into(), reason: last_error() }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Mbufs free in the pool (including per-lcore caches).
+    pub fn available(&self) -> u32 {
+        // SAFETY: raw is a live mempool.
+        unsafe { dpdk_sys::rte_mempool_avail_count(self.raw.as_ptr()) }
+    }
+
+    /// Mbufs currently allocated from the pool.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: raw is a live mempool.
+        unsafe { dpdk_sys::rte_mempool_in_use_count(self.raw.as_ptr()) }
+    }
+
+    /// One mbuf, empty, or `None` when the pool is exhausted.
+    #[inline]
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: raw is a live mempool; the returned mbuf (if any) is owned by the caller.
+        let m = unsafe { dpdk_sys::weft_pktmbuf_alloc(self.raw.as_ptr()) };
+        // SAFETY: m is a freshly allocated mbuf that nothing else references.
+        NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // SAFETY: raw is a live mempool and we are its only owner. Ports using it must be stopped
+        // first, which `Port` guarantees by borrowing (see Port::configure).
+        unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
+    }
+}

@@ -1,0 +1,69 @@
+//! The safe DPDK layer: the only module of weft (besides `dpdk-sys`) that calls into DPDK. Every
+//! `unsafe` block here states why it is sound; DPDK return codes become [`DpdkError`] at this
+//! boundary and no `rte_*` type leaves it.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod eal;
+mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{dpdk_version, Eal};
+pub use lcore::{LaunchError, LcoreHandle, LcoreId};
+pub use mbuf::{Burst, Mbuf, BURST_SIZE};
+pub use mempool::Mempool;
+pub use port::{LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue};
+
+use std::ffi::CStr;
+
+/// A DPDK call that failed, with the operation, the object and DPDK's own words for the error.
+#[derive(Debug, thiserror::Error)]
+pub enum DpdkError {
+    #[error("EAL init failed ({reason}); EAL arguments were: {args}")]
+    EalInit { reason: String, args: String },
+    #[error("EAL is already initialised in this process; DPDK allows one init per process")]
+    EalAlreadyInitialized,
+    #[error("creating mempool {name:?} failed: {reason}")]
+    Mempool { name: String, reason: String },
+    #[error("port {port}: {op} failed: {reason}")]
+    Port { port: u16, op: &'static str, reason: String },
+    #[error("no DPDK port named {0:?} (is its --vdev or PCI address in the EAL arguments?)")]
+    NoSuchPort(String),
+    #[error("hot-plugging device {devargs:?} failed: {reason}")]
+    Probe { devargs: String, reason: String },
+    #[error("argument contains a NUL byte: {0:?}")]
+    NulInArgument(String),
+}
+
+/// DPDK's text for an errno-style code (positive or negative).
+pub(crate) fn strerror(code: i32) -> String {
+    let code = code.abs();
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string that stays
+    // valid until the next call on this thread; we copy it out immediately.
+    let text = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(code)) };
+    format!("{} (errno {code})", text.to_string_lossy())
+}
+
+/// The current thread's `rte_errno`, as text.
+pub(crate) fn last_error() -> String {
+    // SAFETY: weft_errno reads the calling thread's per-lcore errno variable; no preconditions.
+    strerror(unsafe { dpdk_sys::weft_errno() })
+}
+
+/// Time-stamp counter, for TX flush deadlines and rates.
+pub mod tsc {
+    /// Current TSC value.
+    #[inline(always)]
+    pub fn now() -> u64 {
+        // SAFETY: rdtsc has no preconditions.
+        unsafe { dpdk_sys::weft_rdtsc() }
+    }
+
+    /// TSC ticks per second (EAL must be initialised for a calibrated value).
+    pub fn hz() -> u64 {
+        // SAFETY: rte_get_tsc_hz reads a value calibrated during EAL init; no preconditions.
+        unsafe { dpdk_sys::rte_get_tsc_hz() }
+    }
+}

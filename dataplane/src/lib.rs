@@ -1,0 +1,7 @@
+//! weft's dataplane: the safe DPDK layer ([`dpdk`]), DPDK-agnostic wire formats ([`wire`]), and the
+//! poll-mode packet paths of `weftd`.
+#![deny(unsafe_code)]
+
+pub mod dpdk;
+pub mod wire;
+pub mod testing;

@@ -1,0 +1,61 @@
+//! Helpers for tests and tools that start EAL on virtual devices: precondition checks that fail with a
+//! message naming what is missing (never a silent skip), and the EAL arguments weft uses everywhere.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+/// Why this machine cannot run a DPDK test.
+#[derive(Debug, thiserror::Error)]
+pub enum Precondition {
+    #[error("this test needs root (DPDK maps hugepages and creates devices); run it as root, e.g. `sudo make test`")]
+    NotRoot,
+    #[error("this test needs free 2 MiB hugepages ({free} free) and a hugetlbfs mount ({mounted}); run `make setup` as root")]
+    NoHugepages { free: u64, mounted: bool },
+}
+
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// Free hugepages of the default size, and whether hugetlbfs is mounted.
+pub fn hugepages() -> (u64, bool) {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mounted = fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    (free, mounted)
+}
+
+/// Root, at least `min_free` hugepages, and a hugetlbfs mount.
+pub fn check_dpdk_preconditions(min_free: u64) -> Result<(), Precondition> {
+    if !is_root() {
+        return Err(Precondition::NotRoot);
+    }
+    let (free, mounted) = hugepages();
+    if free < min_free || !mounted {
+        return Err(Precondition::NoHugepages { free, mounted });
+    }
+    Ok(())
+}
+
+/// EAL arguments for a process on virtual devices only: no PCI scan, its own file prefix (so several
+/// DPDK processes coexist), hugepage files unlinked right after mapping (so none are left behind when the
+/// process dies, however it dies), quiet logs.
+pub fn vdev_eal_args(prefix: &str, lcores: &str, vdevs: &[String]) -> Vec<String> {
+    let mut a = vec![
+        "-l".to_string(),
+        lcores.to_string(),
+        "--no-pci".into(),
+        "--no-telemetry".into(),
+        format!("--file-prefix={prefix}"),
+        "--huge-unlink".into(),
+        "--log-level=lib.eal:warning".into(),
+    ];
+    for v in vdevs {
+        a.push(format!("--vdev={v}"));
+    }
+    a
+}

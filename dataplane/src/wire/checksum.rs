@@ -1,0 +1,104 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// One's-complement sum of `data` as 16-bit big-endian words, folded to 16 bits, starting from `initial`.
+#[inline]
+pub fn sum(data: &[u8], initial: u32) -> u16 {
+    let mut acc = initial as u64;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+    }
+    if let [last] = chunks.remainder() {
+        acc += (*last as u64) << 8;
+    }
+    fold(acc)
+}
+
+#[inline(always)]
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The checksum field value for `data` (whose checksum field is zero).
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !sum(data, 0)
+}
+
+/// RFC 1624 eqn. 3: the new checksum `HC' = ~(~HC + ~m + m')` after a 16-bit word changed from `old` to
+/// `new`. Correct for every input, including the 0x0000/0xffff cases that eqn. 2 gets wrong.
+#[inline(always)]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    !fold((!hc) as u64 + (!old) as u64 + new as u64)
+}
+
+/// As [`update16`] for a 32-bit field (two words), e.g. an address.
+#[inline(always)]
+pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
+    let acc = (!hc) as u64
+        + (!(old >> 16) as u16) as u64
+        + (!(old as u16)) as u64
+        + (new >> 16) as u64
+        + (new & 0xffff) as u64;
+    !fold(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rustfmt::skip]
+    const IPV4_HEADER: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x54, // version/IHL, TOS, total length 84
+        0x12, 0x34, 0x40, 0x00, // ident, DF
+        0x40, 0x01, 0x00, 0x00, // TTL 64, ICMP, checksum (zero)
+        0x0a, 0xf4, 0x01, 0x02, // 10.244.1.2
+        0x0a, 0xf4, 0x02, 0x02, // 10.244.2.2
+    ];
+
+    #[test]
+    fn checksum_verifies_to_zero() {
+        let mut h = IPV4_HEADER;
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn update16_matches_recompute_for_every_ttl() {
+        let mut h = IPV4_HEADER;
+        for ttl in 0..=255u8 {
+            h[8] = ttl;
+            h[10..12].copy_from_slice(&[0, 0]);
+            let base = checksum(&h);
+            let old_word = u16::from_be_bytes([h[8], h[9]]);
+            h[8] = ttl.wrapping_sub(1);
+            let new_word = u16::from_be_bytes([h[8], h[9]]);
+            let inc = update16(base, old_word, new_word);
+            h[10..12].copy_from_slice(&[0, 0]);
+            let full = checksum(&h);
+            // Both forms of zero are equivalent in one's complement; the verifier accepts either.
+            h[10..12].copy_from_slice(&inc.to_be_bytes());
+            assert_eq!(sum(&h, 0), 0xffff, "ttl {ttl}: inc {inc:#06x} full {full:#06x}");
+        }
+    }
+
+    #[test]
+    fn update32_matches_recompute() {
+        let mut h = IPV4_HEADER;
+        let base = checksum(&h);
+        let old = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        let new = u32::from_be_bytes([192, 168, 77, 2]);
+        h[16..20].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(update32(base, old, new), checksum(&h));
+    }
+
+    #[test]
+    fn sum_handles_odd_length() {
+        assert_eq!(sum(&[0x01], 0), 0x0100);
+        assert_eq!(sum(&[0xff, 0xff, 0x00, 0x01], 0), 0x0001);
+    }
+}

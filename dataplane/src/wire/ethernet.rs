@@ -1,0 +1,268 @@
+//! Ethernet II frames, with one 802.1Q tag recognised.
+//!
+//! ```text
+//! +----------------+----------------+------------+ - - - - - - - - - - - - +---------+
+//! | dst MAC (6)    | src MAC (6)    | type (2)   | [0x8100: TCI (2) type(2)] | payload |
+//! +----------------+----------------+------------+ - - - - - - - - - - - - +---------+
+//! ```
+//! IEEE 802.3 / 802.1Q; <https://en.wikipedia.org/wiki/IEEE_802.1Q>.
+
+use std::fmt;
+
+use super::{get_u16, set_u16, Result, WireError};
+
+/// A 48-bit MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+
+    pub fn is_broadcast(&self) -> bool {
+        *self == Self::BROADCAST
+    }
+
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// A unicast, locally administered address (as flannel generates for VtepMAC).
+    pub fn is_local_unicast(&self) -> bool {
+        self.0[0] & 0x03 == 0x02
+    }
+
+    /// Make random bytes into a unicast, locally administered address.
+    pub fn local_from_bytes(mut b: [u8; 6]) -> MacAddr {
+        b[0] = (b[0] & 0xfe) | 0x02;
+        MacAddr(b)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = WireError;
+    /// `aa:bb:cc:dd:ee:ff` (also with `-`), as Go's net.ParseMAC takes flannel's VtepMAC.
+    fn from_str(s: &str) -> Result<MacAddr> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in &mut out {
+            let p = parts.next().ok_or(WireError::Malformed("MAC address needs six bytes"))?;
+            if p.len() != 2 {
+                return Err(WireError::Malformed("MAC address byte must be two hex digits"));
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| WireError::Malformed("MAC address byte is not hex"))?;
+        }
+        if parts.next().is_some() {
+            return Err(WireError::Malformed("MAC address has more than six bytes"));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// EtherType values weft acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtherType;
+
+impl EtherType {
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const VLAN: u16 = 0x8100;
+    pub const IPV6: u16 = 0x86dd;
+}
+
+pub mod field {
+    use crate::wire::Field;
+    pub const DST: Field = 0..6;
+    pub const SRC: Field = 6..12;
+    pub const ETHERTYPE: Field = 12..14;
+    pub const VLAN_TCI: Field = 14..16;
+    pub const VLAN_ETHERTYPE: Field = 16..18;
+}
+
+/// Length of an untagged Ethernet header.
+pub const HEADER_LEN: usize = 14;
+/// Length of an Ethernet header with one 802.1Q tag.
+pub const VLAN_HEADER_LEN: usize = 18;
+
+/// A view of an Ethernet frame.
+#[derive(Debug, Clone)]
+pub struct EthernetFrame<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> EthernetFrame<T> {
+    /// Wrap without checks; accessors may panic on a short buffer.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        EthernetFrame { buffer }
+    }
+
+    /// Wrap after checking that the header (and the 802.1Q tag, if the type says there is one) fits.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let f = Self::new_unchecked(buffer);
+        let len = f.buffer.as_ref().len();
+        if len < HEADER_LEN || (f.outer_ethertype() == EtherType::VLAN && len < VLAN_HEADER_LEN) {
+            return Err(WireError::Truncated);
+        }
+        Ok(f)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn dst(&self) -> MacAddr {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buffer.as_ref()[field::DST]);
+        MacAddr(m)
+    }
+
+    pub fn src(&self) -> MacAddr {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
+        MacAddr(m)
+    }
+
+    /// The type field right after the addresses (0x8100 for a tagged frame).
+    #[inline(always)]
+    pub fn outer_ethertype(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::ETHERTYPE.start)
+    }
+
+    /// The 802.1Q tag control information, if the frame is tagged.
+    pub fn vlan_tci(&self) -> Option<u16> {
+        (self.outer_ethertype() == EtherType::VLAN).then(|| get_u16(self.buffer.as_ref(), field::VLAN_TCI.start))
+    }
+
+    /// The VLAN id (12 bits) if tagged.
+    pub fn vlan_id(&self) -> Option<u16> {
+        self.vlan_tci().map(|t| t & 0x0fff)
+    }
+
+    /// The payload's EtherType, looking through one 802.1Q tag.
+    pub fn ethertype(&self) -> u16 {
+        if self.outer_ethertype() == EtherType::VLAN {
+            get_u16(self.buffer.as_ref(), field::VLAN_ETHERTYPE.start)
+        } else {
+            self.outer_ethertype()
+        }
+    }
+
+    /// Header length: 14, or 18 with a tag.
+    pub fn header_len(&self) -> usize {
+        if self.outer_ethertype() == EtherType::VLAN {
+            VLAN_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    pub fn set_dst(&mut self, m: MacAddr) {
+        self.buffer.as_mut()[field::DST].copy_from_slice(&m.0);
+    }
+
+    pub fn set_src(&mut self, m: MacAddr) {
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&m.0);
+    }
+
+    /// Set the (outer) type field of an untagged frame.
+    pub fn set_ethertype(&mut self, t: u16) {
+        set_u16(self.buffer.as_mut(), field::ETHERTYPE.start, t);
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let h = self.header_len();
+        &mut self.buffer.as_mut()[h..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rustfmt::skip]
+    const UNTAGGED: [u8; 16] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, // dst
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, // src
+        0x08, 0x00,                         // IPv4
+        0x45, 0x00,                         // payload
+    ];
+
+    #[rustfmt::skip]
+    const TAGGED: [u8; 20] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // dst broadcast
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, // src
+        0x81, 0x00,                         // 802.1Q
+        0x20, 0x64,                         // PCP 1, VID 100
+        0x08, 0x06,                         // ARP
+        0x00, 0x01,                         // payload
+    ];
+
+    #[test]
+    fn parse_untagged() {
+        let f = EthernetFrame::new_checked(&UNTAGGED[..]).unwrap();
+        assert_eq!(f.dst(), MacAddr([2, 0, 0, 0, 0, 2]));
+        assert_eq!(f.src(), MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(f.ethertype(), EtherType::IPV4);
+        assert_eq!(f.vlan_id(), None);
+        assert_eq!(f.payload(), &[0x45, 0x00]);
+    }
+
+    #[test]
+    fn parse_tagged() {
+        let f = EthernetFrame::new_checked(&TAGGED[..]).unwrap();
+        assert!(f.dst().is_broadcast());
+        assert_eq!(f.outer_ethertype(), EtherType::VLAN);
+        assert_eq!(f.vlan_id(), Some(100));
+        assert_eq!(f.ethertype(), EtherType::ARP);
+        assert_eq!(f.header_len(), 18);
+        assert_eq!(f.payload(), &[0x00, 0x01]);
+    }
+
+    #[test]
+    fn parse_truncated() {
+        assert_eq!(EthernetFrame::new_checked(&UNTAGGED[..13]).unwrap_err(), WireError::Truncated);
+        assert_eq!(EthernetFrame::new_checked(&TAGGED[..17]).unwrap_err(), WireError::Truncated);
+        assert!(EthernetFrame::new_checked(&TAGGED[..18]).is_ok());
+    }
+
+    #[test]
+    fn emit_into_poisoned_buffer() {
+        let mut buf = [0xa5u8; 16];
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        f.set_dst(MacAddr([2, 0, 0, 0, 0, 2]));
+        f.set_src(MacAddr([2, 0, 0, 0, 0, 1]));
+        f.set_ethertype(EtherType::IPV4);
+        f.payload_mut().copy_from_slice(&[0x45, 0x00]);
+        assert_eq!(buf, UNTAGGED);
+    }
+
+    #[test]
+    fn mac_parse_and_display_roundtrip() {
+        let m: MacAddr = "c6:d2:32:6f:8f:44".parse().unwrap();
+        assert_eq!(m.to_string(), "c6:d2:32:6f:8f:44");
+        assert!(m.is_local_unicast());
+        assert!("c6:d2:32:6f:8f".parse::<MacAddr>().is_err());
+        assert!("c6:d2:32:6f:8f:44:00".parse::<MacAddr>().is_err());
+        assert!("zz:d2:32:6f:8f:44".parse::<MacAddr>().is_err());
+        assert!(MacAddr::local_from_bytes([0xff; 6]).is_local_unicast());
+    }
+}

@@ -1,0 +1,169 @@
+//! EAL with virtual devices: bursts through net_ring and net_null, the kernel's VXLAN frames through
+//! net_pcap, lcore launch with panics caught. Needs root and hugepages; fails (does not skip) without.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use dataplane::dpdk::{Burst, Eal, LcoreId, Mempool, Port, PortConfig, BURST_SIZE};
+use dataplane::testing::{check_dpdk_preconditions, vdev_eal_args};
+use dataplane::wire::{pcap, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kernel-vxlan-ping.pcap");
+
+struct Env {
+    _eal: Eal,
+    pool: Arc<Mempool>,
+    tx_pcap: String,
+}
+
+/// EAL once per process (DPDK allows no more); tests take turns through the mutex.
+fn env() -> MutexGuard<'static, Env> {
+    static ENV: OnceLock<Mutex<Env>> = OnceLock::new();
+    let m = ENV.get_or_init(|| {
+        if let Err(e) = check_dpdk_preconditions(64) {
+            panic!("{e}");
+        }
+        let pid = std::process::id();
+        let tx_pcap = format!("{}/weft-test-{pid}-out.pcap", std::env::temp_dir().display());
+        let vdevs = vec![
+            "net_ring0".to_string(),
+            "net_null0".to_string(),
+            "net_null1".to_string(),
+            format!("net_pcap0,rx_pcap={FIXTURE},tx_pcap={tx_pcap}"),
+        ];
+        let eal = Eal::init(&vdev_eal_args(&format!("weft-test-{pid}"), "0,1", &vdevs)).unwrap_or_else(|e| panic!("{e}"));
+        let pool = Arc::new(Mempool::new("test_pool", 4095, 64).unwrap());
+        Mutex::new(Env { _eal: eal, pool, tx_pcap })
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Distinct frames of varied sizes, content derived from the index.
+fn frame(i: usize) -> Vec<u8> {
+    let len = 60 + (i * 37) % 1400;
+    (0..len).map(|j| (j * 7 + i * 13) as u8).collect()
+}
+
+#[test]
+fn net_ring_burst_is_byte_identical() {
+    let env = env();
+    let baseline = env.pool.in_use();
+    let port = Port::by_name("net_ring0").unwrap();
+    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
+    port.start().unwrap();
+    let mut burst = Burst::new();
+    for i in 0..BURST_SIZE {
+        let mut m = env.pool.alloc().unwrap();
+        m.set_data(&frame(i)).unwrap();
+        assert!(burst.push(m).is_ok());
+    }
+    assert_eq!(tx[0].tx_burst(&mut burst), BURST_SIZE);
+    let mut got = Burst::new();
+    assert_eq!(rx[0].rx_burst(&mut got), BURST_SIZE);
+    for i in 0..BURST_SIZE {
+        let m = got.pop_front().unwrap();
+        assert_eq!(m.data(), &frame(i)[..], "frame {i}");
+    }
+    assert!(got.pop_front().is_none());
+    let stats = port.stats().unwrap();
+    assert_eq!((stats.tx_packets, stats.rx_packets), (BURST_SIZE as u64, BURST_SIZE as u64));
+    port.stop().unwrap();
+    assert_eq!(env.pool.in_use(), baseline, "every mbuf is back in the pool");
+}
+
+#[test]
+fn net_null_tx_takes_or_frees_everything() {
+    let env = env();
+    let baseline = env.pool.in_use();
+    let port = Port::by_name("net_null0").unwrap();
+    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
+    port.start().unwrap();
+    let mut sent_total = 0;
+    for _ in 0..100 {
+        let mut burst = Burst::new();
+        assert_eq!(rx[0].rx_burst(&mut burst), BURST_SIZE, "net_null always has a full burst");
+        let (sent, freed) = tx[0].send_or_free(&mut burst);
+        assert_eq!(sent + freed, BURST_SIZE);
+        assert!(burst.is_empty());
+        sent_total += sent;
+    }
+    assert_eq!(port.stats().unwrap().tx_packets, sent_total as u64);
+    port.stop().unwrap();
+    assert_eq!(env.pool.in_use(), baseline, "no mbuf leaked");
+}
+
+#[test]
+fn kernel_vxlan_frames_through_net_pcap() {
+    let env = env();
+    let port = Port::by_name("net_pcap0").unwrap();
+    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
+    port.start().unwrap();
+    let mut burst = Burst::new();
+    // net_pcap reads the file on start; poll a few times in case a burst comes up short.
+    for _ in 0..10 {
+        rx[0].rx_burst(&mut burst);
+    }
+    assert_eq!(burst.len(), 2, "the fixture holds two frames");
+    let want: Vec<Vec<u8>> = pcap::PcapReader::new(&std::fs::read(FIXTURE).unwrap()).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
+    let mut out = Burst::new();
+    let mut vnis = Vec::new();
+    while let Some(m) = burst.pop_front() {
+        {
+            let eth = EthernetFrame::new_checked(m.data()).unwrap();
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            assert_eq!(ip.src().octets()[..3], Ipv4Addr::new(192, 168, 77, 0).octets()[..3]);
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!(udp.dst_port(), 8472);
+            let vx = VxlanPacket::new_checked(udp.payload()).unwrap();
+            vx.check_flags().unwrap();
+            vnis.push(vx.vni().get());
+            assert_eq!(m.data(), &want[vnis.len() - 1][..]);
+        }
+        out.push(m).unwrap();
+    }
+    assert_eq!(vnis, vec![1, 1]);
+    // Out through the pcap writer and back from the file: byte-identical.
+    assert_eq!(tx[0].tx_burst(&mut out), 2);
+    port.stop().unwrap();
+    let written = std::fs::read(&env.tx_pcap).unwrap();
+    let got: Vec<Vec<u8>> = pcap::PcapReader::new(&written).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_file(&env.tx_pcap);
+}
+
+#[test]
+fn mbuf_prepend_and_adj_stay_within_headroom() {
+    let env = env();
+    let mut m = env.pool.alloc().unwrap();
+    m.set_data(&[1, 2, 3, 4]).unwrap();
+    let head = m.headroom();
+    assert_eq!(head, 128, "DPDK's default headroom");
+    let front = m.prepend(50).unwrap();
+    front.fill(0xee);
+    assert_eq!(m.data_len(), 54);
+    assert_eq!(m.pkt_len(), 54);
+    assert_eq!(&m.data()[50..], &[1, 2, 3, 4]);
+    assert!(m.prepend(head).is_none(), "beyond the headroom");
+    assert_eq!(m.data_len(), 54, "a refused prepend changes nothing");
+    m.adj(50).unwrap();
+    assert_eq!(m.data(), &[1, 2, 3, 4]);
+    assert!(m.adj(5).is_none());
+    m.trim(2).unwrap();
+    assert_eq!(m.data(), &[1, 2]);
+    assert!(m.tailroom() > 1000);
+}
+
+#[test]
+fn lcore_launch_returns_result_and_catches_panics() {
+    let _env = env();
+    let workers = LcoreId::workers();
+    assert_eq!(workers, vec![LcoreId(1)], "EAL was given -l 0,1");
+    let h = workers[0].launch(|| LcoreId::current().map(|l| l.0 * 10 + 7)).unwrap();
+    assert_eq!(h.join().unwrap(), Some(17));
+    let h = workers[0].launch(|| -> u32 { panic!("worker blew up") }).unwrap();
+    let err = h.join().unwrap_err().to_string();
+    assert!(err.contains("worker blew up") && err.contains("lcore 1"), "{err}");
+    // The lcore is usable again after a caught panic.
+    let h = workers[0].launch(|| 5).unwrap();
+    assert_eq!(h.join().unwrap(), 5);
+}
