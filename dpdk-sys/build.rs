@@ -12,11 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
-    let dpdk = match pkg_config::Config::new()
-        .atleast_version(MIN_DPDK)
-        .cargo_metadata(true)
-        .probe("libdpdk")
-    {
+    let dpdk = match pkg_config::Config::new().atleast_version(MIN_DPDK).cargo_metadata(true).probe("libdpdk") {
         Ok(lib) => lib,
         Err(err) => {
             eprintln!(
@@ -75,9 +71,7 @@ fn main() {
         }
     };
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("write bindings.rs into OUT_DIR");
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs into OUT_DIR");
 }
 
 /// The whitespace-separated words pkg-config prints for `args`.
@@ -86,9 +80,6 @@ fn pkg_config_flags(args: &[&str]) -> Vec<String> {
         .args(args)
         .output()
         .expect("pkg-config runs (it found libdpdk a moment ago)");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
-        // `-include rte_config.h` is two words that must stay together and in order: keep them as given.
+    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+    // `-include rte_config.h` is two words that must stay together and in order: keep them as given.
 }

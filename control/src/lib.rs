@@ -1,1 +1,5 @@
-//! placeholder
+//! weft's control side: flannel's etcd schema and lease logic, without DPDK. The etcd client and watch
+//! loop build on these pieces; everything here is plain data and is tested without a server.
+
+pub mod allocate;
+pub mod subnet_file;

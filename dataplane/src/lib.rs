@@ -3,5 +3,5 @@
 #![deny(unsafe_code)]
 
 pub mod dpdk;
-pub mod wire;
 pub mod testing;
+pub mod wire;

@@ -25,7 +25,10 @@ pub fn hugepages() -> (u64, bool) {
         .find_map(|l| l.strip_prefix("HugePages_Free:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let mounted = fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    let mounted = fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
     (free, mounted)
 }
 
@@ -58,4 +61,23 @@ pub fn vdev_eal_args(prefix: &str, lcores: &str, vdevs: &[String]) -> Vec<String
         a.push(format!("--vdev={v}"));
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_hugepages_is_an_error_that_says_what_to_do() {
+        let e = check_dpdk_preconditions(u64::MAX).unwrap_err().to_string();
+        assert!(e.contains("make setup") || e.contains("root"), "{e}");
+    }
+
+    #[test]
+    fn eal_args_isolate_the_process() {
+        let a = vdev_eal_args("p1", "0,1", &["net_null0".into()]);
+        assert!(a.contains(&"--file-prefix=p1".to_string()));
+        assert!(a.contains(&"--huge-unlink".to_string()));
+        assert!(a.contains(&"--vdev=net_null0".to_string()));
+    }
 }

@@ -1,5 +1,6 @@
 //! EAL with virtual devices: bursts through net_ring and net_null, the kernel's VXLAN frames through
 //! net_pcap, lcore launch with panics caught. Needs root and hugepages; fails (does not skip) without.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -31,7 +32,8 @@ fn env() -> MutexGuard<'static, Env> {
             "net_null1".to_string(),
             format!("net_pcap0,rx_pcap={FIXTURE},tx_pcap={tx_pcap}"),
         ];
-        let eal = Eal::init(&vdev_eal_args(&format!("weft-test-{pid}"), "0,1", &vdevs)).unwrap_or_else(|e| panic!("{e}"));
+        let eal =
+            Eal::init(&vdev_eal_args(&format!("weft-test-{pid}"), "0,1", &vdevs)).unwrap_or_else(|e| panic!("{e}"));
         let pool = Arc::new(Mempool::new("test_pool", 4095, 64).unwrap());
         Mutex::new(Env { _eal: eal, pool, tx_pcap })
     });
@@ -104,7 +106,8 @@ fn kernel_vxlan_frames_through_net_pcap() {
         rx[0].rx_burst(&mut burst);
     }
     assert_eq!(burst.len(), 2, "the fixture holds two frames");
-    let want: Vec<Vec<u8>> = pcap::PcapReader::new(&std::fs::read(FIXTURE).unwrap()).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
+    let want: Vec<Vec<u8>> =
+        pcap::PcapReader::new(&std::fs::read(FIXTURE).unwrap()).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
     let mut out = Burst::new();
     let mut vnis = Vec::new();
     while let Some(m) = burst.pop_front() {

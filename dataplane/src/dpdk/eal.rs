@@ -58,7 +58,5 @@ impl Drop for Eal {
 /// The DPDK version weft runs against, e.g. `DPDK 22.11.11` (works before EAL init).
 pub fn dpdk_version() -> String {
     // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
-    unsafe { CStr::from_ptr(dpdk_sys::rte_version()) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { CStr::from_ptr(dpdk_sys::rte_version()) }.to_string_lossy().into_owned()
 }

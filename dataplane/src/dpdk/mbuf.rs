@@ -26,7 +26,6 @@ impl Mbuf {
         Mbuf(raw)
     }
 
-
     #[inline(always)]
     fn raw(&self) -> &dpdk_sys::rte_mbuf {
         // SAFETY: self.0 is a valid mbuf we own (constructor contract); shared borrow of self.
@@ -63,12 +62,7 @@ impl Mbuf {
         let m = self.raw();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's data buffer by DPDK's mbuf
         // invariants, and we own the mbuf, so no one writes it while this borrow lives.
-        unsafe {
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        }
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
     }
 
     /// The packet's first segment, writable.
@@ -78,10 +72,7 @@ impl Mbuf {
         // mbufs that came from rx or alloc; weft never clones mbufs).
         unsafe {
             let m = self.0.as_mut();
-            std::slice::from_raw_parts_mut(
-                (m.buf_addr as *mut u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
+            std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize)
         }
     }
 

@@ -26,9 +26,7 @@ impl Mempool {
         let cname = CString::new(name).map_err(|_| DpdkError::NulInArgument(name.into()))?;
         // SAFETY: cname is a valid C string; EAL must be initialised, which DPDK checks itself (it
         // returns NULL with rte_errno set otherwise). SOCKET_ID_ANY is -1.
-        let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, -1)
-        };
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, -1) };
         match NonNull::new(raw) {
             Some(raw) => Ok(Mempool { raw, name: name.into() }),
             None => Err(DpdkError::Mempool { name: name.into(), reason: last_error() }),

@@ -34,7 +34,15 @@ pub struct PortConfig {
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, rss: false, promiscuous: true, mtu: None }
+        PortConfig {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            rss: false,
+            promiscuous: true,
+            mtu: None,
+        }
     }
 }
 
@@ -205,7 +213,9 @@ impl Port {
         }
         let (mut rxd, mut txd) = (cfg.rx_desc, cfg.tx_desc);
         // SAFETY: valid out pointers.
-        check(id, "adjust_nb_rx_tx_desc", unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rxd, &mut txd) })?;
+        check(id, "adjust_nb_rx_tx_desc", unsafe {
+            dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rxd, &mut txd)
+        })?;
         // SAFETY: valid port id.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
@@ -220,7 +230,9 @@ impl Port {
         let mut tx = Vec::new();
         for q in 0..cfg.tx_queues {
             // SAFETY: NULL tx_conf means the driver default.
-            check(id, "tx_queue_setup", unsafe { dpdk_sys::rte_eth_tx_queue_setup(id, q, txd, socket, std::ptr::null()) })?;
+            check(id, "tx_queue_setup", unsafe {
+                dpdk_sys::rte_eth_tx_queue_setup(id, q, txd, socket, std::ptr::null())
+            })?;
             tx.push(TxQueue { port: self.inner.clone(), queue: q });
         }
         if cfg.promiscuous {
@@ -258,7 +270,9 @@ impl Port {
     pub fn link(&self) -> Result<LinkStatus, DpdkError> {
         let mut link = dpdk_sys::rte_eth_link::default();
         // SAFETY: valid out pointer.
-        check(self.inner.id, "link_get_nowait", unsafe { dpdk_sys::rte_eth_link_get_nowait(self.inner.id, &mut link) })?;
+        check(self.inner.id, "link_get_nowait", unsafe {
+            dpdk_sys::rte_eth_link_get_nowait(self.inner.id, &mut link)
+        })?;
         Ok(LinkStatus { up: link.link_status() != 0, speed_mbps: link.link_speed })
     }
 

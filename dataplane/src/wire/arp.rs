@@ -47,7 +47,11 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         if b.len() < PACKET_LEN {
             return Err(WireError::Truncated);
         }
-        if get_u16(b, field::HTYPE.start) != 1 || get_u16(b, field::PTYPE.start) != 0x0800 || b[field::HLEN] != 6 || b[field::PLEN] != 4 {
+        if get_u16(b, field::HTYPE.start) != 1
+            || get_u16(b, field::PTYPE.start) != 0x0800
+            || b[field::HLEN] != 6
+            || b[field::PLEN] != 4
+        {
             return Err(WireError::Malformed("ARP is not IPv4 over Ethernet"));
         }
         Ok(p)

@@ -79,7 +79,9 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     /// Checksum over the IPv4 pseudo-header and the datagram is right (or absent: zero is allowed for
     /// UDP over IPv4). weft never drops a received VXLAN frame for this; see the fixtures README.
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0 || checksum::sum(&self.buffer.as_ref()[..self.len() as usize], pseudo_header(src, dst, self.len())) == 0xffff
+        self.checksum() == 0
+            || checksum::sum(&self.buffer.as_ref()[..self.len() as usize], pseudo_header(src, dst, self.len()))
+                == 0xffff
     }
 }
 

@@ -1,0 +1,29 @@
+# weft's two entry points: `make demo` and `make test` (both run `setup` first, which needs root).
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup build test demo lint unit bench-io clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace --all-targets
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: unit, EAL integration on virtual devices, and (as they land) etcd and netns lab tests.
+test: lint
+	$(CARGO) test --workspace --release
+
+demo: build
+	@bash scripts/demo.sh
+
+# Not a test: weft's I/O loop against dpdk-testpmd on the same net_null ports (see bench/README.md).
+bench-io: build
+	./target/release/weft-bench io
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine for building and testing weft: packages, hugepages, hugetlbfs.
+# Idempotent: it installs only what is missing and never lowers a setting that is already enough.
+set -euo pipefail
+
+HUGEPAGES_MIN=${WEFT_HUGEPAGES:-1024}   # 2 MiB pages
+PACKAGES=(
+  dpdk dpdk-dev libdpdk-dev            # DPDK 22.11: libraries, PMD plugins, dpdk-testpmd, headers
+  pkg-config clang libclang-dev        # dpdk-sys: pkg-config finds DPDK, bindgen needs libclang
+  libpcap-dev                          # net_pcap
+  protobuf-compiler libprotobuf-dev    # etcd-client's gRPC code generation
+  etcd-server etcd-client              # a real etcd for the control tests
+  iproute2 tcpdump ethtool iputils-ping procps psmisc  # the netns lab
+  python3 python3-scapy                # frames built by scapy in tests
+)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: must run as root (it installs Debian packages and reserves hugepages); try: sudo make setup" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "packages present"
+fi
+
+cur=$(cat /proc/sys/vm/nr_hugepages)
+if [ "$cur" -lt "$HUGEPAGES_MIN" ]; then
+  echo "$HUGEPAGES_MIN" > /proc/sys/vm/nr_hugepages
+  cur=$(cat /proc/sys/vm/nr_hugepages)
+  if [ "$cur" -lt "$HUGEPAGES_MIN" ]; then
+    echo "setup: asked for $HUGEPAGES_MIN hugepages, the kernel gave $cur (memory too fragmented?)" >&2
+    exit 1
+  fi
+fi
+say "hugepages: $cur reserved, $(awk '/HugePages_Free/ {print $2}' /proc/meminfo) free"
+
+if ! awk '$3 == "hugetlbfs" {found=1} END {exit !found}' /proc/mounts; then
+  mkdir -p /dev/hugepages
+  mount -t hugetlbfs nodev /dev/hugepages
+  say "mounted hugetlbfs on /dev/hugepages"
+fi
+
+v=$(pkg-config --modversion libdpdk)
+say "DPDK $v via pkg-config"
