@@ -3,5 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod dpdk;
+pub mod packet;
+pub mod tables;
 pub mod testing;
 pub mod wire;

@@ -41,7 +41,7 @@ pub type Result<T> = core::result::Result<T, WireError>;
 pub type Field = core::ops::Range<usize>;
 
 #[inline(always)]
-pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
+pub fn get_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 

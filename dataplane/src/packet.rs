@@ -1,0 +1,425 @@
+//! weft's packet paths (DESIGN.md §3) as functions of one frame and one snapshot, returning a
+//! [`Verdict`]. They rewrite the frame in place (decap, encap, proxy ARP, ICMP fragmentation-needed) and
+//! never allocate, lock, log or block; the worker acts on the verdict. They work on any [`PacketBuf`], so
+//! the same code runs on mbufs in the workers and on byte fixtures in the tests.
+
+use std::net::Ipv4Addr;
+
+use weft_config::MacAddr;
+
+use crate::dpdk::{Mbuf, PortId};
+use crate::tables::{at, EncapTemplate, Snapshot, OUTER_LEN, TEMPLATE_LEN};
+use crate::wire::{
+    arp, checksum, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet,
+    Ipv4Packet, UdpPacket, VxlanPacket,
+};
+
+/// A frame with headroom: what the packet paths need from an mbuf.
+pub trait PacketBuf {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]>;
+    fn adj(&mut self, n: usize) -> Option<()>;
+    fn trim(&mut self, n: usize) -> Option<()>;
+}
+
+impl PacketBuf for Mbuf {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    #[inline(always)]
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        Mbuf::prepend(self, n)
+    }
+    #[inline(always)]
+    fn adj(&mut self, n: usize) -> Option<()> {
+        Mbuf::adj(self, n)
+    }
+    #[inline(always)]
+    fn trim(&mut self, n: usize) -> Option<()> {
+        Mbuf::trim(self, n)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $label:literal, $doc:literal;)*) => {
+        /// Why a frame was dropped. Indexes the per-worker drop counters; labels are stable metric values.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// The stable label (Prometheus `reason`).
+            pub fn label(self) -> &'static str {
+                match self { $(DropReason::$variant => $label,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Truncated => "truncated", "Shorter than its headers say.";
+    Vlan => "vlan_tagged", "802.1Q tagged; weft's ports are untagged.";
+    OtherEthertype => "other_ethertype", "Neither IPv4 nor ARP (IPv6, LLDP, ...).";
+    BadIpHeader => "bad_ip_header", "IPv4 version, IHL or length fields wrong.";
+    IpChecksum => "ip_checksum", "IPv4 header checksum wrong.";
+    Fragment => "fragment", "Outer IPv4 fragment (weft does not reassemble).";
+    NotForUs => "not_for_us", "Uplink frame not addressed to our MAC and PublicIP.";
+    NotVxlan => "not_vxlan", "Not UDP to our VXLAN port.";
+    VxlanFlags => "vxlan_flags", "VXLAN I flag clear or reserved bits set.";
+    WrongVni => "wrong_vni", "VXLAN network identifier not ours.";
+    UnknownVtep => "unknown_vtep", "VXLAN from a PublicIP that holds no lease.";
+    InnerNotIpv4 => "inner_not_ipv4", "Encapsulated frame is not IPv4.";
+    InnerDstMac => "inner_dst_mac", "Encapsulated frame not addressed to our VtepMAC.";
+    NoPod => "no_pod", "Destination in our subnet but no pod has it.";
+    TtlExpired => "ttl_expired", "TTL would reach zero.";
+    NoRoute => "no_route", "Destination in the cluster network but no node leases it.";
+    NotOverlay => "not_overlay", "Destination outside the cluster network (no exception path).";
+    NeighbourUnresolved => "neighbour_unresolved", "Underlay next hop's MAC not resolved yet.";
+    TooBig => "too_big", "Over the pod MTU and not DF (weft does not fragment).";
+    SpoofedSource => "spoofed_source", "Pod frame with a source IP or MAC that is not the pod's.";
+    ArpIgnored => "arp_ignored", "ARP that needs no answer from us.";
+    NoHeadroom => "no_headroom", "No room in front of the frame for the outer headers.";
+    TxFull => "tx_full", "The port did not take the frame.";
+    PortGone => "port_gone", "The frame's output port is not attached (pod deleted).";
+    Multiseg => "multiseg", "Multi-segment mbuf (weft handles single-segment frames).";
+}
+
+/// What to do with a frame after processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Decapsulated or switched: send to this pod port.
+    ToPod(PortId),
+    /// Encapsulated: send on the uplink.
+    ToUplink,
+    /// Rewritten into an answer (ARP reply, ICMP fragmentation-needed): send back out the port it came in.
+    Reply,
+    /// An ARP reply for us: hand the neighbour to the slow path; the frame is done.
+    Learn {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
+    Drop(DropReason),
+}
+
+use DropReason as R;
+
+/// Source port for the outer UDP header from the inner flow, in 32768..61000 as Linux's
+/// `udp_flow_src_port` maps its flow hash into the local port range, so one flow keeps one port (and one
+/// RSS queue / ECMP path) and different flows spread.
+#[inline(always)]
+pub fn flow_src_port(ip: &[u8]) -> u16 {
+    // Addresses and protocol, plus ports for unfragmented TCP/UDP.
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let proto = ip[9];
+    let hl = ((ip[0] & 0x0f) as usize) * 4;
+    let frag = get_u16(ip, 6) & 0x3fff != 0;
+    let ports = if !frag && (proto == ipv4::protocol::TCP || proto == ipv4::protocol::UDP) && ip.len() >= hl + 4 {
+        u32::from_be_bytes([ip[hl], ip[hl + 1], ip[hl + 2], ip[hl + 3]])
+    } else {
+        0
+    };
+    let mut h = (src as u64) << 32 | dst as u64;
+    h ^= ((ports as u64) << 8 | proto as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    let h32 = (h ^ (h >> 33)) as u32;
+    (32768 + ((h32 as u64 * (61000 - 32768)) >> 32)) as u16
+}
+
+/// Uplink RX: VXLAN to us -> decapsulated frame for a pod; ARP for our PublicIP -> reply.
+#[inline]
+pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
+    let node = &s.node;
+    let d = m.data();
+    if d.len() < ethernet::HEADER_LEN {
+        return Verdict::Drop(R::Truncated);
+    }
+    match get_u16(d, 12) {
+        EtherType::IPV4 => {}
+        EtherType::ARP => return uplink_arp(m, s),
+        EtherType::VLAN => return Verdict::Drop(R::Vlan),
+        _ => return Verdict::Drop(R::OtherEthertype),
+    }
+    if d[0..6] != node.uplink_mac.0 {
+        return Verdict::Drop(R::NotForUs);
+    }
+    let ip = match Ipv4Packet::new_checked(&d[ethernet::HEADER_LEN..]) {
+        Ok(ip) => ip,
+        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
+        Err(_) => return Verdict::Drop(R::BadIpHeader),
+    };
+    if ip.dst() != node.public_ip {
+        return Verdict::Drop(R::NotForUs);
+    }
+    if !ip.verify_checksum() {
+        return Verdict::Drop(R::IpChecksum);
+    }
+    if ip.is_fragment() {
+        return Verdict::Drop(R::Fragment);
+    }
+    if ip.protocol() != ipv4::protocol::UDP {
+        return Verdict::Drop(R::NotVxlan);
+    }
+    // The outer UDP checksum is deliberately not verified: Linux sends it partial from offloading
+    // veths, and RFC 7348 receivers accept zero; the inner packet carries its own checksums.
+    let Ok(u) = UdpPacket::new_checked(ip.payload()) else { return Verdict::Drop(R::Truncated) };
+    if u.dst_port() != node.vxlan_port {
+        return Verdict::Drop(R::NotVxlan);
+    }
+    let Ok(vx) = VxlanPacket::new_checked(u.payload()) else { return Verdict::Drop(R::Truncated) };
+    if vx.check_flags().is_err() {
+        return Verdict::Drop(R::VxlanFlags);
+    }
+    if vx.vni() != node.vni {
+        return Verdict::Drop(R::WrongVni);
+    }
+    if !s.known_vteps.contains_key(&ip.src_u32()) {
+        return Verdict::Drop(R::UnknownVtep);
+    }
+    let Ok(inner) = EthernetFrame::new_checked(vx.payload()) else { return Verdict::Drop(R::Truncated) };
+    if inner.outer_ethertype() != EtherType::IPV4 {
+        return Verdict::Drop(R::InnerNotIpv4);
+    }
+    if inner.dst() != node.vtep_mac {
+        return Verdict::Drop(R::InnerDstMac);
+    }
+    let iip = match Ipv4Packet::new_checked(inner.payload()) {
+        Ok(p) => p,
+        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
+        Err(_) => return Verdict::Drop(R::BadIpHeader),
+    };
+    if !iip.verify_checksum() {
+        return Verdict::Drop(R::IpChecksum);
+    }
+    let dst = iip.dst();
+    if !node.subnet.contains(dst) {
+        return Verdict::Drop(R::NoRoute);
+    }
+    let Some(pod) = s.pods.get(&u32::from(dst)) else { return Verdict::Drop(R::NoPod) };
+    if iip.ttl() <= 1 {
+        return Verdict::Drop(R::TtlExpired);
+    }
+    let (port, pod_mac) = (pod.port, pod.mac);
+    let outer = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+    let inner_end = outer + ethernet::HEADER_LEN + iip.total_len() as usize;
+    let padding = d.len() - inner_end;
+    let gw = node.gateway_mac();
+    // Routed from flannel.1 to the pod, as the kernel does: TTL - 1, new Ethernet header.
+    let buf = m.data_mut();
+    Ipv4Packet::new_unchecked(&mut buf[outer + ethernet::HEADER_LEN..]).decrement_ttl();
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[outer..]);
+    eth.set_dst(pod_mac);
+    eth.set_src(gw);
+    if m.adj(outer).is_none() || (padding > 0 && m.trim(padding).is_none()) {
+        return Verdict::Drop(R::Truncated);
+    }
+    Verdict::ToPod(port)
+}
+
+#[cold]
+fn uplink_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
+    let node = &s.node;
+    let Ok(a) = ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) else { return Verdict::Drop(R::Truncated) };
+    if a.target_ip() != node.public_ip {
+        return Verdict::Drop(R::ArpIgnored);
+    }
+    match a.operation() {
+        arp::OP_REPLY => Verdict::Learn { ip: a.sender_ip(), mac: a.sender_mac() },
+        arp::OP_REQUEST => {
+            let (sha, spa) = (a.sender_mac(), a.sender_ip());
+            arp_reply_in_place(m, node.uplink_mac, node.public_ip, sha, spa);
+            Verdict::Reply
+        }
+        _ => Verdict::Drop(R::ArpIgnored),
+    }
+}
+
+/// Turn the ARP request in `m` into the reply `who` is at `mac`.
+fn arp_reply_in_place<B: PacketBuf>(m: &mut B, mac: MacAddr, who: Ipv4Addr, to_mac: MacAddr, to_ip: Ipv4Addr) {
+    let buf = m.data_mut();
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst(to_mac);
+    eth.set_src(mac);
+    ArpPacket::new_unchecked(&mut buf[ethernet::HEADER_LEN..]).emit(arp::OP_REPLY, mac, who, to_mac, to_ip);
+}
+
+/// Pod RX: to a pod on this node, encapsulated to a remote node, or answered (ARP, too big).
+/// `ident` is the outer IPv4 identification to use if the frame is encapsulated.
+#[inline]
+pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident: u16) -> Verdict {
+    let node = &s.node;
+    let d = m.data();
+    if d.len() < ethernet::HEADER_LEN {
+        return Verdict::Drop(R::Truncated);
+    }
+    match get_u16(d, 12) {
+        EtherType::IPV4 => {}
+        EtherType::ARP => return pod_arp(m, s, in_port),
+        EtherType::VLAN => return Verdict::Drop(R::Vlan),
+        _ => return Verdict::Drop(R::OtherEthertype),
+    }
+    let ip = match Ipv4Packet::new_checked(&d[ethernet::HEADER_LEN..]) {
+        Ok(ip) => ip,
+        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
+        Err(_) => return Verdict::Drop(R::BadIpHeader),
+    };
+    match s.pods.get(&ip.src_u32()) {
+        Some(p) if p.port == in_port && d[6..12] == p.mac.0 => {}
+        _ => return Verdict::Drop(R::SpoofedSource),
+    }
+    if !ip.verify_checksum() {
+        return Verdict::Drop(R::IpChecksum);
+    }
+    let dst = ip.dst_u32();
+    let total = ip.total_len() as usize;
+    let padding = d.len() - ethernet::HEADER_LEN - total;
+    if node.subnet.contains(ip.dst()) {
+        // Same node: the kernel's cni0 bridge switches this without routing, so the TTL stays.
+        let Some(pod) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
+        let (port, mac) = (pod.port, pod.mac);
+        let mut eth = EthernetFrame::new_unchecked(m.data_mut());
+        eth.set_dst(mac);
+        eth.set_src(node.gateway_mac());
+        return Verdict::ToPod(port);
+    }
+    if !node.network.contains(ip.dst()) {
+        return Verdict::Drop(R::NotOverlay);
+    }
+    let Some(vtep) = s.lookup_vtep(dst) else { return Verdict::Drop(R::NoRoute) };
+    if ip.ttl() <= 1 {
+        return Verdict::Drop(R::TtlExpired);
+    }
+    if total > node.pod_mtu() as usize {
+        return if ip.dont_frag() { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
+    }
+    let Some(t) = vtep.template.as_ref() else { return Verdict::Drop(R::NeighbourUnresolved) };
+    if padding > 0 && m.trim(padding).is_none() {
+        return Verdict::Drop(R::Truncated);
+    }
+    encap(m, t, ident)
+}
+
+/// Prepend the outer headers from the template and patch the per-packet fields. The inner IPv4 header
+/// follows the pod's 14-byte Ethernet header, which the template's inner Ethernet header overwrites.
+#[inline(always)]
+fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16) -> Verdict {
+    // Routed into flannel.1 as the kernel does: TTL - 1.
+    let inner_ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
+    Ipv4Packet::new_unchecked(&mut *inner_ip).decrement_ttl();
+    let sport = flow_src_port(inner_ip);
+    let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
+    let buf = m.data_mut();
+    let len = buf.len();
+    buf[..TEMPLATE_LEN].copy_from_slice(&t.bytes);
+    let ip_total = (len - ethernet::HEADER_LEN) as u16;
+    let udp_len = (len - at::UDP) as u16;
+    buf[at::IP_TOTAL_LEN..at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
+    buf[at::IP_IDENT..at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+    let sum = t.ip_checksum_base as u32 + ip_total as u32 + ident as u32;
+    let csum = !checksum::sum(&[], sum);
+    buf[at::IP_CHECKSUM..at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+    buf[at::UDP_SRC..at::UDP_SRC + 2].copy_from_slice(&sport.to_be_bytes());
+    buf[at::UDP_LEN..at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    Verdict::ToUplink
+}
+
+#[cold]
+fn pod_arp<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId) -> Verdict {
+    let node = &s.node;
+    let Ok(a) = ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) else { return Verdict::Drop(R::Truncated) };
+    let (sha, spa, tpa) = (a.sender_mac(), a.sender_ip(), a.target_ip());
+    // Proxy ARP for the whole subnet: the gateway, and other pods (which weft switches at L3). Not for
+    // the asker's own address (duplicate address detection must see silence), and only from a known pod.
+    let known = matches!(s.pods.get(&u32::from(spa)), Some(p) if p.port == in_port && p.mac == sha);
+    if a.operation() != arp::OP_REQUEST || !known || !node.subnet.contains(tpa) || tpa == spa {
+        return Verdict::Drop(R::ArpIgnored);
+    }
+    arp_reply_in_place(m, node.gateway_mac(), tpa, sha, spa);
+    Verdict::Reply
+}
+
+/// Rewrite a too-big DF packet from a pod into ICMP destination unreachable / fragmentation needed with
+/// the pod MTU, from the gateway back to the pod, as the kernel does for a packet over flannel.1's MTU.
+#[cold]
+fn frag_needed_in_place<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
+    let node = &s.node;
+    let (src_mac, pod_ip, hl) = {
+        let d = m.data();
+        let ip = Ipv4Packet::new_unchecked(&d[ethernet::HEADER_LEN..]);
+        (MacAddr([d[6], d[7], d[8], d[9], d[10], d[11]]), ip.src(), ip.header_len())
+    };
+    // The ICMP data: the original header and the first 8 bytes of its payload.
+    let quoted = hl + 8;
+    let icmp_at = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+    let data_at = icmp_at + icmpv4::HEADER_LEN;
+    let new_len = data_at + quoted;
+    let len = m.data().len();
+    if len < ethernet::HEADER_LEN + quoted
+        || m.trim(len.saturating_sub(new_len.max(ethernet::HEADER_LEN + quoted))).is_none()
+    {
+        return Verdict::Drop(R::Truncated);
+    }
+    let buf = m.data_mut();
+    buf.copy_within(ethernet::HEADER_LEN..ethernet::HEADER_LEN + quoted, data_at);
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.set_dst(src_mac);
+        eth.set_src(node.gateway_mac());
+        eth.set_ethertype(EtherType::IPV4);
+    }
+    {
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[icmp_at..new_len]);
+        icmp.set_msg_type(icmpv4::TYPE_DEST_UNREACHABLE);
+        icmp.set_code(icmpv4::CODE_FRAG_NEEDED);
+        icmp.set_next_hop_mtu(node.pod_mtu());
+        icmp.fill_checksum();
+    }
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..]);
+        ip.set_version_and_header_len(ipv4::HEADER_LEN);
+        ip.set_dscp_ecn(0);
+        ip.set_total_len((new_len - ethernet::HEADER_LEN) as u16);
+        ip.set_ident(0);
+        ip.set_dont_frag(false);
+        ip.set_ttl(64);
+        ip.set_protocol(ipv4::protocol::ICMP);
+        ip.set_src(node.gateway_ip());
+        ip.set_dst(pod_ip);
+        ip.fill_checksum();
+    }
+    let extra = buf.len() - new_len;
+    if extra > 0 && m.trim(extra).is_none() {
+        return Verdict::Drop(R::Truncated);
+    }
+    Verdict::Reply
+}
+
+/// A broadcast ARP request from our uplink asking for `target` (the slow path's neighbour resolution),
+/// padded to the Ethernet minimum.
+pub fn arp_request(uplink_mac: MacAddr, public_ip: Ipv4Addr, target: Ipv4Addr) -> [u8; 60] {
+    let mut b = [0u8; 60];
+    let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
+    eth.set_dst(MacAddr::BROADCAST);
+    eth.set_src(uplink_mac);
+    eth.set_ethertype(EtherType::ARP);
+    ArpPacket::new_unchecked(&mut b[ethernet::HEADER_LEN..]).emit(
+        arp::OP_REQUEST,
+        uplink_mac,
+        public_ip,
+        MacAddr::ZERO,
+        target,
+    );
+    b
+}
+
+#[cfg(test)]
+mod tests;

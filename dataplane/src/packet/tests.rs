@@ -1,0 +1,506 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::tables::tests::{inputs, node1, peer2, NODE2_UPLINK};
+use crate::tables::{Node, Peer, PodEntry, TableInputs};
+use crate::wire::testdata::kernel_vxlan_ping;
+
+/// A frame in a buffer with headroom, standing in for an mbuf. The spare room is poisoned with 0xa5.
+struct VecBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl VecBuf {
+    fn new(frame: &[u8]) -> VecBuf {
+        let mut buf = vec![0xa5; 128 + frame.len() + 64];
+        buf[128..128 + frame.len()].copy_from_slice(frame);
+        VecBuf { buf, start: 128, end: 128 + frame.len() }
+    }
+}
+
+impl PacketBuf for VecBuf {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.start = self.start.checked_sub(n)?;
+        Some(&mut self.buf[self.start..self.start + n])
+    }
+    fn adj(&mut self, n: usize) -> Option<()> {
+        (n <= self.end - self.start).then(|| self.start += n)
+    }
+    fn trim(&mut self, n: usize) -> Option<()> {
+        (n <= self.end - self.start).then(|| self.end -= n)
+    }
+}
+
+const POD_A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 1, 2]);
+const POD_B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 2]);
+const POD_A_PORT: PortId = PortId(1);
+const POD_B_PORT: PortId = PortId(3);
+
+/// Node 2 of the fixture, which received frame 0, with pod 10.244.2.2 on port 3.
+fn node2_inputs() -> TableInputs {
+    let n1 = node1();
+    TableInputs {
+        node: Node {
+            subnet: "10.244.2.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 77, 2),
+            uplink_mac: NODE2_UPLINK,
+            vtep_mac: peer2().vtep_mac,
+            ..n1.clone()
+        },
+        peers: vec![Peer { subnet: n1.subnet, public_ip: n1.public_ip, vtep_mac: n1.vtep_mac }],
+        pods: vec![PodEntry {
+            name: "pod-b".into(),
+            ip: Ipv4Addr::new(10, 244, 2, 2),
+            mac: POD_B_MAC,
+            port: POD_B_PORT,
+        }],
+        neighbours: [(n1.public_ip, n1.uplink_mac)].into_iter().collect(),
+    }
+}
+
+/// The ICMP echo request pod 10.244.1.2 sent before its node routed it (TTL 64), as an Ethernet frame
+/// from the pod to its gateway.
+fn pod_a_echo_frame() -> Vec<u8> {
+    let k = &kernel_vxlan_ping()[0];
+    let mut f = Vec::new();
+    f.extend_from_slice(&node1().vtep_mac.0); // to the gateway
+    f.extend_from_slice(&POD_A_MAC.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&k[64..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_ttl(64);
+    ip.fill_checksum();
+    f
+}
+
+fn verdict_of(frame: &[u8], s: &Snapshot) -> (Verdict, Vec<u8>) {
+    let mut b = VecBuf::new(frame);
+    let v = process_uplink(&mut b, s);
+    (v, b.data().to_vec())
+}
+
+#[test]
+fn decap_kernel_frame_to_pod() {
+    let s = node2_inputs().build(1);
+    let k = &kernel_vxlan_ping()[0];
+    let (v, out) = verdict_of(k, &s);
+    assert_eq!(v, Verdict::ToPod(POD_B_PORT));
+    assert_eq!(out.len(), k.len() - 50);
+    let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_B_MAC, s.node.gateway_mac()));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.ttl(), 62, "63 on the wire, routed once more at the receiving node");
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.payload(), &k[64 + 20..], "payload untouched");
+}
+
+/// Compare weft's encapsulation with the kernel's for the same inner packet. Fields that may differ:
+/// the outer UDP source port (both hash the flow, with different hash functions) and the outer UDP
+/// checksum (the kernel's capture holds a partial offload sum; weft sends zero, RFC 7348 §5).
+#[test]
+fn encap_matches_kernel_frame() {
+    let s = inputs().build(1);
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    // The kernel's outer IP identification in the capture, so that field compares too.
+    let v = process_pod(&mut b, &s, POD_A_PORT, 59492);
+    assert_eq!(v, Verdict::ToUplink);
+    let got = b.data();
+    let want = &kernel_vxlan_ping()[0];
+    assert_eq!(got.len(), want.len());
+    for i in 0..got.len() {
+        let may_differ = matches!(i, 34 | 35 | 40 | 41);
+        if !may_differ {
+            assert_eq!(got[i], want[i], "byte {i}");
+        }
+    }
+    let ip = Ipv4Packet::new_checked(&got[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!((32768..61000).contains(&udp.src_port()));
+    assert_eq!(udp.checksum(), 0);
+}
+
+#[test]
+fn roundtrip_encap_then_decap() {
+    let s1 = inputs().build(1);
+    let s2 = node2_inputs().build(1);
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    assert_eq!(process_uplink(&mut b, &s2), Verdict::ToPod(POD_B_PORT));
+    let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
+    assert_eq!((ip.ttl(), ip.src(), ip.dst()), (62, Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2)));
+}
+
+#[test]
+fn encap_trims_ethernet_padding() {
+    let s = inputs().build(1);
+    let mut f = pod_a_echo_frame();
+    f.truncate(14 + 28);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_total_len(28);
+    ip.fill_checksum();
+    f.resize(60, 0); // padded to the Ethernet minimum
+    let mut b = VecBuf::new(&f);
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 1), Verdict::ToUplink);
+    assert_eq!(b.data().len(), 50 + 14 + 28);
+    assert_eq!(Ipv4Packet::new_checked(&b.data()[14..]).unwrap().total_len() as usize, 20 + 8 + 8 + 14 + 28);
+}
+
+fn mutate(f: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut k = kernel_vxlan_ping()[0].clone();
+    f(&mut k);
+    k
+}
+
+fn fix_outer_checksum(k: &mut [u8]) {
+    Ipv4Packet::new_unchecked(&mut k[14..]).fill_checksum();
+}
+
+#[test]
+fn decap_drops_are_counted_by_reason() {
+    let s = node2_inputs().build(1);
+    let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+        ("wrong vni", mutate(|k| k[48] = 2), R::WrongVni),
+        (
+            "gpe flags",
+            mutate(|k| {
+                k[42] = 0x0c;
+                k[45] = 3
+            }),
+            R::VxlanFlags,
+        ),
+        ("i flag clear", mutate(|k| k[42] = 0), R::VxlanFlags),
+        ("reserved bits", mutate(|k| k[49] = 1), R::VxlanFlags),
+        ("other udp port", mutate(|k| k[37] = 0x19), R::NotVxlan),
+        (
+            "not udp",
+            mutate(|k| {
+                k[23] = 6;
+                fix_outer_checksum(k)
+            }),
+            R::NotVxlan,
+        ),
+        (
+            "other dst ip",
+            mutate(|k| {
+                k[33] = 9;
+                fix_outer_checksum(k)
+            }),
+            R::NotForUs,
+        ),
+        ("other dst mac", mutate(|k| k[5] = 0), R::NotForUs),
+        (
+            "unknown vtep",
+            mutate(|k| {
+                k[29] = 9;
+                fix_outer_checksum(k)
+            }),
+            R::UnknownVtep,
+        ),
+        (
+            "fragment",
+            mutate(|k| {
+                k[20] = 0x20;
+                fix_outer_checksum(k)
+            }),
+            R::Fragment,
+        ),
+        ("ip checksum", mutate(|k| k[24] ^= 0xff), R::IpChecksum),
+        ("ip version", mutate(|k| k[14] = 0x65), R::BadIpHeader),
+        (
+            "vlan",
+            mutate(|k| {
+                k[12] = 0x81;
+                k[13] = 0
+            }),
+            R::Vlan,
+        ),
+        (
+            "ipv6",
+            mutate(|k| {
+                k[12] = 0x86;
+                k[13] = 0xdd
+            }),
+            R::OtherEthertype,
+        ),
+        (
+            "inner arp",
+            mutate(|k| {
+                k[62] = 0x08;
+                k[63] = 0x06
+            }),
+            R::InnerNotIpv4,
+        ),
+        ("inner dst mac", mutate(|k| k[55] ^= 1), R::InnerDstMac),
+        (
+            "no such pod",
+            mutate(|k| {
+                k[83] = 99;
+                Ipv4Packet::new_unchecked(&mut k[64..]).fill_checksum()
+            }),
+            R::NoPod,
+        ),
+        (
+            "not our subnet",
+            mutate(|k| {
+                k[82] = 3;
+                Ipv4Packet::new_unchecked(&mut k[64..]).fill_checksum()
+            }),
+            R::NoRoute,
+        ),
+        (
+            "ttl 1",
+            mutate(|k| {
+                k[72] = 1;
+                Ipv4Packet::new_unchecked(&mut k[64..]).fill_checksum()
+            }),
+            R::TtlExpired,
+        ),
+        ("inner checksum", mutate(|k| k[74] ^= 0xff), R::IpChecksum),
+    ];
+    for (what, frame, reason) in cases {
+        assert_eq!(verdict_of(&frame, &s).0, Verdict::Drop(reason), "{what}");
+    }
+}
+
+/// Every truncation of a valid frame, on both paths: a drop, never a panic or a forward.
+#[test]
+fn truncated_at_every_length_is_dropped() {
+    let s2 = node2_inputs().build(1);
+    let s1 = inputs().build(1);
+    let k = &kernel_vxlan_ping()[0];
+    for len in 0..k.len() {
+        assert!(matches!(verdict_of(&k[..len], &s2).0, Verdict::Drop(_)), "uplink len {len}");
+    }
+    let p = pod_a_echo_frame();
+    for len in 0..p.len() {
+        let mut b = VecBuf::new(&p[..len]);
+        assert!(matches!(process_pod(&mut b, &s1, POD_A_PORT, 0), Verdict::Drop(_)), "pod len {len}");
+    }
+}
+
+/// Arbitrary bytes never panic either path (a cheap stand-in until the fuzz targets of issue 7).
+#[test]
+fn random_frames_never_panic() {
+    let s1 = inputs().build(1);
+    let s2 = node2_inputs().build(1);
+    let base = kernel_vxlan_ping()[0].clone();
+    let mut x: u64 = 0x243f_6a88_85a3_08d3;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut f = base.clone();
+        // Flip a few bytes in the headers and cut at a random length.
+        for j in 0..4 {
+            let pos = ((x >> (j * 8)) as usize) % 100;
+            f[pos] = (x >> (32 + j * 8)) as u8;
+        }
+        f.truncate((x % base.len() as u64) as usize + 1);
+        let _ = process_uplink(&mut VecBuf::new(&f), &s2);
+        let _ = process_pod(&mut VecBuf::new(&f), &s1, POD_A_PORT, 0);
+    }
+}
+
+#[test]
+fn pod_proxy_arp_for_gateway_and_subnet() {
+    let s = inputs().build(1);
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&POD_A_MAC.0);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0u8; 28]);
+    ArpPacket::new_unchecked(&mut f[14..]).emit(
+        arp::OP_REQUEST,
+        POD_A_MAC,
+        Ipv4Addr::new(10, 244, 1, 2),
+        MacAddr::ZERO,
+        Ipv4Addr::new(10, 244, 1, 1),
+    );
+    let mut b = VecBuf::new(&f);
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 0), Verdict::Reply);
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, s.node.gateway_mac()));
+    let a = ArpPacket::new_checked(eth.payload()).unwrap();
+    assert_eq!(a.operation(), arp::OP_REPLY);
+    assert_eq!((a.sender_mac(), a.sender_ip()), (s.node.gateway_mac(), Ipv4Addr::new(10, 244, 1, 1)));
+    assert_eq!((a.target_mac(), a.target_ip()), (POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2)));
+
+    // Its own address (duplicate address detection): silence.
+    ArpPacket::new_unchecked(&mut f[14..]).emit(
+        arp::OP_REQUEST,
+        POD_A_MAC,
+        Ipv4Addr::new(10, 244, 1, 2),
+        MacAddr::ZERO,
+        Ipv4Addr::new(10, 244, 1, 2),
+    );
+    assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
+    // Outside the subnet: silence.
+    ArpPacket::new_unchecked(&mut f[14..]).emit(
+        arp::OP_REQUEST,
+        POD_A_MAC,
+        Ipv4Addr::new(10, 244, 1, 2),
+        MacAddr::ZERO,
+        Ipv4Addr::new(10, 244, 2, 2),
+    );
+    assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
+    // From another port than the pod's: silence.
+    ArpPacket::new_unchecked(&mut f[14..]).emit(
+        arp::OP_REQUEST,
+        POD_A_MAC,
+        Ipv4Addr::new(10, 244, 1, 2),
+        MacAddr::ZERO,
+        Ipv4Addr::new(10, 244, 1, 1),
+    );
+    assert_eq!(process_pod(&mut VecBuf::new(&f), &s, PortId(7), 0), Verdict::Drop(R::ArpIgnored));
+}
+
+#[test]
+fn uplink_arp_answers_public_ip_and_learns_replies() {
+    let s = inputs().build(1);
+    let asker = MacAddr([2, 0, 0, 0, 0, 0x99]);
+    let req = arp_request(asker, Ipv4Addr::new(192, 168, 77, 9), s.node.public_ip);
+    let mut b = VecBuf::new(&req);
+    assert_eq!(process_uplink(&mut b, &s), Verdict::Reply);
+    let a = ArpPacket::new_checked(&b.data()[14..]).unwrap();
+    assert_eq!((a.operation(), a.sender_mac(), a.sender_ip()), (arp::OP_REPLY, s.node.uplink_mac, s.node.public_ip));
+    assert_eq!(&b.data()[0..6], &asker.0);
+
+    let mut reply = req;
+    ArpPacket::new_unchecked(&mut reply[14..]).emit(
+        arp::OP_REPLY,
+        NODE2_UPLINK,
+        Ipv4Addr::new(192, 168, 77, 2),
+        s.node.uplink_mac,
+        s.node.public_ip,
+    );
+    assert_eq!(
+        process_uplink(&mut VecBuf::new(&reply), &s),
+        Verdict::Learn { ip: Ipv4Addr::new(192, 168, 77, 2), mac: NODE2_UPLINK }
+    );
+    let other = arp_request(asker, Ipv4Addr::new(192, 168, 77, 9), Ipv4Addr::new(192, 168, 77, 50));
+    assert_eq!(process_uplink(&mut VecBuf::new(&other), &s), Verdict::Drop(R::ArpIgnored));
+}
+
+fn sized_pod_frame(total_len: usize, df: bool) -> Vec<u8> {
+    let mut f = pod_a_echo_frame();
+    f.resize(14 + total_len, 0x5a);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_total_len(total_len as u16);
+    ip.set_dont_frag(df);
+    ip.fill_checksum();
+    f
+}
+
+#[test]
+fn pod_mtu_and_fragmentation_needed() {
+    let s = inputs().build(1);
+    assert_eq!(s.node.pod_mtu(), 1450);
+    let mut ok = VecBuf::new(&sized_pod_frame(1450, true));
+    assert_eq!(process_pod(&mut ok, &s, POD_A_PORT, 0), Verdict::ToUplink);
+    assert_eq!(ok.data().len(), 1514, "a full underlay frame");
+
+    let big = sized_pod_frame(1451, true);
+    let mut b = VecBuf::new(&big);
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 0), Verdict::Reply);
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, s.node.gateway_mac()));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(
+        (ip.src(), ip.dst(), ip.protocol()),
+        (s.node.gateway_ip(), Ipv4Addr::new(10, 244, 1, 2), ipv4::protocol::ICMP)
+    );
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.msg_type(), icmp.code(), icmp.next_hop_mtu()), (3, 4, 1450));
+    assert_eq!(icmp.data(), &big[14..14 + 28], "the original header and 8 bytes");
+    assert_eq!(b.data().len(), 14 + 20 + 8 + 28);
+
+    assert_eq!(
+        process_pod(&mut VecBuf::new(&sized_pod_frame(1451, false)), &s, POD_A_PORT, 0),
+        Verdict::Drop(R::TooBig)
+    );
+}
+
+#[test]
+fn pod_checks_and_local_switching() {
+    let mut i = inputs();
+    i.pods.push(PodEntry {
+        name: "pod-c".into(),
+        ip: Ipv4Addr::new(10, 244, 1, 3),
+        mac: MacAddr([2, 0, 0, 0, 1, 3]),
+        port: PortId(2),
+    });
+    let s = i.build(1);
+    let frame = pod_a_echo_frame();
+
+    let mut spoof_ip = frame.clone();
+    spoof_ip[14 + 15] = 3;
+    Ipv4Packet::new_unchecked(&mut spoof_ip[14..]).fill_checksum();
+    assert_eq!(process_pod(&mut VecBuf::new(&spoof_ip), &s, POD_A_PORT, 0), Verdict::Drop(R::SpoofedSource));
+    let mut spoof_mac = frame.clone();
+    spoof_mac[11] ^= 1;
+    assert_eq!(process_pod(&mut VecBuf::new(&spoof_mac), &s, POD_A_PORT, 0), Verdict::Drop(R::SpoofedSource));
+    assert_eq!(process_pod(&mut VecBuf::new(&frame), &s, PortId(2), 0), Verdict::Drop(R::SpoofedSource), "wrong port");
+
+    let mut local = frame.clone();
+    local[14 + 18] = 1;
+    local[14 + 19] = 3;
+    Ipv4Packet::new_unchecked(&mut local[14..]).fill_checksum();
+    let mut b = VecBuf::new(&local);
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 0), Verdict::ToPod(PortId(2)));
+    assert_eq!(&b.data()[0..6], &[2, 0, 0, 0, 1, 3]);
+    assert_eq!(b.data()[14 + 8], 64, "switched within the node: TTL unchanged");
+
+    let to = |a: [u8; 4]| {
+        let mut f = frame.clone();
+        f[30..34].copy_from_slice(&a);
+        Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0)
+    };
+    assert_eq!(to([10, 244, 1, 77]), Verdict::Drop(R::NoPod));
+    assert_eq!(to([10, 244, 9, 1]), Verdict::Drop(R::NoRoute));
+    assert_eq!(to([8, 8, 8, 8]), Verdict::Drop(R::NotOverlay));
+}
+
+#[test]
+fn unresolved_next_hop_is_dropped_not_waited_for() {
+    let mut i = inputs();
+    i.neighbours.clear();
+    let s = i.build(1);
+    assert_eq!(
+        process_pod(&mut VecBuf::new(&pod_a_echo_frame()), &s, POD_A_PORT, 0),
+        Verdict::Drop(R::NeighbourUnresolved)
+    );
+    assert_eq!(s.unresolved, vec![Ipv4Addr::new(192, 168, 77, 2)]);
+}
+
+#[test]
+fn flow_src_port_is_stable_per_flow_and_spreads() {
+    let f = pod_a_echo_frame();
+    let a = flow_src_port(&f[14..]);
+    assert_eq!(a, flow_src_port(&f[14..]));
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..200u8 {
+        let mut g = f.clone();
+        g[14 + 19] = i;
+        let p = flow_src_port(&g[14..]);
+        assert!((32768..61000).contains(&p));
+        ports.insert(p);
+    }
+    assert!(ports.len() > 190, "{} distinct of 200", ports.len());
+}
+
+#[test]
+fn drop_reason_labels_are_unique() {
+    let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+    assert_eq!(labels.len(), DropReason::COUNT);
+}

@@ -1,0 +1,375 @@
+//! The tables workers forward with: plain immutable data built on the control side and published as a
+//! whole [`Snapshot`]. Workers load the newest snapshot once per burst through [`SnapshotCell`] (lock-free,
+//! no allocation) and drop it at the end of the burst; an old snapshot is freed when the last worker
+//! has moved past it (reference counting through `arc-swap`, so no `unsafe` outside the DPDK layer).
+//!
+//! Everything a worker would otherwise compute per packet is precomputed here: the SubnetLen mask, the
+//! 64-byte encap template per remote VTEP (outer Ethernet/IPv4/UDP/VXLAN and inner Ethernet) with its
+//! IPv4 checksum over the constant fields, and the VTEP allow-list for decap.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hashbrown::HashMap;
+use weft_config::{Ipv4Net, MacAddr};
+
+use crate::dpdk::PortId;
+use crate::wire::{checksum, ethernet, ipv4, EtherType, EthernetFrame, Ipv4Packet, UdpPacket, Vni, VxlanPacket};
+
+/// Outer Ethernet + IPv4 + UDP + VXLAN.
+pub const OUTER_LEN: usize = 50;
+/// The encap template: the outer headers plus the inner Ethernet header that replaces the pod's.
+pub const TEMPLATE_LEN: usize = OUTER_LEN + ethernet::HEADER_LEN;
+/// Offsets inside the template.
+pub mod at {
+    pub const IP: usize = 14;
+    pub const IP_TOTAL_LEN: usize = IP + 2;
+    pub const IP_IDENT: usize = IP + 4;
+    pub const IP_CHECKSUM: usize = IP + 10;
+    pub const UDP: usize = 34;
+    pub const UDP_SRC: usize = UDP;
+    pub const UDP_LEN: usize = UDP + 4;
+    pub const INNER_ETH: usize = 50;
+}
+/// The outer IPv4 TTL (the kernel's default for VXLAN: the route's hop limit, 64).
+pub const OUTER_TTL: u8 = 64;
+
+/// What this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub network: Ipv4Net,
+    pub subnet: Ipv4Net,
+    pub subnet_len: u8,
+    pub public_ip: Ipv4Addr,
+    pub uplink_mac: MacAddr,
+    pub vtep_mac: MacAddr,
+    pub vni: Vni,
+    pub vxlan_port: u16,
+    /// Underlay (uplink) MTU: IPv4 packets of the outer frame up to this size.
+    pub underlay_mtu: u16,
+    /// Pods whose destinations lie outside this prefix are sent through `underlay_gateway`.
+    pub underlay_net: Ipv4Net,
+    pub underlay_gateway: Option<Ipv4Addr>,
+}
+
+impl Node {
+    /// The pods' gateway address: the first host of our subnet (what flannel gives cni0).
+    pub fn gateway_ip(&self) -> Ipv4Addr {
+        self.subnet.first_host()
+    }
+
+    /// The MAC pods see for their gateway. weft answers ARP for the subnet with it.
+    pub fn gateway_mac(&self) -> MacAddr {
+        self.vtep_mac
+    }
+
+    /// Largest inner IPv4 packet that fits: underlay MTU minus the 50 bytes of encapsulation.
+    pub fn pod_mtu(&self) -> u16 {
+        self.underlay_mtu.saturating_sub(OUTER_LEN as u16)
+    }
+
+    /// The underlay next hop for a remote PublicIP.
+    pub fn next_hop(&self, remote: Ipv4Addr) -> Ipv4Addr {
+        match self.underlay_gateway {
+            Some(gw) if !self.underlay_net.contains(remote) => gw,
+            _ => remote,
+        }
+    }
+}
+
+/// A remote node, from its lease (or static config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: MacAddr,
+}
+
+/// A pod attached to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEntry {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub port: PortId,
+}
+
+/// Everything needed to encapsulate towards one remote VTEP, built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct RemoteVtep {
+    pub peer: Peer,
+    pub next_hop: Ipv4Addr,
+    /// `None` while the next hop's MAC is not known: packets are dropped (counted) until the slow path
+    /// resolves it.
+    pub template: Option<EncapTemplate>,
+}
+
+/// The 64 bytes written in front of an inner IPv4 packet, with the outer IPv4 checksum computed with
+/// total length and identification zero, so encap only adds those two in (RFC 1624).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapTemplate {
+    pub bytes: [u8; TEMPLATE_LEN],
+    pub ip_checksum_base: u16,
+}
+
+impl EncapTemplate {
+    pub fn build(node: &Node, peer: &Peer, next_hop_mac: MacAddr) -> EncapTemplate {
+        let mut b = [0u8; TEMPLATE_LEN];
+        {
+            let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
+            eth.set_dst(next_hop_mac);
+            eth.set_src(node.uplink_mac);
+            eth.set_ethertype(EtherType::IPV4);
+        }
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut b[at::IP..]);
+            ip.set_version_and_header_len(ipv4::HEADER_LEN);
+            ip.set_dscp_ecn(0);
+            ip.set_total_len(0);
+            ip.set_ident(0);
+            // DF clear, as the kernel's VXLAN device sends by default (df unset).
+            ip.set_dont_frag(false);
+            ip.set_ttl(OUTER_TTL);
+            ip.set_protocol(ipv4::protocol::UDP);
+            ip.set_src(node.public_ip);
+            ip.set_dst(peer.public_ip);
+            ip.set_checksum(0);
+        }
+        let base = !checksum::checksum(&b[at::IP..at::IP + ipv4::HEADER_LEN]);
+        {
+            let mut udp = UdpPacket::new_unchecked(&mut b[at::UDP..]);
+            udp.set_src_port(0);
+            udp.set_dst_port(node.vxlan_port);
+            udp.set_len(0);
+            // Zero: RFC 7348 says the UDP checksum SHOULD be sent as zero over IPv4 and receivers,
+            // Linux included, accept it; a full checksum would read every byte of every packet.
+            udp.set_checksum(0);
+        }
+        VxlanPacket::new_unchecked(&mut b[42..]).emit(node.vni);
+        {
+            let mut inner = EthernetFrame::new_unchecked(&mut b[at::INNER_ETH..]);
+            inner.set_dst(peer.vtep_mac);
+            inner.set_src(node.vtep_mac);
+            inner.set_ethertype(EtherType::IPV4);
+        }
+        // `base` is the one's-complement sum of the header with the variable fields zero.
+        EncapTemplate { bytes: b, ip_checksum_base: base }
+    }
+}
+
+/// One immutable view of every table.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub node: Node,
+    /// SubnetLen-masked address -> index into `vteps`.
+    pub subnets: HashMap<u32, u32>,
+    pub vteps: Vec<RemoteVtep>,
+    /// Remote PublicIPs we accept VXLAN from (decap allow-list).
+    pub known_vteps: HashMap<u32, ()>,
+    /// Pod address -> pod.
+    pub pods: HashMap<u32, PodEntry>,
+    /// Next hops the slow path must resolve (no MAC known yet).
+    pub unresolved: Vec<Ipv4Addr>,
+}
+
+impl Snapshot {
+    #[inline(always)]
+    pub fn subnet_mask(&self) -> u32 {
+        self.node.network.mask() | weft_config::net::mask(self.node.subnet_len)
+    }
+
+    /// The remote VTEP serving `dst`, if any.
+    #[inline(always)]
+    pub fn lookup_vtep(&self, dst: u32) -> Option<&RemoteVtep> {
+        let key = dst & weft_config::net::mask(self.node.subnet_len);
+        self.subnets.get(&key).and_then(|i| self.vteps.get(*i as usize))
+    }
+}
+
+/// The inputs a snapshot is built from; the control side keeps one and rebuilds on every change.
+#[derive(Debug, Clone)]
+pub struct TableInputs {
+    pub node: Node,
+    pub peers: Vec<Peer>,
+    pub pods: Vec<PodEntry>,
+    /// Underlay neighbours learned by ARP: IP -> MAC.
+    pub neighbours: std::collections::HashMap<Ipv4Addr, MacAddr>,
+}
+
+impl TableInputs {
+    pub fn build(&self, generation: u64) -> Snapshot {
+        let node = self.node.clone();
+        let mut subnets = HashMap::with_capacity(self.peers.len());
+        let mut vteps = Vec::with_capacity(self.peers.len());
+        let mut known_vteps = HashMap::with_capacity(self.peers.len());
+        let mut unresolved = Vec::new();
+        for p in &self.peers {
+            // Our own lease, or one outside the network or of another size, is not a route.
+            if p.subnet == node.subnet
+                || !node.network.contains_net(&p.subnet)
+                || p.subnet.prefix_len() != node.subnet_len
+            {
+                continue;
+            }
+            let next_hop = node.next_hop(p.public_ip);
+            let template = self.neighbours.get(&next_hop).map(|mac| EncapTemplate::build(&node, p, *mac));
+            if template.is_none() && !unresolved.contains(&next_hop) {
+                unresolved.push(next_hop);
+            }
+            subnets.insert(p.subnet.addr_u32(), vteps.len() as u32);
+            known_vteps.insert(u32::from(p.public_ip), ());
+            vteps.push(RemoteVtep { peer: *p, next_hop, template });
+        }
+        let pods = self.pods.iter().map(|p| (u32::from(p.ip), p.clone())).collect();
+        Snapshot { generation, node, subnets, vteps, known_vteps, pods, unresolved }
+    }
+}
+
+/// Where the newest snapshot is published.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+}
+
+/// A snapshot held for the duration of one burst.
+pub type SnapshotGuard = arc_swap::Guard<Arc<Snapshot>>;
+
+impl SnapshotCell {
+    pub fn new(first: Snapshot) -> SnapshotCell {
+        SnapshotCell { current: ArcSwap::from_pointee(first) }
+    }
+
+    /// The newest snapshot; hold it for one burst only.
+    #[inline(always)]
+    pub fn load(&self) -> SnapshotGuard {
+        self.current.load()
+    }
+
+    /// The newest snapshot as an owned Arc (control side).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn publish(&self, s: Snapshot) {
+        self.current.store(Arc::new(s));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn node1() -> Node {
+        Node {
+            network: "10.244.0.0/16".parse().unwrap(),
+            subnet: "10.244.1.0/24".parse().unwrap(),
+            subnet_len: 24,
+            public_ip: Ipv4Addr::new(192, 168, 77, 1),
+            uplink_mac: MacAddr([0x86, 0x0f, 0xfd, 0xd2, 0x34, 0x00]),
+            vtep_mac: MacAddr([0x12, 0xfa, 0x72, 0xe4, 0x41, 0xd0]),
+            vni: Vni::new(1).unwrap(),
+            vxlan_port: 8472,
+            underlay_mtu: 1500,
+            underlay_net: "192.168.77.0/24".parse().unwrap(),
+            underlay_gateway: None,
+        }
+    }
+
+    pub fn peer2() -> Peer {
+        Peer {
+            subnet: "10.244.2.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 77, 2),
+            vtep_mac: MacAddr([0xaa, 0xc4, 0xe1, 0x93, 0x50, 0xbd]),
+        }
+    }
+
+    pub const NODE2_UPLINK: MacAddr = MacAddr([0x9a, 0xbd, 0x31, 0x40, 0x5e, 0x58]);
+
+    pub fn inputs() -> TableInputs {
+        TableInputs {
+            node: node1(),
+            peers: vec![peer2()],
+            pods: vec![PodEntry {
+                name: "pod-a".into(),
+                ip: Ipv4Addr::new(10, 244, 1, 2),
+                mac: MacAddr([0x02, 0, 0, 0, 1, 2]),
+                port: PortId(1),
+            }],
+            neighbours: [(Ipv4Addr::new(192, 168, 77, 2), NODE2_UPLINK)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn build_routes_and_allow_list() {
+        let s = inputs().build(1);
+        let v = s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 2, 77))).unwrap();
+        assert_eq!(v.peer, peer2());
+        assert!(v.template.is_some());
+        assert!(s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 3, 1))).is_none());
+        assert!(s.known_vteps.contains_key(&u32::from(Ipv4Addr::new(192, 168, 77, 2))));
+        assert!(s.unresolved.is_empty());
+    }
+
+    #[test]
+    fn build_skips_own_foreign_and_unresolved() {
+        let mut i = inputs();
+        i.peers.push(Peer { subnet: "10.244.1.0/24".parse().unwrap(), ..peer2() }); // our own
+        i.peers.push(Peer { subnet: "10.99.0.0/24".parse().unwrap(), ..peer2() }); // outside the network
+        i.peers.push(Peer {
+            subnet: "10.244.3.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 77, 3),
+            vtep_mac: MacAddr([2, 0, 0, 0, 0, 3]),
+        });
+        let s = i.build(2);
+        assert_eq!(s.vteps.len(), 2);
+        let v3 = s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 3, 9))).unwrap();
+        assert!(v3.template.is_none());
+        assert_eq!(s.unresolved, vec![Ipv4Addr::new(192, 168, 77, 3)]);
+    }
+
+    #[test]
+    fn next_hop_through_gateway_off_link() {
+        let mut n = node1();
+        n.underlay_gateway = Some(Ipv4Addr::new(192, 168, 77, 254));
+        assert_eq!(n.next_hop(Ipv4Addr::new(192, 168, 77, 2)), Ipv4Addr::new(192, 168, 77, 2));
+        assert_eq!(n.next_hop(Ipv4Addr::new(172, 16, 0, 2)), Ipv4Addr::new(192, 168, 77, 254));
+    }
+
+    /// The template is the kernel frame's first 64 bytes but for the per-packet fields.
+    #[test]
+    fn emit_template_matches_kernel_headers() {
+        let frames = crate::wire::testdata::kernel_vxlan_ping();
+        let k = &frames[0];
+        let t = EncapTemplate::build(&node1(), &peer2(), NODE2_UPLINK);
+        let per_packet = [
+            at::IP_TOTAL_LEN,
+            at::IP_TOTAL_LEN + 1,
+            at::IP_IDENT,
+            at::IP_IDENT + 1,
+            at::IP_CHECKSUM,
+            at::IP_CHECKSUM + 1,
+            at::UDP_SRC,
+            at::UDP_SRC + 1,
+            at::UDP_LEN,
+            at::UDP_LEN + 1,
+            at::UDP + 6,
+            at::UDP + 7,
+        ];
+        for i in 0..TEMPLATE_LEN {
+            if !per_packet.contains(&i) {
+                assert_eq!(t.bytes[i], k[i], "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn publish_and_load() {
+        let cell = SnapshotCell::new(inputs().build(1));
+        let g = cell.load();
+        cell.publish(inputs().build(2));
+        assert_eq!(g.generation, 1, "a held snapshot does not change under the holder");
+        assert_eq!(cell.load().generation, 2);
+    }
+}
