@@ -6,6 +6,7 @@ pub mod lease;
 pub mod mac;
 pub mod net;
 pub mod network;
+pub mod node;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
 pub use mac::{MacAddr, MacParseError};

@@ -357,9 +357,9 @@ pub(crate) mod tests {
             at::UDP + 6,
             at::UDP + 7,
         ];
-        for i in 0..TEMPLATE_LEN {
+        for (i, (got, want)) in t.bytes.iter().zip(&k[..TEMPLATE_LEN]).enumerate() {
             if !per_packet.contains(&i) {
-                assert_eq!(t.bytes[i], k[i], "byte {i}");
+                assert_eq!(got, want, "byte {i}");
             }
         }
     }

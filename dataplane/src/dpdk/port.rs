@@ -77,6 +77,8 @@ struct PortInner {
     id: u16,
     name: String,
     started: AtomicBool,
+    /// Hot-plugged with `Port::probe`: the device is removed from EAL when the port closes.
+    hotplugged: AtomicBool,
     /// Keeps the RX mempool alive as long as the port can write into it.
     pool: std::sync::Mutex<Option<Arc<Mempool>>>,
 }
@@ -90,6 +92,13 @@ impl Drop for PortInner {
                 dpdk_sys::rte_eth_dev_stop(self.id);
             }
             dpdk_sys::rte_eth_dev_close(self.id);
+        }
+        if self.hotplugged.load(Ordering::Acquire) {
+            if let Ok(name) = CString::new(self.name.as_str()) {
+                // SAFETY: the port is closed; removing its vdev by name from the vdev bus releases the
+                // device (a tap's kernel interface, a vhost socket). Both strings are valid C strings.
+                unsafe { dpdk_sys::rte_eal_hotplug_remove(c"vdev".as_ptr(), name.as_ptr()) };
+            }
         }
     }
 }
@@ -137,7 +146,9 @@ impl Port {
             return Err(DpdkError::Probe { devargs: devargs.into(), reason: strerror(rc) });
         }
         let name = devargs.split(',').next().unwrap_or(devargs);
-        Port::by_name(name)
+        let port = Port::by_name(name)?;
+        port.inner.hotplugged.store(true, Ordering::Release);
+        Ok(port)
     }
 
     /// Every port DPDK knows.
@@ -168,7 +179,13 @@ impl Port {
         if let Some(inner) = reg.iter().find(|(i, _)| *i == id).and_then(|(_, w)| w.upgrade()) {
             return Port { inner };
         }
-        let inner = Arc::new(PortInner { id, name, started: AtomicBool::new(false), pool: Default::default() });
+        let inner = Arc::new(PortInner {
+            id,
+            name,
+            started: AtomicBool::new(false),
+            hotplugged: AtomicBool::new(false),
+            pool: Default::default(),
+        });
         reg.push((id, Arc::downgrade(&inner)));
         Port { inner }
     }

@@ -1,0 +1,361 @@
+//! weftd's own configuration: a TOML file whose every key can be overridden by a flag of the same name
+//! (`underlay_mtu` <-> `--underlay-mtu`). flannel's flag names are kept where they mean the same thing.
+//!
+//! ```toml
+//! network = "10.244.0.0/16"      # static mode; with etcd it comes from <prefix>/config
+//! subnet = "10.244.1.0/24"
+//! public_ip = "192.168.77.1"
+//! uplink = "net_af_packet0,iface=eth0"
+//! workers = 1
+//!
+//! [[peers]]
+//! subnet = "10.244.2.0/24"
+//! public_ip = "192.168.77.2"
+//! vtep_mac = "aa:c4:e1:93:50:bd"
+//!
+//! [[pods]]
+//! name = "web"
+//! kind = "tap"
+//! netns = "web-ns"
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{Ipv4Net, MacAddr};
+
+/// The file as written; every field optional so flags can fill or override it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub network: Option<String>,
+    pub subnet_len: Option<u8>,
+    pub vni: Option<u32>,
+    pub vxlan_port: Option<u16>,
+    pub subnet: Option<String>,
+    pub public_ip: Option<String>,
+    pub uplink: Option<String>,
+    pub underlay_mtu: Option<u16>,
+    pub underlay_prefix_len: Option<u8>,
+    pub underlay_gateway: Option<String>,
+    pub vtep_mac: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub lcores: Option<String>,
+    pub eal_args: Option<Vec<String>>,
+    pub api_socket: Option<PathBuf>,
+    pub busy_poll: Option<bool>,
+    pub mbufs: Option<u32>,
+    #[serde(default)]
+    pub peers: Vec<PeerFile>,
+    #[serde(default)]
+    pub pods: Vec<PodFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerFile {
+    pub subnet: String,
+    pub public_ip: String,
+    pub vtep_mac: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodFile {
+    pub name: String,
+    pub kind: String,
+    pub ip: Option<String>,
+    pub netns: Option<String>,
+}
+
+/// A bad setting: which one, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+pub struct SettingError {
+    pub field: String,
+    pub why: String,
+}
+
+fn bad(field: impl Into<String>, why: impl Into<String>) -> SettingError {
+    SettingError { field: field.into(), why: why.into() }
+}
+
+/// A static peer (in static mode; with etcd, peers come from leases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticPeer {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: MacAddr,
+}
+
+/// How a pod attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodKind {
+    /// A kernel tap interface (DPDK net_tap), handed to the pod's network namespace.
+    Tap,
+    /// A vhost-user socket (DPDK net_vhost) for a virtio-user pod or a VM.
+    Vhost,
+}
+
+impl std::str::FromStr for PodKind {
+    type Err = SettingError;
+    fn from_str(s: &str) -> Result<Self, SettingError> {
+        match s {
+            "tap" => Ok(PodKind::Tap),
+            "vhost" => Ok(PodKind::Vhost),
+            _ => Err(bad("kind", format!("{s:?} is not a pod kind: use \"tap\" or \"vhost\""))),
+        }
+    }
+}
+
+impl std::fmt::Display for PodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PodKind::Tap => "tap",
+            PodKind::Vhost => "vhost",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSpec {
+    pub name: String,
+    pub kind: PodKind,
+    pub ip: Option<Ipv4Addr>,
+    pub netns: Option<String>,
+}
+
+impl PodSpec {
+    pub fn parse(name: &str, kind: &str, ip: Option<&str>, netns: Option<&str>) -> Result<PodSpec, SettingError> {
+        if name.is_empty() || name.len() > 12 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(bad(
+                "pod name",
+                format!("{name:?} must be 1-12 characters of letters, digits and '-' (it names a kernel interface)"),
+            ));
+        }
+        let ip = ip
+            .map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad("pod ip", format!("{s:?} is not an IPv4 address"))))
+            .transpose()?;
+        Ok(PodSpec { name: name.into(), kind: kind.parse()?, ip, netns: netns.map(str::to_owned) })
+    }
+}
+
+/// Everything weftd needs in static mode, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    pub vni: u32,
+    pub vxlan_port: u16,
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub uplink: String,
+    pub underlay_mtu: u16,
+    pub underlay_net: Ipv4Net,
+    pub underlay_gateway: Option<Ipv4Addr>,
+    pub vtep_mac: Option<MacAddr>,
+    pub state_dir: PathBuf,
+    pub workers: usize,
+    pub lcores: String,
+    pub eal_args: Vec<String>,
+    pub api_socket: PathBuf,
+    pub busy_poll: bool,
+    pub mbufs: u32,
+    pub peers: Vec<StaticPeer>,
+    pub pods: Vec<PodSpec>,
+}
+
+fn req<'a>(v: &'a Option<String>, field: &str, example: &str) -> Result<&'a str, SettingError> {
+    v.as_deref().ok_or_else(|| {
+        bad(
+            field,
+            format!(
+                "missing: set `{field} = \"{example}\"` in the config file or pass --{} {example}",
+                field.replace('_', "-")
+            ),
+        )
+    })
+}
+
+fn ip(v: &str, field: &str) -> Result<Ipv4Addr, SettingError> {
+    v.parse().map_err(|_| bad(field, format!("{v:?} is not an IPv4 address like 192.168.77.1")))
+}
+
+fn net(v: &str, field: &str) -> Result<Ipv4Net, SettingError> {
+    v.parse().map_err(|e: crate::NetParseError| bad(field, e.to_string()))
+}
+
+fn mac(v: &str, field: &str) -> Result<MacAddr, SettingError> {
+    v.parse().map_err(|e: crate::MacParseError| bad(field, format!("{v:?}: {e} (like c6:d2:32:6f:8f:44)")))
+}
+
+impl NodeFile {
+    /// Parse the TOML file text; unknown keys are errors that name them.
+    pub fn from_toml(text: &str) -> Result<NodeFile, SettingError> {
+        toml::from_str(text).map_err(|e| bad("config file", e.to_string()))
+    }
+
+    /// Validate into settings (static mode: network, subnet and public IP are required).
+    pub fn resolve(&self) -> Result<NodeSettings, SettingError> {
+        let network = net(req(&self.network, "network", "10.244.0.0/16")?, "network")?;
+        let subnet = net(req(&self.subnet, "subnet", "10.244.1.0/24")?, "subnet")?;
+        let subnet_len = self.subnet_len.unwrap_or(subnet.prefix_len());
+        if subnet.prefix_len() != subnet_len {
+            return Err(bad("subnet", format!("{subnet} is not a /{subnet_len} (subnet_len)")));
+        }
+        if !network.contains_net(&subnet) || subnet_len <= network.prefix_len() {
+            return Err(bad("subnet", format!("{subnet} is not a subnet inside network {network}")));
+        }
+        if subnet_len > 30 {
+            return Err(bad("subnet_len", format!("{subnet_len} leaves no room for pods: use at most 30")));
+        }
+        let vni = self.vni.unwrap_or(1);
+        if vni == 0 || vni >= 1 << 24 {
+            return Err(bad("vni", format!("{vni} is not a VXLAN network identifier (1..16777215)")));
+        }
+        let vxlan_port = self.vxlan_port.unwrap_or(crate::DEFAULT_VXLAN_PORT);
+        if vxlan_port == 0 {
+            return Err(bad("vxlan_port", "0 is not a UDP port: use 8472 (flannel's default) or 4789"));
+        }
+        let public_ip = ip(req(&self.public_ip, "public_ip", "192.168.77.1")?, "public_ip")?;
+        let uplink = req(&self.uplink, "uplink", "net_af_packet0,iface=eth1")?.to_owned();
+        if uplink.trim().is_empty() {
+            return Err(bad("uplink", "empty: give DPDK devargs like net_af_packet0,iface=eth1 or a PCI address"));
+        }
+        let underlay_mtu = self.underlay_mtu.unwrap_or(1500);
+        if !(576..=9216).contains(&underlay_mtu) {
+            return Err(bad("underlay_mtu", format!("{underlay_mtu} is outside 576..9216")));
+        }
+        let plen = self.underlay_prefix_len.unwrap_or(24);
+        let underlay_net = crate::Ipv4Net::new(public_ip, plen)
+            .ok_or_else(|| bad("underlay_prefix_len", format!("{plen} is above 32")))?;
+        let underlay_gateway = self.underlay_gateway.as_deref().map(|g| ip(g, "underlay_gateway")).transpose()?;
+        let vtep_mac = self.vtep_mac.as_deref().map(|m| mac(m, "vtep_mac")).transpose()?;
+        if let Some(m) = vtep_mac {
+            if m.is_multicast() {
+                return Err(bad("vtep_mac", format!("{m} is a multicast address: use a unicast one")));
+            }
+        }
+        let workers = self.workers.unwrap_or(1);
+        if workers == 0 || workers > 16 {
+            return Err(bad("workers", format!("{workers}: use 1..16 poll-mode workers")));
+        }
+        let lcores = self.lcores.clone().unwrap_or_else(|| format!("0-{workers}"));
+        let mbufs = self.mbufs.unwrap_or(16383);
+        if mbufs < 1024 {
+            return Err(bad("mbufs", format!("{mbufs} is too few: use at least 1024")));
+        }
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let f = |k: &str| format!("peers[{i}].{k}");
+            let s = net(&p.subnet, &f("subnet"))?;
+            if s.prefix_len() != subnet_len || !network.contains_net(&s) {
+                return Err(bad(f("subnet"), format!("{s} is not a /{subnet_len} inside {network}")));
+            }
+            if s == subnet {
+                return Err(bad(f("subnet"), format!("{s} is this node's own subnet")));
+            }
+            peers.push(StaticPeer {
+                subnet: s,
+                public_ip: ip(&p.public_ip, &f("public_ip"))?,
+                vtep_mac: mac(&p.vtep_mac, &f("vtep_mac"))?,
+            });
+        }
+        let mut pods = Vec::new();
+        for (i, p) in self.pods.iter().enumerate() {
+            let spec = PodSpec::parse(&p.name, &p.kind, p.ip.as_deref(), p.netns.as_deref())
+                .map_err(|e| bad(format!("pods[{i}].{}", e.field.trim_start_matches("pod ")), e.why))?;
+            pods.push(spec);
+        }
+        Ok(NodeSettings {
+            network,
+            subnet_len,
+            vni,
+            vxlan_port,
+            subnet,
+            public_ip,
+            uplink,
+            underlay_mtu,
+            underlay_net,
+            underlay_gateway,
+            vtep_mac,
+            state_dir: self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/weft")),
+            workers,
+            lcores,
+            eal_args: self.eal_args.clone().unwrap_or_default(),
+            api_socket: self.api_socket.clone().unwrap_or_else(|| PathBuf::from("/run/weft/weftd.sock")),
+            busy_poll: self.busy_poll.unwrap_or(false),
+            mbufs,
+            peers,
+            pods,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+network = "10.244.0.0/16"
+subnet = "10.244.1.0/24"
+public_ip = "192.168.77.1"
+uplink = "net_af_packet0,iface=eth0"
+
+[[peers]]
+subnet = "10.244.2.0/24"
+public_ip = "192.168.77.2"
+vtep_mac = "aa:c4:e1:93:50:bd"
+
+[[pods]]
+name = "web"
+kind = "tap"
+netns = "web-ns"
+"#;
+
+    #[test]
+    fn parse_good_file_with_defaults() {
+        let s = NodeFile::from_toml(GOOD).unwrap().resolve().unwrap();
+        assert_eq!((s.vni, s.vxlan_port, s.underlay_mtu, s.workers), (1, 8472, 1500, 1));
+        assert_eq!(s.lcores, "0-1");
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.pods[0].kind, PodKind::Tap);
+        assert_eq!(s.underlay_net.to_string(), "192.168.77.0/24");
+    }
+
+    fn err_with(edit: impl Fn(&mut NodeFile)) -> String {
+        let mut f = NodeFile::from_toml(GOOD).unwrap();
+        edit(&mut f);
+        f.resolve().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        assert!(err_with(|f| f.network = None).starts_with("network: missing"));
+        assert!(err_with(|f| f.network = Some("10.244.0.0".into())).starts_with("network:"));
+        assert!(err_with(|f| f.subnet = Some("10.245.1.0/24".into())).starts_with("subnet:"));
+        assert!(err_with(|f| f.subnet_len = Some(26)).starts_with("subnet:"));
+        assert!(err_with(|f| f.public_ip = Some("192.168.77".into())).starts_with("public_ip:"));
+        assert!(err_with(|f| f.uplink = None).contains("--uplink"));
+        assert!(err_with(|f| f.vni = Some(1 << 24)).starts_with("vni:"));
+        assert!(err_with(|f| f.vxlan_port = Some(0)).starts_with("vxlan_port:"));
+        assert!(err_with(|f| f.underlay_mtu = Some(100)).starts_with("underlay_mtu:"));
+        assert!(err_with(|f| f.vtep_mac = Some("01:00:00:00:00:01".into())).starts_with("vtep_mac:"));
+        assert!(err_with(|f| f.vtep_mac = Some("nonsense".into())).starts_with("vtep_mac:"));
+        assert!(err_with(|f| f.workers = Some(0)).starts_with("workers:"));
+        assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));
+        assert!(err_with(|f| f.peers[0].vtep_mac = "x".into()).starts_with("peers[0].vtep_mac:"));
+        assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
+        assert!(err_with(|f| f.pods[0].kind = "veth".into()).starts_with("pods[0].kind:"));
+        assert!(err_with(|f| f.pods[0].name = "a/b".into()).starts_with("pods[0].name:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = NodeFile::from_toml("netwrok = \"10.0.0.0/8\"").unwrap_err().to_string();
+        assert!(e.contains("netwrok"), "{e}");
+    }
+}

@@ -1,0 +1,80 @@
+//! weftctl: talks to a running weftd over its unix socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dataplane::daemon::api::Request;
+
+#[derive(Debug, Parser)]
+#[command(name = "weftctl", version, about = "Control a running weftd")]
+struct Cli {
+    /// weftd's API socket.
+    #[arg(long, default_value = "/run/weft/weftd.sock")]
+    api_socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Pods attached to this node.
+    Pod {
+        #[command(subcommand)]
+        cmd: PodCmd,
+    },
+    /// Ports, workers, table sizes and counters.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCmd {
+    /// Attach a pod; prints its name, kind, ip, prefix_len, gateway, mac, mtu and iface or socket.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["tap", "vhost"])]
+        kind: String,
+        /// Address in this node's subnet; default the next free one.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Network namespace to move a tap pod's interface into and configure.
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// Detach a pod and free its address.
+    Del { name: String },
+    /// List pods.
+    List,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("weftctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let req = match cli.cmd {
+        Cmd::Pod { cmd: PodCmd::Add { name, kind, ip, netns } } => Request::PodAdd { name, kind, ip, netns },
+        Cmd::Pod { cmd: PodCmd::Del { name } } => Request::PodDel { name },
+        Cmd::Pod { cmd: PodCmd::List } => Request::PodList,
+        Cmd::Status => Request::Status,
+    };
+    let mut s = UnixStream::connect(&cli.api_socket).with_context(|| {
+        format!("connecting to weftd at {} (is it running? --api-socket)", cli.api_socket.display())
+    })?;
+    writeln!(s, "{}", serde_json::to_string(&req)?)?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    let resp: serde_json::Value = serde_json::from_str(&line).context("weftd's answer is not JSON")?;
+    if resp["ok"].as_bool() == Some(true) {
+        println!("{}", serde_json::to_string_pretty(&resp["result"])?);
+        Ok(())
+    } else {
+        anyhow::bail!("{}", resp["error"].as_str().unwrap_or("weftd refused"))
+    }
+}

@@ -1,0 +1,151 @@
+//! weftd's control API: one JSON request per line on a unix socket, one JSON response line back.
+//! `weftctl` is its client.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use weft_config::node::PodSpec;
+
+use super::{pods, Shared};
+use crate::packet::DropReason;
+use crate::worker::MAX_PORTS;
+
+/// A request to weftd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    PodAdd { name: String, kind: String, ip: Option<String>, netns: Option<String> },
+    PodDel { name: String },
+    PodList,
+    Status,
+}
+
+pub(super) struct ApiServer {
+    path: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    pub fn shutdown(mut self) {
+        // The accept loop checks the stop flag when it wakes; a connection wakes it.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(super) fn serve(shared: Arc<Shared>, path: &Path) -> anyhow::Result<ApiServer> {
+    super::socket_dir(path)?;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("api_socket {}: cannot listen", path.display()))?;
+    let thread = std::thread::Builder::new().name("weft-api".into()).spawn(move || {
+        for conn in listener.incoming() {
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut reader = BufReader::new(match conn.try_clone() {
+                Ok(c) => c,
+                Err(_) => continue,
+            });
+            let mut line = String::new();
+            let mut writer = conn;
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let resp = match serde_json::from_str::<Request>(line.trim()) {
+                    Ok(req) => handle(&shared, req),
+                    Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+                };
+                if writeln!(writer, "{resp}").is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    })?;
+    Ok(ApiServer { path: path.to_owned(), thread: Some(thread) })
+}
+
+fn handle(shared: &Shared, req: Request) -> Value {
+    let r: anyhow::Result<Value> = match req {
+        Request::PodAdd { name, kind, ip, netns } => PodSpec::parse(&name, &kind, ip.as_deref(), netns.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|spec| pods::add(shared, spec))
+            .map(|info| json!(info)),
+        Request::PodDel { name } => pods::del(shared, &name).map(|info| json!(info)),
+        Request::PodList => Ok(json!(pods::list(shared))),
+        Request::Status => Ok(status(shared)),
+    };
+    match r {
+        Ok(v) => json!({"ok": true, "result": v}),
+        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+    }
+}
+
+fn status(shared: &Shared) -> Value {
+    let snap = shared.cell.load_full();
+    let sum = |f: &dyn Fn(&crate::worker::WorkerCounters) -> u64| shared.counters.iter().map(|c| f(c)).sum::<u64>();
+    let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
+    ports.extend(pods::ports(shared));
+    let ports: Vec<Value> = ports
+        .into_iter()
+        .map(|(id, name, kind)| {
+            let i = id.0 as usize % MAX_PORTS;
+            let get = |a: fn(&crate::worker::WorkerCounters) -> &[std::sync::atomic::AtomicU64; MAX_PORTS]| {
+                sum(&|c| a(c)[i].load(Ordering::Relaxed))
+            };
+            json!({
+                "port_id": id.0, "name": name, "kind": kind,
+                "rx_packets": get(|c| &c.rx_packets), "rx_bytes": get(|c| &c.rx_bytes),
+                "tx_packets": get(|c| &c.tx_packets), "tx_bytes": get(|c| &c.tx_bytes),
+            })
+        })
+        .collect();
+    let drops: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(sum(&|c| c.drops[*r as usize].load(Ordering::Relaxed)))))
+        .filter(|(_, v)| v.as_u64() != Some(0))
+        .collect();
+    let workers: Vec<Value> = shared
+        .counters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "id": i,
+                "loops": c.loops.load(Ordering::Relaxed),
+                "generation": c.generation.load(Ordering::Relaxed),
+                "rx_packets": c.rx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
+                "tx_packets": c.tx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
+                "dropped": c.drops.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
+            })
+        })
+        .collect();
+    json!({
+        "node": {
+            "subnet": shared.node.subnet.to_string(),
+            "public_ip": shared.node.public_ip.to_string(),
+            "vtep_mac": shared.node.vtep_mac.to_string(),
+            "uplink_mac": shared.node.uplink_mac.to_string(),
+            "pod_mtu": shared.node.pod_mtu(),
+        },
+        "tables": {
+            "generation": snap.generation,
+            "peers": snap.vteps.len(),
+            "pods": snap.pods.len(),
+            "unresolved_next_hops": snap.unresolved.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        },
+        "ports": ports,
+        "workers": workers,
+        "drops": drops,
+        "mempool": {"in_use": shared.pool.in_use(), "available": shared.pool.available()},
+    })
+}

@@ -1,0 +1,247 @@
+//! weftd's process: EAL, the uplink, the worker pool, the slow path (underlay ARP), pod hot-plug and
+//! the unix-socket API. Everything here runs off the workers' lcores; workers only see snapshots and
+//! [`WorkerCommand`]s.
+
+pub mod api;
+mod pods;
+mod slowpath;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use crossbeam::channel::{bounded, Sender};
+use crossbeam::utils::CachePadded;
+use weft_config::node::NodeSettings;
+use weft_config::MacAddr;
+
+use crate::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
+use crate::tables::{Node, Peer, SnapshotCell, TableInputs};
+use crate::wire::Vni;
+use crate::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
+
+pub use pods::PodInfo;
+
+/// State shared by the control-side threads (API, slow path, main). Never touched by workers.
+pub struct Shared {
+    pub settings: NodeSettings,
+    pub node: Node,
+    pub cell: Arc<SnapshotCell>,
+    inputs: Mutex<TableInputs>,
+    generation: AtomicU64,
+    pub workers: Vec<Sender<WorkerCommand>>,
+    pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
+    pub pool: Arc<Mempool>,
+    pub uplink: Port,
+    pods: Mutex<BTreeMap<String, pods::PodRuntime>>,
+    next_vdev: AtomicU32,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("node", &self.node).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Rebuild the snapshot from the inputs after `edit`, and publish it to the workers.
+    pub fn update(&self, edit: impl FnOnce(&mut TableInputs)) {
+        let mut inputs = lock(&self.inputs);
+        edit(&mut inputs);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.cell.publish(inputs.build(g));
+    }
+
+    pub fn inputs(&self) -> TableInputs {
+        lock(&self.inputs).clone()
+    }
+}
+
+/// The VtepMAC: as configured, else the one saved in the state directory, else a new random locally
+/// administered one (as flannel makes), saved so it survives restarts.
+fn vtep_mac(settings: &NodeSettings) -> anyhow::Result<MacAddr> {
+    if let Some(m) = settings.vtep_mac {
+        return Ok(m);
+    }
+    let path = settings.state_dir.join("vtep_mac");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        match text.trim().parse() {
+            Ok(m) => return Ok(m),
+            Err(e) => eprintln!("weftd: ignoring {}: {e}; generating a new VtepMAC", path.display()),
+        }
+    }
+    let mut b = [0u8; 6];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    let m = MacAddr::local_from_bytes(b);
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("state_dir {}: cannot create it", settings.state_dir.display()))?;
+    std::fs::write(&path, format!("{m}\n")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(m)
+}
+
+/// EAL arguments for the settings: lcores, the uplink device, isolation flags, then the user's extras.
+fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
+    let mut args = vec![
+        "-l".into(),
+        s.lcores.clone(),
+        format!("--file-prefix=weftd-{}", std::process::id()),
+        "--huge-unlink".into(),
+        "--no-telemetry".into(),
+        "--log-level=lib.eal:warning".into(),
+    ];
+    let name;
+    if s.uplink.starts_with("net_") {
+        let mut dev = s.uplink.clone();
+        // af_packet spreads RX over its queue pairs with PACKET_FANOUT; one pair per worker.
+        if dev.starts_with("net_af_packet") && !dev.contains("qpairs=") {
+            dev.push_str(&format!(",qpairs={}", s.workers));
+        }
+        name = dev.split(',').next().unwrap_or(&dev).to_owned();
+        args.push("--no-pci".into());
+        args.push(format!("--vdev={dev}"));
+    } else {
+        name = s.uplink.split(',').next().unwrap_or(&s.uplink).to_owned();
+        args.push("-a".into());
+        args.push(s.uplink.clone());
+    }
+    args.extend(s.eal_args.iter().cloned());
+    (args, name)
+}
+
+/// Run weftd until SIGTERM or SIGINT.
+pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+
+    let vtep_mac = vtep_mac(&settings)?;
+    let (args, uplink_name) = eal_args(&settings);
+    let eal = Eal::init(&args).context("starting DPDK (is `make setup` done: hugepages, root?)")?;
+    let lcores = LcoreId::workers();
+    if lcores.len() < settings.workers {
+        bail!("workers: {} asked but EAL has {} worker lcores (lcores = {:?}); give lcores with one more core than workers", settings.workers, lcores.len(), settings.lcores);
+    }
+    let pool = Arc::new(Mempool::new("weft_pool", settings.mbufs, 256)?);
+    let uplink = Port::by_name(&uplink_name).with_context(|| format!("uplink: no DPDK port {uplink_name:?}"))?;
+    let n = settings.workers as u16;
+    let (uplink_rx, uplink_tx) = uplink
+        .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
+        .context("uplink: configuring the port")?;
+    uplink.start().context("uplink: starting the port")?;
+    let uplink_mac = MacAddr(uplink.mac_addr()?);
+
+    let node = Node {
+        network: settings.network,
+        subnet: settings.subnet,
+        subnet_len: settings.subnet_len,
+        public_ip: settings.public_ip,
+        uplink_mac,
+        vtep_mac,
+        vni: Vni::new(settings.vni).context("vni")?,
+        vxlan_port: settings.vxlan_port,
+        underlay_mtu: settings.underlay_mtu,
+        underlay_net: settings.underlay_net,
+        underlay_gateway: settings.underlay_gateway,
+    };
+    let inputs = TableInputs {
+        node: node.clone(),
+        peers: settings
+            .peers
+            .iter()
+            .map(|p| Peer { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac })
+            .collect(),
+        pods: Vec::new(),
+        neighbours: Default::default(),
+    };
+    let cell = Arc::new(SnapshotCell::new(inputs.build(1)));
+    let (learn_tx, learn_rx) = bounded::<(Ipv4Addr, MacAddr)>(1024);
+
+    let mut senders = Vec::new();
+    let mut counters = Vec::new();
+    let mut handles: Vec<LcoreHandle<u64>> = Vec::new();
+    let backoff = Backoff { busy_poll: settings.busy_poll, ..Backoff::default() };
+    for (i, (rx, tx)) in uplink_rx.into_iter().zip(uplink_tx).enumerate() {
+        let (cmd_tx, cmd_rx) = bounded(256);
+        let c = Arc::new(CachePadded::new(WorkerCounters::default()));
+        let w = Worker::new(i, rx, tx, cell.clone(), c.clone(), cmd_rx, learn_tx.clone(), pool.clone(), backoff);
+        handles.push(lcores[i].launch(move || w.run())?);
+        senders.push(cmd_tx);
+        counters.push(c);
+    }
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        node,
+        cell,
+        inputs: Mutex::new(inputs),
+        generation: AtomicU64::new(1),
+        workers: senders,
+        counters,
+        pool,
+        uplink,
+        pods: Mutex::new(BTreeMap::new()),
+        next_vdev: AtomicU32::new(0),
+        stop: stop.clone(),
+    });
+    eprintln!(
+        "weftd: {} ({}) up: subnet {} public_ip {} uplink {} ({}) vtep_mac {} workers {} api {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::dpdk::dpdk_version(),
+        settings.subnet,
+        settings.public_ip,
+        uplink_name,
+        uplink_mac,
+        vtep_mac,
+        settings.workers,
+        settings.api_socket.display()
+    );
+
+    let api = api::serve(shared.clone(), &settings.api_socket)?;
+    let slow = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || slowpath::run(&shared, learn_rx))?
+    };
+    for spec in &settings.pods {
+        match pods::add(&shared, spec.clone()) {
+            Ok(info) => eprintln!("weftd: pod {} ({}) at {} on {}", info.name, info.kind, info.ip, info.iface),
+            Err(e) => eprintln!("weftd: pod {}: {e:#}", spec.name),
+        }
+    }
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("weftd: stopping");
+    for s in &shared.workers {
+        let _ = s.send(WorkerCommand::Stop);
+    }
+    for h in handles {
+        if let Err(e) = h.join() {
+            eprintln!("weftd: {e}");
+        }
+    }
+    let _ = slow.join();
+    api.shutdown();
+    pods::remove_all(&shared);
+    let _ = shared.uplink.stop();
+    drop(shared);
+    let _ = std::fs::remove_file(&settings.api_socket);
+    drop(eal);
+    Ok(())
+}
+
+/// Make the directory a unix socket lives in.
+fn socket_dir(path: &Path) -> anyhow::Result<()> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}

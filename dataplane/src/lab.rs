@@ -1,0 +1,374 @@
+//! The netns lab: nodes and pods as network namespaces on one machine, joined by an underlay bridge.
+//! weft nodes run weftd with a `net_af_packet` uplink on a veth; a kernel flannel node is a namespace
+//! with `flannel.1` (VNI 1, dstport 8472, nolearning), a `cni0` bridge and the neighbour, FDB and route
+//! entries flanneld installs per peer. Used by the end-to-end tests and by `make demo`.
+//!
+//! Everything the lab creates is named with its own prefix and torn down on drop, also when a test
+//! panics: the processes it started (by PID) and the namespaces it made (by exact name).
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+/// The lab's underlay: 192.168.77.0/24 inside the lab's own namespaces only.
+pub const UNDERLAY_PREFIX: &str = "192.168.77";
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// `ip <args>`.
+pub fn ip(args: &[&str]) -> anyhow::Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// Run a command inside a namespace.
+pub fn exec(ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+    run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+}
+
+/// A weft node of the lab.
+#[derive(Debug, Clone)]
+pub struct WeftNode {
+    pub ns: String,
+    pub public_ip: Ipv4Addr,
+    pub subnet: String,
+    pub vtep_mac: String,
+    pub api_socket: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A kernel flannel node of the lab, with one pod.
+#[derive(Debug, Clone)]
+pub struct KernelNode {
+    pub ns: String,
+    pub pod_ns: String,
+    pub pod_ip: Ipv4Addr,
+    pub public_ip: Ipv4Addr,
+    pub subnet: String,
+    pub vtep_mac: String,
+}
+
+/// What a flannel peer looks like to others: its lease.
+#[derive(Debug, Clone)]
+pub struct PeerLease {
+    pub subnet: String,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: String,
+}
+
+#[derive(Debug)]
+pub struct Lab {
+    pub prefix: String,
+    pub underlay_ns: String,
+    pub dir: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    weftd: PathBuf,
+    weftctl: PathBuf,
+}
+
+impl Lab {
+    /// A new lab: checks root, creates the underlay namespace with bridge `br0`.
+    pub fn new(weftd: &Path, weftctl: &Path) -> anyhow::Result<Lab> {
+        crate::testing::check_dpdk_preconditions(256).map_err(|e| anyhow!("{e}"))?;
+        let prefix = format!("wl{}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("weft-lab-{prefix}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            underlay_ns: format!("{prefix}-ul"),
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            weftd: weftd.to_owned(),
+            weftctl: weftctl.to_owned(),
+        };
+        let ul = lab.underlay_ns.clone();
+        lab.add_ns(&ul)?;
+        exec(&ul, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        exec(&ul, &["ip", "link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    /// Create a namespace that the lab owns (and deletes), loopback up, IPv6 off (keeps the counters
+    /// free of router solicitations).
+    pub fn add_ns(&mut self, name: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_owned());
+        exec(name, &["ip", "link", "set", "lo", "up"])?;
+        exec(name, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        Ok(())
+    }
+
+    /// A veth from the underlay bridge to `eth0` in `ns`.
+    fn wire_to_underlay(&self, ns: &str, port: &str) -> anyhow::Result<()> {
+        let ul = &self.underlay_ns;
+        exec(ul, &["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        exec(ul, &["ip", "link", "set", port, "master", "br0", "up"])?;
+        exec(ns, &["ip", "link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// A weft node namespace `n<idx>` at 192.168.77.<idx> with subnet 10.244.<idx>.0/24 (weftd not started).
+    pub fn weft_node(&mut self, idx: u8) -> anyhow::Result<WeftNode> {
+        let ns = format!("{}-n{idx}", self.prefix);
+        self.add_ns(&ns)?;
+        self.wire_to_underlay(&ns, &format!("n{idx}"))?;
+        // The uplink belongs to weft: the kernel side has no address, so it neither answers ARP nor
+        // sends port-unreachables for VXLAN.
+        Ok(WeftNode {
+            api_socket: self.dir.join(format!("n{idx}.sock")),
+            log: self.dir.join(format!("n{idx}.log")),
+            ns,
+            public_ip: Ipv4Addr::new(192, 168, 77, idx),
+            subnet: format!("10.244.{idx}.0/24"),
+            vtep_mac: format!("02:77:00:00:00:{idx:02x}"),
+        })
+    }
+
+    /// A kernel flannel node `k<idx>` with one pod at 10.244.<idx>.2, programmed for `peers` the way
+    /// flanneld programs the kernel from their leases.
+    pub fn kernel_node(&mut self, idx: u8, peers: &[PeerLease]) -> anyhow::Result<KernelNode> {
+        let ns = format!("{}-k{idx}", self.prefix);
+        let pod_ns = format!("{}-k{idx}p", self.prefix);
+        self.add_ns(&ns)?;
+        self.add_ns(&pod_ns)?;
+        self.wire_to_underlay(&ns, &format!("k{idx}"))?;
+        let public_ip = Ipv4Addr::new(192, 168, 77, idx);
+        let vtep_mac = format!("02:77:00:00:01:{idx:02x}");
+        let subnet = format!("10.244.{idx}.0/24");
+        let sh = |cmd: String| exec(&ns, &["sh", "-ec", &cmd]);
+        sh(format!(
+            "ip addr add {public_ip}/24 dev eth0
+             ethtool -K eth0 tx off >/dev/null
+             sysctl -qw net.ipv4.ip_forward=1
+             ip link add flannel.1 address {vtep_mac} type vxlan id 1 local {public_ip} dev eth0 dstport 8472 nolearning
+             ip link set flannel.1 mtu 1450 up
+             ip addr add 10.244.{idx}.0/32 dev flannel.1
+             ip link add cni0 type bridge
+             ip link set cni0 mtu 1450 up
+             ip addr add 10.244.{idx}.1/24 dev cni0
+             ip link add veth0 mtu 1450 type veth peer name eth0 netns {pod_ns}
+             ip link set veth0 master cni0 up
+             ethtool -K veth0 tx off >/dev/null"
+        ))?;
+        exec(
+            &pod_ns,
+            &[
+                "sh",
+                "-ec",
+                &format!(
+                    "ip addr add 10.244.{idx}.2/24 dev eth0
+             ip link set eth0 mtu 1450 up
+             ethtool -K eth0 tx off >/dev/null
+             ip route add default via 10.244.{idx}.1"
+                ),
+            ],
+        )?;
+        let k = KernelNode { ns, pod_ns, pod_ip: Ipv4Addr::new(10, 244, idx, 2), public_ip, subnet, vtep_mac };
+        for p in peers {
+            self.kernel_add_peer(&k, p)?;
+        }
+        Ok(k)
+    }
+
+    /// What flanneld's vxlan backend installs for a new lease (`handleSubnetEvents`): ARP, FDB, route.
+    pub fn kernel_add_peer(&self, k: &KernelNode, p: &PeerLease) -> anyhow::Result<()> {
+        let gw = p.subnet.split('/').next().unwrap_or_default();
+        exec(
+            &k.ns,
+            &[
+                "sh",
+                "-ec",
+                &format!(
+                    "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
+             bridge fdb replace {mac} dev flannel.1 dst {ip} self permanent
+             ip route replace {subnet} via {gw} dev flannel.1 onlink",
+                    mac = p.vtep_mac,
+                    ip = p.public_ip,
+                    subnet = p.subnet
+                ),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Start weftd for `node` with static `peers`; waits until its API answers.
+    pub fn start_weftd(&mut self, node: &WeftNode, peers: &[PeerLease], extra: &[&str]) -> anyhow::Result<()> {
+        let log = fs::File::create(&node.log)?;
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            node.ns.clone(),
+            self.weftd.display().to_string(),
+            "--network".into(),
+            "10.244.0.0/16".into(),
+            "--subnet".into(),
+            node.subnet.clone(),
+            "--public-ip".into(),
+            node.public_ip.to_string(),
+            "--uplink".into(),
+            "net_af_packet0,iface=eth0".into(),
+            "--vtep-mac".into(),
+            node.vtep_mac.clone(),
+            "--api-socket".into(),
+            node.api_socket.display().to_string(),
+            "--state-dir".into(),
+            self.dir.join(format!("{}-state", node.ns)).display().to_string(),
+            "--mbufs".into(),
+            "8191".into(),
+        ];
+        for p in peers {
+            args.push("--peer".into());
+            args.push(format!("{},{},{}", p.subnet, p.public_ip, p.vtep_mac));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
+        self.children.push((node.ns.clone(), child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.weftctl(node, &["status"]).is_ok() {
+                return Ok(());
+            }
+            if let Some((_, c)) = self.children.last_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!("weftd in {} exited ({st}):\n{}", node.ns, fs::read_to_string(&node.log).unwrap_or_default());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "weftd in {} did not answer in 30 s:\n{}",
+                    node.ns,
+                    fs::read_to_string(&node.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Run weftctl against a node; its JSON result.
+    pub fn weftctl(&self, node: &WeftNode, args: &[&str]) -> anyhow::Result<Value> {
+        let out = Command::new(&self.weftctl).arg("--api-socket").arg(&node.api_socket).args(args).output()?;
+        if !out.status.success() {
+            bail!("weftctl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// A pod namespace on a weft node with a tap interface; returns its address.
+    pub fn tap_pod(&mut self, node: &WeftNode, name: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+        let ns = format!("{}-{name}", self.prefix);
+        self.add_ns(&ns)?;
+        let info = self.weftctl(node, &["pod", "add", name, "--kind", "tap", "--netns", &ns])?;
+        let ip: Ipv4Addr = info["ip"].as_str().ok_or_else(|| anyhow!("no ip in {info}"))?.parse()?;
+        Ok((ns, ip))
+    }
+
+    /// Stop one weftd (SIGTERM, then SIGKILL after 5 s) by its PID.
+    pub fn stop_weftd(&mut self, ns: &str) {
+        let mut keep = Vec::new();
+        for (n, mut c) in std::mem::take(&mut self.children) {
+            if n == ns {
+                terminate(&mut c);
+            } else {
+                keep.push((n, c));
+            }
+        }
+        self.children = keep;
+    }
+
+    /// Start a long-lived process in a namespace that the lab stops on drop.
+    pub fn spawn(&mut self, ns: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+        let f = fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        self.children.push((ns.to_owned(), child));
+        Ok(())
+    }
+}
+
+/// SIGTERM (through kill(1): no unsafe here), wait up to 5 s, then SIGKILL.
+fn terminate(c: &mut Child) {
+    // `ip netns exec` execs the command, so the child's PID is the program's.
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children).into_iter().rev() {
+            terminate(&mut c);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if std::env::var_os("WEFT_LAB_KEEP_LOGS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `ping -c count` from a namespace; (sent, received).
+pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, size: Option<u16>, dont_fragment: bool) -> (u32, u32) {
+    let mut args = vec![
+        "ip".to_string(),
+        "netns".into(),
+        "exec".into(),
+        ns.into(),
+        "ping".into(),
+        "-n".into(),
+        "-q".into(),
+        "-c".into(),
+        count.to_string(),
+        "-i".into(),
+        "0.2".into(),
+        "-W".into(),
+        "2".into(),
+    ];
+    if let Some(s) = size {
+        args.push("-s".into());
+        args.push(s.to_string());
+    }
+    if dont_fragment {
+        args.push("-M".into());
+        args.push("do".into());
+    }
+    args.push(dst.to_string());
+    let out = Command::new(&args[0]).args(&args[1..]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    // "5 packets transmitted, 5 received, 0% packet loss"
+    let nums: Vec<u32> = text
+        .lines()
+        .find(|l| l.contains("transmitted"))
+        .map(|l| l.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect())
+        .unwrap_or_default();
+    (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+}

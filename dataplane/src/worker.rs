@@ -1,0 +1,357 @@
+//! A poll-mode worker: owns one uplink RX queue, the RX queues of its share of the pod ports and one TX
+//! queue on every port; forwards with the packet paths in [`crate::packet`]. Between bursts it takes the
+//! newest table snapshot and its control messages (port attach/detach, frames to send, stop). Nothing in
+//! the loop allocates, locks, logs or makes a syscall, except the bounded sleep when idle (off with
+//! `busy_poll`).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender};
+use crossbeam::utils::CachePadded;
+use weft_config::MacAddr;
+
+use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue};
+use crate::packet::{process_pod, process_uplink, DropReason, Verdict};
+use crate::tables::SnapshotCell;
+
+/// Port ids index fixed arrays: DPDK's RTE_MAX_ETHPORTS in Debian's build.
+pub const MAX_PORTS: usize = 32;
+
+/// A worker's counters: written by that worker only (plain load+store, no locked instructions), read
+/// with relaxed loads by the status and metrics side.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    pub rx_packets: [AtomicU64; MAX_PORTS],
+    pub rx_bytes: [AtomicU64; MAX_PORTS],
+    pub tx_packets: [AtomicU64; MAX_PORTS],
+    pub tx_bytes: [AtomicU64; MAX_PORTS],
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Loop iterations: a heartbeat for health checks.
+    pub loops: AtomicU64,
+    /// Generation of the last snapshot used.
+    pub generation: AtomicU64,
+    pub neighbours_learned: AtomicU64,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            rx_packets: std::array::from_fn(|_| AtomicU64::new(0)),
+            rx_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            tx_packets: std::array::from_fn(|_| AtomicU64::new(0)),
+            tx_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            loops: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            neighbours_learned: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Single-writer add: the owning worker is the only writer, so no read-modify-write instruction.
+#[inline(always)]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Messages from the control side, taken between bursts.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Start using a port: its TX queue for this worker, and the RX queues this worker polls (empty when
+    /// another worker polls it).
+    Attach {
+        port: PortId,
+        tx: TxQueue,
+        rx: Vec<RxQueue>,
+    },
+    /// Stop using a port; its buffered frames are freed; `done` is signalled when nothing of it is held.
+    Detach {
+        port: PortId,
+        done: Sender<()>,
+    },
+    /// Send this frame on the uplink (slow-path ARP requests).
+    SendOnUplink {
+        frame: [u8; 60],
+    },
+    Stop,
+}
+
+/// Idle behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Never sleep (benchmarks, dedicated cores).
+    pub busy_poll: bool,
+    /// Longest sleep when idle.
+    pub max_sleep: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { busy_poll: false, max_sleep: Duration::from_micros(500) }
+    }
+}
+
+struct TxSlot {
+    queue: TxQueue,
+    buf: Burst,
+    /// TSC at which the oldest buffered frame must go out.
+    deadline: u64,
+}
+
+/// Everything a worker owns.
+pub struct Worker {
+    pub id: usize,
+    uplink: PortId,
+    uplink_rx: RxQueue,
+    pod_rx: Vec<RxQueue>,
+    slots: [Option<TxSlot>; MAX_PORTS],
+    cell: Arc<SnapshotCell>,
+    counters: Arc<CachePadded<WorkerCounters>>,
+    commands: Receiver<WorkerCommand>,
+    learned: Sender<(Ipv4Addr, MacAddr)>,
+    pool: Arc<Mempool>,
+    backoff: Backoff,
+    drain_tsc: u64,
+    ident: u16,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).finish()
+    }
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        uplink_rx: RxQueue,
+        uplink_tx: TxQueue,
+        cell: Arc<SnapshotCell>,
+        counters: Arc<CachePadded<WorkerCounters>>,
+        commands: Receiver<WorkerCommand>,
+        learned: Sender<(Ipv4Addr, MacAddr)>,
+        pool: Arc<Mempool>,
+        backoff: Backoff,
+    ) -> Worker {
+        let uplink = uplink_rx.port_id();
+        let mut slots: [Option<TxSlot>; MAX_PORTS] = std::array::from_fn(|_| None);
+        slots[uplink.0 as usize % MAX_PORTS] = Some(TxSlot { queue: uplink_tx, buf: Burst::new(), deadline: 0 });
+        // Flush a partly filled TX buffer after ~100 µs, as DPDK's l3fwd does.
+        let drain_tsc = (tsc::hz() / 10_000).max(1);
+        Worker {
+            id,
+            uplink,
+            uplink_rx,
+            pod_rx: Vec::new(),
+            slots,
+            cell,
+            counters,
+            commands,
+            learned,
+            pool,
+            backoff,
+            drain_tsc,
+            ident: (id as u16).wrapping_mul(0x3779),
+        }
+    }
+
+    /// Poll until told to stop. Returns the number of loop iterations.
+    pub fn run(mut self) -> u64 {
+        let mut idle_loops: u32 = 0;
+        let mut burst = Burst::new();
+        loop {
+            if !self.commands.is_empty() && !self.take_commands() {
+                break;
+            }
+            let mut got = 0usize;
+            {
+                let snap = self.cell.load();
+                self.counters.generation.store(snap.generation, Ordering::Relaxed);
+                let n = self.uplink_rx.rx_burst(&mut burst);
+                if n > 0 {
+                    got += n;
+                    self.count_rx(self.uplink, &burst);
+                    while let Some(mut m) = burst.pop_front() {
+                        if m.segments() > 1 {
+                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
+                            continue;
+                        }
+                        let v = process_uplink(&mut m, &snap);
+                        self.dispatch(v, m, self.uplink);
+                    }
+                }
+                for i in 0..self.pod_rx.len() {
+                    let n = self.pod_rx[i].rx_burst(&mut burst);
+                    if n == 0 {
+                        continue;
+                    }
+                    got += n;
+                    let port = self.pod_rx[i].port_id();
+                    self.count_rx(port, &burst);
+                    while let Some(mut m) = burst.pop_front() {
+                        if m.segments() > 1 {
+                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
+                            continue;
+                        }
+                        self.ident = self.ident.wrapping_add(1);
+                        let v = process_pod(&mut m, &snap, port, self.ident);
+                        self.dispatch(v, m, port);
+                    }
+                }
+            }
+            self.flush(got == 0);
+            bump(&self.counters.loops, 1);
+            if got == 0 {
+                idle_loops = idle_loops.saturating_add(1);
+                if !self.backoff.busy_poll && idle_loops > 64 {
+                    // Bounded back-off: 1 µs doubling up to max_sleep while nothing arrives.
+                    let exp = (idle_loops - 64).min(16);
+                    let sleep = Duration::from_micros(1u64 << exp).min(self.backoff.max_sleep);
+                    std::thread::sleep(sleep);
+                }
+            } else {
+                idle_loops = 0;
+            }
+        }
+        self.shutdown();
+        self.counters.loops.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn count_rx(&self, port: PortId, burst: &Burst) {
+        let p = port.0 as usize % MAX_PORTS;
+        let mut bytes = 0u64;
+        for i in 0..burst.len() {
+            if let Some(m) = burst.get(i) {
+                bytes += m.pkt_len() as u64;
+            }
+        }
+        bump(&self.counters.rx_packets[p], burst.len() as u64);
+        bump(&self.counters.rx_bytes[p], bytes);
+    }
+
+    #[inline(always)]
+    fn dispatch(&mut self, v: Verdict, m: crate::dpdk::Mbuf, in_port: PortId) {
+        let out = match v {
+            Verdict::ToPod(p) => p,
+            Verdict::ToUplink => self.uplink,
+            Verdict::Reply => in_port,
+            Verdict::Learn { ip, mac } => {
+                if self.learned.try_send((ip, mac)).is_ok() {
+                    bump(&self.counters.neighbours_learned, 1);
+                }
+                return;
+            }
+            Verdict::Drop(r) => {
+                bump(&self.counters.drops[r as usize], 1);
+                return;
+            }
+        };
+        self.enqueue(out, m);
+    }
+
+    #[inline(always)]
+    fn enqueue(&mut self, out: PortId, m: crate::dpdk::Mbuf) {
+        let idx = out.0 as usize % MAX_PORTS;
+        let Some(slot) = self.slots[idx].as_mut() else {
+            bump(&self.counters.drops[DropReason::PortGone as usize], 1);
+            return;
+        };
+        if slot.buf.is_empty() {
+            slot.deadline = tsc::now() + self.drain_tsc;
+        }
+        if let Err(m) = slot.buf.push(m) {
+            // Full: send the burst, then buffer this one.
+            Self::send(slot, &self.counters, idx);
+            slot.deadline = tsc::now() + self.drain_tsc;
+            if slot.buf.push(m).is_err() {
+                bump(&self.counters.drops[DropReason::TxFull as usize], 1);
+            }
+        }
+        if slot.buf.len() == crate::dpdk::BURST_SIZE {
+            Self::send(slot, &self.counters, idx);
+        }
+    }
+
+    #[inline(always)]
+    fn send(slot: &mut TxSlot, counters: &WorkerCounters, idx: usize) {
+        let mut bytes = 0u64;
+        for i in 0..slot.buf.len() {
+            if let Some(m) = slot.buf.get(i) {
+                bytes += m.pkt_len() as u64;
+            }
+        }
+        let n = slot.buf.len();
+        let sent = slot.queue.tx_burst(&mut slot.buf);
+        if sent < n {
+            // Subtract the bytes of what stays; it is freed and counted.
+            for i in 0..slot.buf.len() {
+                if let Some(m) = slot.buf.get(i) {
+                    bytes -= m.pkt_len() as u64;
+                }
+            }
+            let freed = slot.buf.free_all();
+            bump(&counters.drops[DropReason::TxFull as usize], freed as u64);
+        }
+        bump(&counters.tx_packets[idx], sent as u64);
+        bump(&counters.tx_bytes[idx], bytes);
+    }
+
+    /// Send buffers past their deadline (or all, when the port went quiet).
+    #[inline(always)]
+    fn flush(&mut self, all: bool) {
+        let now = tsc::now();
+        for idx in 0..MAX_PORTS {
+            if let Some(slot) = self.slots[idx].as_mut() {
+                if !slot.buf.is_empty() && (all || now >= slot.deadline) {
+                    Self::send(slot, &self.counters, idx);
+                }
+            }
+        }
+    }
+
+    /// Apply queued control messages; false on Stop.
+    #[cold]
+    fn take_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                WorkerCommand::Attach { port, tx, rx } => {
+                    let idx = port.0 as usize % MAX_PORTS;
+                    self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
+                    self.pod_rx.extend(rx);
+                }
+                WorkerCommand::Detach { port, done } => {
+                    let idx = port.0 as usize % MAX_PORTS;
+                    if let Some(mut slot) = self.slots[idx].take() {
+                        let freed = slot.buf.free_all();
+                        bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
+                    }
+                    self.pod_rx.retain(|q| q.port_id() != port);
+                    let _ = done.send(());
+                }
+                WorkerCommand::SendOnUplink { frame } => {
+                    if let Some(mut m) = self.pool.alloc() {
+                        if m.set_data(&frame).is_some() {
+                            self.enqueue(self.uplink, m);
+                        }
+                    }
+                }
+                WorkerCommand::Stop => return false,
+            }
+        }
+        true
+    }
+
+    /// Send what is buffered, then let go of every queue.
+    fn shutdown(&mut self) {
+        self.flush(true);
+        for slot in self.slots.iter_mut() {
+            *slot = None;
+        }
+        self.pod_rx.clear();
+    }
+}
