@@ -77,3 +77,250 @@ fn ping_matrix_weft_and_kernel_nodes() {
     assert!(st["tables"]["unresolved_next_hops"].as_array().unwrap().is_empty(), "{st}");
     assert_eq!(st["tables"]["peers"], 2);
 }
+
+/// A DPDK pod (`dpdk-testpmd --forward-mode=icmpecho` on `net_virtio_user`) behind a vhost-user port
+/// answers a kernel pod's ping across the overlay.
+#[test]
+fn vhost_pod_answers_kernel_ping() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost"]).unwrap();
+    let (sock, mac, ip) =
+        (info["iface"].as_str().unwrap(), info["mac"].as_str().unwrap(), info["ip"].as_str().unwrap());
+    let log = lab.dir.join("testpmd.log");
+    let prefix = format!("{}-testpmd", lab.prefix);
+    let vdev = format!("--vdev=net_virtio_user0,path={sock},mac={mac},queues=1");
+    let args = [
+        "dpdk-testpmd",
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--single-file-segments",
+        "--in-memory",
+        "--no-telemetry",
+        &format!("--file-prefix={prefix}"),
+        "-m",
+        "256",
+        &vdev,
+        "--",
+        "--forward-mode=icmpecho",
+        "--stats-period",
+        "5",
+    ];
+    lab.spawn(&n1.ns, &args, &log).unwrap();
+    // Wait for the virtio-user pod to connect and the vhost port to come up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = ping(&k3.pod_ns, ip.parse().unwrap(), 2, None, false);
+    let (sent, got) = ping(&k3.pod_ns, ip.parse().unwrap(), 5, None, false);
+    assert_eq!((sent, got), (5, 5), "testpmd log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    let pod = st["ports"].as_array().unwrap().iter().find(|p| p["name"] == "vh").cloned().unwrap();
+    assert!(pod["rx_packets"].as_u64().unwrap() >= 5 && pod["tx_packets"].as_u64().unwrap() >= 5, "{pod}");
+    // Deleting the pod returns its mbufs and its address.
+    lab.weftctl(&n1, &["pod", "del", "vh"]).unwrap();
+    let again = lab.weftctl(&n1, &["pod", "add", "vh2", "--kind", "vhost"]).unwrap();
+    assert_eq!(again["ip"].as_str(), Some(ip), "the address was freed");
+}
+
+const TCP_SERVER: &str = r#"
+import socket, hashlib
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
+"#;
+
+const TCP_CLIENT: &str = r#"
+import socket, hashlib, sys
+n = 4 << 20
+data = bytes((i * 7 + (i >> 11)) & 255 for i in range(n))
+c = socket.create_connection((sys.argv[1], 5001), timeout=30)
+c.sendall(data); c.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    b = c.recv(256)
+    if not b: break
+    got += b
+want = f"{n} {hashlib.sha256(data).hexdigest()}"
+print(got.decode(), "want", want)
+sys.exit(0 if got.decode() == want else 1)
+"#;
+
+fn tcp_transfer(lab: &mut Lab, server_ns: &str, server_ip: std::net::Ipv4Addr, client_ns: &str) {
+    let log = lab.dir.join(format!("tcp-{server_ns}.log"));
+    lab.spawn(server_ns, &["/usr/bin/python3", "-c", TCP_SERVER], &log).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let ip = server_ip.to_string();
+    let out = dataplane::lab::exec(client_ns, &["timeout", "60", "/usr/bin/python3", "-c", TCP_CLIENT, &ip]);
+    assert!(
+        out.is_ok(),
+        "4 MiB TCP {client_ns} -> {server_ns}: {out:?}\nserver: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn tcp_transfer_both_ways_and_pod_mtu() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = cluster();
+    let nodes = [&c.n1, &c.n2];
+    assert_ping(&c.pod1.0, c.k3.pod_ip, &c.lab, &nodes);
+    tcp_transfer(&mut c.lab, &c.k3.pod_ns.clone(), c.k3.pod_ip, &c.pod1.0.clone());
+    tcp_transfer(&mut c.lab, &c.pod2.0.clone(), c.pod2.1, &c.k3.pod_ns.clone());
+    tcp_transfer(&mut c.lab, &c.pod1.0.clone(), c.pod1.1, &c.pod2.0.clone());
+
+    // Pod MTU is underlay MTU - 50 = 1450. Give the pod a larger interface MTU so its own kernel lets
+    // big DF packets out, as a misconfigured pod would: 1450 bytes pass, 1451 get fragmentation-needed
+    // from the gateway, as the kernel's flannel.1 would answer.
+    dataplane::lab::exec(&c.pod1.0, &["ip", "link", "set", "wt-pa", "mtu", "1500"]).unwrap();
+    let (sent, got) = ping(&c.pod1.0, c.k3.pod_ip, 2, Some(1450 - 28), true);
+    assert_eq!((sent, got), (2, 2), "DF ping at the pod MTU passes");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.pod1.0,
+            "ping",
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1423",
+            &c.k3.pod_ip.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Frag needed") && text.contains("mtu = 1450") && text.contains("10.244.1.1"), "{text}");
+    let st = c.lab.weftctl(&c.n1, &["status"]).unwrap();
+    assert!(st["drops"]["too_big"].is_null(), "DF packets are answered, not dropped: {st}");
+}
+
+/// weft's encapsulation next to the kernel's on the underlay: a ping from a weft pod to a kernel pod
+/// (weft encapsulates the request, the kernel the reply), captured on the underlay bridge.
+///
+/// Equal: outer EtherType, IPv4 version/IHL/TOS, DF clear, TTL 64, protocol UDP, UDP destination 8472,
+/// VXLAN flags 0x08 and VNI 1, inner EtherType, inner TTL 63 (routed once by the sender), inner MACs =
+/// the VtepMACs of sender and receiver. May differ: the outer IPv4 identification (a counter on each
+/// side), the UDP source port (each hashes the inner flow with its own hash into 32768-60999), and the
+/// UDP checksum (the kernel computes one, weft sends zero as RFC 7348 recommends for IPv4).
+#[test]
+fn encap_on_the_wire_matches_the_kernel() {
+    use dataplane::wire::{pcap::PcapReader, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = cluster();
+    assert_ping(&c.pod1.0, c.k3.pod_ip, &c.lab, &[&c.n1, &c.n2]);
+    let file = c.lab.dir.join("underlay.pcap");
+    let ul = c.lab.underlay_ns.clone();
+    let log = c.lab.dir.join("tcpdump.log");
+    let f = file.display().to_string();
+    c.lab
+        .spawn(
+            &ul,
+            &[
+                "timeout",
+                "20",
+                "tcpdump",
+                "-i",
+                "br0",
+                "-U",
+                "-c",
+                "2",
+                "-w",
+                &f,
+                "udp",
+                "port",
+                "8472",
+                "and",
+                "host",
+                "192.168.77.3",
+            ],
+            &log,
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(ping(&c.pod1.0, c.k3.pod_ip, 1, None, false), (1, 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let frames = loop {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let frames: Vec<Vec<u8>> = PcapReader::new(&bytes)
+            .map(|r| r.filter_map(|x| x.ok()).map(|x| x.data.to_vec()).collect())
+            .unwrap_or_default();
+        if frames.len() >= 2 || std::time::Instant::now() > deadline {
+            break frames;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(frames.len(), 2, "tcpdump: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    struct Fields {
+        tos: u8,
+        df: bool,
+        ttl: u8,
+        proto: u8,
+        dport: u16,
+        sport: u16,
+        flags: u8,
+        vni: u32,
+        inner_type: u16,
+        inner_ttl: u8,
+        src_vtep: String,
+        dst_vtep: String,
+        csum: u16,
+    }
+    let parse = |f: &[u8]| {
+        let eth = EthernetFrame::new_checked(f).unwrap();
+        assert_eq!(eth.ethertype(), 0x0800);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.header_len(), 20);
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        let vx = VxlanPacket::new_checked(u.payload()).unwrap();
+        let inner = EthernetFrame::new_checked(vx.payload()).unwrap();
+        let iip = Ipv4Packet::new_checked(inner.payload()).unwrap();
+        Fields {
+            tos: ip.dscp_ecn(),
+            df: ip.dont_frag(),
+            ttl: ip.ttl(),
+            proto: ip.protocol(),
+            dport: u.dst_port(),
+            sport: u.src_port(),
+            flags: vx.flags(),
+            vni: vx.vni().get(),
+            inner_type: inner.ethertype(),
+            inner_ttl: iip.ttl(),
+            src_vtep: inner.src().to_string(),
+            dst_vtep: inner.dst().to_string(),
+            csum: u.checksum(),
+        }
+    };
+    let (weft, kernel) = (parse(&frames[0]), parse(&frames[1]));
+    for (name, w, k) in [
+        ("tos", weft.tos as u32, kernel.tos as u32),
+        ("df", weft.df as u32, kernel.df as u32),
+        ("ttl", weft.ttl as u32, kernel.ttl as u32),
+        ("proto", weft.proto as u32, kernel.proto as u32),
+        ("udp dport", weft.dport as u32, kernel.dport as u32),
+        ("vxlan flags", weft.flags as u32, kernel.flags as u32),
+        ("vni", weft.vni, kernel.vni),
+        ("inner ethertype", weft.inner_type as u32, kernel.inner_type as u32),
+        ("inner ttl", weft.inner_ttl as u32, kernel.inner_ttl as u32),
+    ] {
+        assert_eq!(w, k, "{name}: weft {w} kernel {k}");
+    }
+    assert_eq!((weft.ttl, weft.df, weft.dport, weft.flags, weft.vni, weft.inner_ttl), (64, false, 8472, 0x08, 1, 63));
+    assert_eq!((weft.src_vtep.as_str(), weft.dst_vtep.as_str()), (c.n1.vtep_mac.as_str(), c.k3.vtep_mac.as_str()));
+    assert_eq!((kernel.src_vtep.as_str(), kernel.dst_vtep.as_str()), (c.k3.vtep_mac.as_str(), c.n1.vtep_mac.as_str()));
+    assert!((32768..61000).contains(&weft.sport) && (32768..61000).contains(&kernel.sport));
+    assert_eq!(weft.csum, 0, "weft sends a zero UDP checksum");
+}
