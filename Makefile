@@ -19,7 +19,7 @@ test: lint
 	$(CARGO) test --workspace --release
 
 demo: build
-	@bash scripts/demo.sh
+	@bash scripts/demo.sh $(ARGS)
 
 # Not a test: weft's I/O loop against dpdk-testpmd on the same net_null ports (see bench/README.md).
 bench-io: build

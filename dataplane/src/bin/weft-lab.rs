@@ -1,0 +1,111 @@
+//! weft-lab: the demo cluster. Two weft nodes and one kernel flannel node in network namespaces, a
+//! pod on each, a ping matrix, a short TCP transfer, and each weft node's status. It ends by itself and
+//! leaves nothing behind; `--keep` leaves it up (until Ctrl-C) with commands to try.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use dataplane::lab::{exec, ping, Lab, PeerLease};
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-lab", about = "weft's demo cluster in network namespaces")]
+struct Cli {
+    /// Keep the cluster up until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("weft-lab: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dir: PathBuf = std::env::current_exe()?.parent().context("exe dir")?.to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+
+    let mut lab = Lab::new(&dir.join("weftd"), &dir.join("weftctl"))?;
+    println!("== building the lab: underlay bridge, weft nodes n1 and n2 (DPDK, net_af_packet uplinks), kernel flannel node k3");
+    let n1 = lab.weft_node(1)?;
+    let n2 = lab.weft_node(2)?;
+    let lease = |subnet: &str, ip: Ipv4Addr, mac: &str| PeerLease { subnet: subnet.into(), public_ip: ip, vtep_mac: mac.into() };
+    let l1 = lease(&n1.subnet, n1.public_ip, &n1.vtep_mac);
+    let l2 = lease(&n2.subnet, n2.public_ip, &n2.vtep_mac);
+    let k3 = lab.kernel_node(3, &[l1.clone(), l2.clone()])?;
+    let l3 = lease(&k3.subnet, k3.public_ip, &k3.vtep_mac);
+    lab.start_weftd(&n1, &[l2.clone(), l3.clone()], &[])?;
+    lab.start_weftd(&n2, &[l1, l3], &[])?;
+    let (p1, ip1) = lab.tap_pod(&n1, "pa")?;
+    let (p2, ip2) = lab.tap_pod(&n2, "pb")?;
+    let pods = [("weft n1 pod", p1.clone(), ip1), ("weft n2 pod", p2.clone(), ip2), ("kernel k3 pod", k3.pod_ns.clone(), k3.pod_ip)];
+    for (name, _, ip) in &pods {
+        println!("   {name:<14} {ip}");
+    }
+    // Warm the underlay ARP caches.
+    for (_, ns, _) in &pods {
+        for (_, _, ip) in &pods {
+            let _ = ping(ns, *ip, 1, None, false);
+        }
+    }
+    println!("\n== ping matrix (5 pings each, answered/sent)");
+    print!("{:<16}", "from \\ to");
+    for (name, _, _) in &pods {
+        print!("{name:>16}");
+    }
+    println!();
+    let mut all_ok = true;
+    for (from, ns, _) in &pods {
+        print!("{from:<16}");
+        for (_, _, ip) in &pods {
+            let (sent, got) = ping(ns, *ip, 5, None, false);
+            all_ok &= sent == got && sent > 0;
+            print!("{:>16}", format!("{got}/{sent}"));
+        }
+        println!();
+    }
+    println!("\n== 1 MiB TCP transfer, kernel pod -> weft n1 pod, checked by SHA-256");
+    let server = "import socket,hashlib\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5001));s.listen(1);s.settimeout(20)\nc,_=s.accept();h=hashlib.sha256();n=0\nwhile True:\n b=c.recv(65536)\n if not b: break\n h.update(b);n+=len(b)\nc.sendall(f'{n} {h.hexdigest()}'.encode())";
+    lab.spawn(&p1, &["/usr/bin/python3", "-c", server], &lab.dir.join("server.log"))?;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let client = format!("import socket,hashlib\nd=bytes(i%251 for i in range(1<<20))\nc=socket.create_connection(('{ip1}',5001),timeout=20);c.sendall(d);c.shutdown(socket.SHUT_WR)\nr=c.recv(200).decode();w=f'{{len(d)}} {{hashlib.sha256(d).hexdigest()}}'\nprint('received', r, 'OK' if r==w else 'MISMATCH')");
+    match exec(&k3.pod_ns, &["timeout", "30", "/usr/bin/python3", "-c", &client]) {
+        Ok(o) => print!("   {}", String::from_utf8_lossy(&o.stdout)),
+        Err(e) => {
+            all_ok = false;
+            println!("   failed: {e}");
+        }
+    }
+    for n in [&n1, &n2] {
+        let st = lab.weftctl(n, &["status"])?;
+        println!("\n== weftctl status ({}, {})", n.ns, n.subnet);
+        println!("   tables: {}", st["tables"]);
+        for p in st["ports"].as_array().into_iter().flatten() {
+            println!("   port {:<8} rx {:>6} pkts  tx {:>6} pkts", p["name"].as_str().unwrap_or("?"), p["rx_packets"], p["tx_packets"]);
+        }
+        println!("   drops by reason: {}", st["drops"]);
+    }
+    if cli.keep {
+        println!("\n== the lab stays up until Ctrl-C. Try:");
+        println!("   ip netns exec {p1} ping {}", k3.pod_ip);
+        println!("   {}/weftctl --api-socket {} status", dir.display(), n1.api_socket.display());
+        println!("   {}/weftctl --api-socket {} pod add web --kind tap", dir.display(), n1.api_socket.display());
+        println!("   ip netns exec {} tcpdump -ni br0 udp port 8472", lab.underlay_ns);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    println!("\n== tearing down (processes by PID, namespaces by name)");
+    drop(lab);
+    anyhow::ensure!(all_ok, "some pings or the transfer failed");
+    println!("done");
+    Ok(())
+}
