@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint unit bench-io clean
+.PHONY: setup build test demo lint bench-io bench-fwd clean
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,9 @@ demo: build
 # Not a test: weft's I/O loop against dpdk-testpmd on the same net_null ports (see bench/README.md).
 bench-io: build
 	./target/release/weft-bench io
+
+bench-fwd: build
+	./target/release/weft-bench fwd
 
 clean:
 	$(CARGO) clean

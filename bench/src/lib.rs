@@ -1,4 +1,5 @@
 //! weft's benchmarks: forwarding loops measured against baselines (dpdk-testpmd first) in the same
 //! invocation and reported as ratios, because absolute figures on a shared 2-core machine are noise.
 
+pub mod frames;
 pub mod stats;

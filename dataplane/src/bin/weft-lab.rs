@@ -37,7 +37,11 @@ fn run() -> anyhow::Result<()> {
     println!("== building the lab: underlay bridge, weft nodes n1 and n2 (DPDK, net_af_packet uplinks), kernel flannel node k3");
     let n1 = lab.weft_node(1)?;
     let n2 = lab.weft_node(2)?;
-    let lease = |subnet: &str, ip: Ipv4Addr, mac: &str| PeerLease { subnet: subnet.into(), public_ip: ip, vtep_mac: mac.into() };
+    let lease = |subnet: &str, ip: Ipv4Addr, mac: &str| PeerLease {
+        subnet: subnet.into(),
+        public_ip: ip,
+        vtep_mac: mac.into(),
+    };
     let l1 = lease(&n1.subnet, n1.public_ip, &n1.vtep_mac);
     let l2 = lease(&n2.subnet, n2.public_ip, &n2.vtep_mac);
     let k3 = lab.kernel_node(3, &[l1.clone(), l2.clone()])?;
@@ -46,7 +50,11 @@ fn run() -> anyhow::Result<()> {
     lab.start_weftd(&n2, &[l1, l3], &[])?;
     let (p1, ip1) = lab.tap_pod(&n1, "pa")?;
     let (p2, ip2) = lab.tap_pod(&n2, "pb")?;
-    let pods = [("weft n1 pod", p1.clone(), ip1), ("weft n2 pod", p2.clone(), ip2), ("kernel k3 pod", k3.pod_ns.clone(), k3.pod_ip)];
+    let pods = [
+        ("weft n1 pod", p1.clone(), ip1),
+        ("weft n2 pod", p2.clone(), ip2),
+        ("kernel k3 pod", k3.pod_ns.clone(), k3.pod_ip),
+    ];
     for (name, _, ip) in &pods {
         println!("   {name:<14} {ip}");
     }
@@ -89,7 +97,12 @@ fn run() -> anyhow::Result<()> {
         println!("\n== weftctl status ({}, {})", n.ns, n.subnet);
         println!("   tables: {}", st["tables"]);
         for p in st["ports"].as_array().into_iter().flatten() {
-            println!("   port {:<8} rx {:>6} pkts  tx {:>6} pkts", p["name"].as_str().unwrap_or("?"), p["rx_packets"], p["tx_packets"]);
+            println!(
+                "   port {:<8} rx {:>6} pkts  tx {:>6} pkts",
+                p["name"].as_str().unwrap_or("?"),
+                p["rx_packets"],
+                p["tx_packets"]
+            );
         }
         println!("   drops by reason: {}", st["drops"]);
     }

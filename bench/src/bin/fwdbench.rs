@@ -1,0 +1,86 @@
+//! weft-fwdbench: weft's real worker loop and tables, in one process, fed from memory. Decap: the uplink
+//! is `net_pcap` replaying VXLAN frames (`infinite_rx=1`) and the pods sit on `net_null`; encap: the pod
+//! port replays pod frames and the uplink is `net_null`. Prints RX packets per second of the fed port,
+//! from the port's own counters, as `weft-iofwd` and testpmd do.
+//!
+//! `weft-fwdbench --mode decap --pcap FILE --peers 10 --seconds 8 -- <EAL args with net_pcap0 and net_null0>`
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use crossbeam::channel::bounded;
+use crossbeam::utils::CachePadded;
+use dataplane::dpdk::{Eal, LcoreId, Mempool, Port, PortConfig};
+use dataplane::tables::SnapshotCell;
+use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Decap,
+    Encap,
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[arg(long, value_enum)]
+    mode: Mode,
+    #[arg(long, default_value_t = 10)]
+    peers: u32,
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    #[arg(last = true, required = true)]
+    eal: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _eal = Eal::init(&cli.eal)?;
+    let pool = Arc::new(Mempool::new("fwd_pool", 16383, 256)?);
+    let replay = Port::by_name("net_pcap0").context("need --vdev net_pcap0,rx_pcap=...,infinite_rx=1")?;
+    let sink = Port::by_name("net_null0").context("need --vdev net_null0,no-rx=1")?;
+    let (uplink, pods) = match cli.mode {
+        Mode::Decap => (replay.clone(), sink.clone()),
+        Mode::Encap => (sink.clone(), replay.clone()),
+    };
+    let (mut urx, mut utx) = uplink.configure(&PortConfig::default(), pool.clone())?;
+    let (prx, mut ptx) = pods.configure(&PortConfig::default(), pool.clone())?;
+    uplink.start()?;
+    pods.start()?;
+    let built = Instant::now();
+    let snap = weft_bench::frames::inputs(cli.peers, pods.id().0).build(1);
+    eprintln!("tables: {} peers built in {:?}", snap.vteps.len(), built.elapsed());
+    let cell = Arc::new(SnapshotCell::new(snap));
+    let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
+    let (cmd_tx, cmd_rx) = bounded(16);
+    let (learn_tx, _learn_rx) = bounded(16);
+    let w = Worker::new(
+        0,
+        urx.remove(0),
+        utx.remove(0),
+        cell,
+        counters.clone(),
+        cmd_rx,
+        learn_tx,
+        pool.clone(),
+        Backoff { busy_poll: true, ..Backoff::default() },
+    );
+    cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx: ptx.remove(0), rx: prx })?;
+    let lcore = *LcoreId::workers().first().context("need a worker lcore (-l 0,1)")?;
+    let h = lcore.launch(move || w.run())?;
+    let mut last = (Instant::now(), replay.stats()?.rx_packets);
+    for _ in 0..cli.seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = (Instant::now(), replay.stats()?.rx_packets);
+        println!("Rx-pps-total: {:.0}", (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64());
+        last = now;
+    }
+    cmd_tx.send(WorkerCommand::Stop)?;
+    h.join()?;
+    let drops: u64 = counters.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    let tx: u64 = counters.tx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    println!("forwarded: {tx} dropped: {drops}");
+    Ok(())
+}
