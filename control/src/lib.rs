@@ -2,4 +2,6 @@
 //! loop build on these pieces; everything here is plain data and is tested without a server.
 
 pub mod allocate;
+pub mod etcd;
 pub mod subnet_file;
+pub mod testing;

@@ -163,7 +163,7 @@ fn lcore_launch_returns_result_and_catches_panics() {
     assert_eq!(workers, vec![LcoreId(1)], "EAL was given -l 0,1");
     let h = workers[0].launch(|| LcoreId::current().map(|l| l.0 * 10 + 7)).unwrap();
     assert_eq!(h.join().unwrap(), Some(17));
-    let h = workers[0].launch(|| -> u32 { panic!("worker blew up") }).unwrap();
+    let h = workers[0].launch(|| -> u32 { panic!("worker blew up (an intended test panic)") }).unwrap();
     let err = h.join().unwrap_err().to_string();
     assert!(err.contains("worker blew up") && err.contains("lcore 1"), "{err}");
     // The lcore is usable again after a caught panic.
