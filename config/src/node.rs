@@ -48,6 +48,18 @@ pub struct NodeFile {
     pub api_socket: Option<PathBuf>,
     pub busy_poll: Option<bool>,
     pub mbufs: Option<u32>,
+    /// etcd mode (no `subnet`): flannel's flags.
+    pub etcd_endpoints: Option<String>,
+    pub etcd_prefix: Option<String>,
+    pub etcd_cafile: Option<PathBuf>,
+    pub etcd_certfile: Option<PathBuf>,
+    pub etcd_keyfile: Option<PathBuf>,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
+    pub subnet_file: Option<PathBuf>,
+    /// Minutes before the lease's expiry to renew it (flannel's default 60).
+    pub subnet_lease_renew_margin: Option<u64>,
+    pub ip_masq: Option<bool>,
     #[serde(default)]
     pub peers: Vec<PeerFile>,
     #[serde(default)]
@@ -192,7 +204,110 @@ fn mac(v: &str, field: &str) -> Result<MacAddr, SettingError> {
     v.parse().map_err(|e: crate::MacParseError| bad(field, format!("{v:?}: {e} (like c6:d2:32:6f:8f:44)")))
 }
 
+/// How weftd reaches etcd, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub cafile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub subnet_file: PathBuf,
+    pub renew_margin_minutes: u64,
+    pub ip_masq: bool,
+}
+
 impl NodeFile {
+    /// Static mode (tables from the file and flags) when `subnet` is given; etcd mode otherwise.
+    pub fn is_static(&self) -> bool {
+        self.subnet.is_some()
+    }
+
+    /// The etcd settings of etcd mode, validated.
+    pub fn etcd(&self) -> Result<EtcdSettings, SettingError> {
+        if !self.peers.is_empty() {
+            return Err(bad(
+                "peers",
+                "static peers are for static mode (with `subnet`); with etcd, peers come from the leases",
+            ));
+        }
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:2379")
+            .split(',')
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() || endpoints.iter().any(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+            return Err(bad(
+                "etcd_endpoints",
+                format!("{endpoints:?}: give a comma list of URLs like http://127.0.0.1:2379"),
+            ));
+        }
+        let prefix = self.etcd_prefix.clone().unwrap_or_else(|| "/coreos.com/network".into());
+        if !prefix.starts_with('/') {
+            return Err(bad("etcd_prefix", format!("{prefix:?} must start with '/' like /coreos.com/network")));
+        }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return Err(bad("etcd_certfile", "etcd_certfile and etcd_keyfile go together: give both or neither"));
+        }
+        for (field, path) in [
+            ("etcd_cafile", &self.etcd_cafile),
+            ("etcd_certfile", &self.etcd_certfile),
+            ("etcd_keyfile", &self.etcd_keyfile),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    return Err(bad(field, format!("{} is not a readable file", p.display())));
+                }
+            }
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            return Err(bad("etcd_username", "etcd_username and etcd_password go together"));
+        }
+        let margin = self.subnet_lease_renew_margin.unwrap_or(60);
+        if margin == 0 || margin >= 24 * 60 {
+            return Err(bad(
+                "subnet_lease_renew_margin",
+                format!("{margin} minutes: use 1..1439 (the lease lasts 24 h)"),
+            ));
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            prefix,
+            cafile: self.etcd_cafile.clone(),
+            certfile: self.etcd_certfile.clone(),
+            keyfile: self.etcd_keyfile.clone(),
+            username: self.etcd_username.clone(),
+            password: self.etcd_password.clone(),
+            subnet_file: self.subnet_file.clone().unwrap_or_else(|| PathBuf::from("/run/flannel/subnet.env")),
+            renew_margin_minutes: margin,
+            ip_masq: self.ip_masq.unwrap_or(false),
+        })
+    }
+
+    /// Fill in what etcd decided: the network config and our subnet.
+    pub fn apply_lease(&mut self, network: &crate::NetworkConfig, subnet: Ipv4Net) {
+        self.network = Some(network.network.to_string());
+        self.subnet_len = Some(network.subnet_len);
+        self.vni = Some(network.vni);
+        self.vxlan_port = Some(network.port);
+        self.subnet = Some(subnet.to_string());
+    }
+
+    /// The public IP, validated (needed before the rest in etcd mode).
+    pub fn public_ip(&self) -> Result<Ipv4Addr, SettingError> {
+        ip(req(&self.public_ip, "public_ip", "192.168.77.1")?, "public_ip")
+    }
+
+    /// The configured VtepMAC, if any, validated.
+    pub fn vtep_mac(&self) -> Result<Option<MacAddr>, SettingError> {
+        self.vtep_mac.as_deref().map(|m| mac(m, "vtep_mac")).transpose()
+    }
+
     /// Parse the TOML file text; unknown keys are errors that name them.
     pub fn from_toml(text: &str) -> Result<NodeFile, SettingError> {
         toml::from_str(text).map_err(|e| bad("config file", e.to_string()))
@@ -357,5 +472,32 @@ netns = "web-ns"
     fn unknown_keys_are_refused() {
         let e = NodeFile::from_toml("netwrok = \"10.0.0.0/8\"").unwrap_err().to_string();
         assert!(e.contains("netwrok"), "{e}");
+    }
+
+    #[test]
+    fn etcd_mode_settings() {
+        let mut f = NodeFile::from_toml("public_ip = \"192.168.77.1\"\nuplink = \"net_null0\"").unwrap();
+        assert!(!f.is_static());
+        let e = f.etcd().unwrap();
+        assert_eq!(e.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!((e.prefix.as_str(), e.renew_margin_minutes), ("/coreos.com/network", 60));
+        f.etcd_endpoints = Some("127.0.0.1:2379".into());
+        assert!(f.etcd().unwrap_err().to_string().starts_with("etcd_endpoints:"));
+        f.etcd_endpoints = Some("http://a:1, http://b:2".into());
+        assert_eq!(f.etcd().unwrap().endpoints.len(), 2);
+        f.etcd_prefix = Some("coreos.com".into());
+        assert!(f.etcd().unwrap_err().to_string().starts_with("etcd_prefix:"));
+        f.etcd_prefix = None;
+        f.etcd_certfile = Some("/nonexistent".into());
+        assert!(f.etcd().unwrap_err().to_string().starts_with("etcd_certfile:"));
+        f.etcd_certfile = None;
+        f.subnet_lease_renew_margin = Some(0);
+        assert!(f.etcd().unwrap_err().to_string().starts_with("subnet_lease_renew_margin:"));
+        f.subnet_lease_renew_margin = None;
+        let net = crate::NetworkConfig::from_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":3}}"#)
+            .unwrap();
+        f.apply_lease(&net, "10.244.9.0/24".parse().unwrap());
+        let s = f.resolve().unwrap();
+        assert_eq!((s.subnet.to_string().as_str(), s.vni), ("10.244.9.0/24", 3));
     }
 }

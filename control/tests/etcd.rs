@@ -286,3 +286,15 @@ fn three_member_cluster_loses_one_member() {
     assert!(etcd.get(&key(subnet)).unwrap().is_some(), "lease renewed throughout");
     assert_eq!(h.status.reacquired.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_joining_node_gets_the_existing_peers() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("join");
+    let a = node(&etcd, identity(1, &dir));
+    let (_, sa, _) = a.wait_acquired(Duration::from_secs(10)).unwrap();
+    let b = node(&etcd, identity(2, &dir));
+    let (_, _, pb) = b.wait_acquired(Duration::from_secs(10)).unwrap();
+    let got = wait_peers(&b, &pb, Duration::from_secs(5), |p| p.iter().any(|x| x.subnet == sa));
+    assert_eq!(got.len(), 1);
+}

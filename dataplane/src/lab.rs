@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
+use weft_config::{Lease, SubnetKey};
 
 /// The lab's underlay: 192.168.77.0/24 inside the lab's own namespaces only.
 pub const UNDERLAY_PREFIX: &str = "192.168.77";
@@ -79,7 +83,16 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     weftd: PathBuf,
     weftctl: PathBuf,
+    /// With etcd: its client URL on the management network.
+    pub etcd: Option<String>,
+    stop_syncers: Arc<AtomicBool>,
+    syncers: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// The management network (etcd traffic), separate from the dataplane's underlay as on a real node
+/// whose dataplane NIC belongs to DPDK.
+pub const MGMT_PREFIX: &str = "10.88.0";
+pub const ETCD_PREFIX: &str = "/coreos.com/network";
 
 impl Lab {
     /// A new lab: checks root, creates the underlay namespace with bridge `br0`.
@@ -97,6 +110,9 @@ impl Lab {
             children: Vec::new(),
             weftd: weftd.to_owned(),
             weftctl: weftctl.to_owned(),
+            etcd: None,
+            stop_syncers: Arc::new(AtomicBool::new(false)),
+            syncers: Vec::new(),
         };
         let ul = lab.underlay_ns.clone();
         lab.add_ns(&ul)?;
@@ -124,11 +140,80 @@ impl Lab {
         Ok(())
     }
 
+    /// etcd on the management network (in the underlay namespace, 10.88.0.254:2379), with flannel's
+    /// network config written.
+    pub fn start_etcd(&mut self, network_config: &str) -> anyhow::Result<()> {
+        let ul = self.underlay_ns.clone();
+        exec(&ul, &["ip", "link", "add", "mgmt0", "type", "bridge"])?;
+        exec(&ul, &["ip", "link", "set", "mgmt0", "up"])?;
+        exec(&ul, &["ip", "addr", "add", &format!("{MGMT_PREFIX}.254/24"), "dev", "mgmt0"])?;
+        let url = format!("http://{MGMT_PREFIX}.254:2379");
+        let peer = format!("http://{MGMT_PREFIX}.254:2380");
+        let data = self.dir.join("etcd-data").display().to_string();
+        let log = self.dir.join("etcd.log");
+        self.spawn(
+            &ul,
+            &[
+                "etcd",
+                "--name",
+                "lab",
+                "--data-dir",
+                &data,
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("lab={peer}"),
+            ],
+            &log,
+        )?;
+        self.etcd = Some(url);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.etcdctl(&["endpoint", "health"]).is_err() {
+            if Instant::now() > deadline {
+                bail!("etcd did not start:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.etcdctl(&["put", &format!("{ETCD_PREFIX}/config"), network_config])?;
+        Ok(())
+    }
+
+    /// etcdctl against the lab's etcd (run in the underlay namespace).
+    pub fn etcdctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let url = self.etcd.as_deref().ok_or_else(|| anyhow!("the lab has no etcd"))?;
+        let out = run(Command::new("ip")
+            .args(["netns", "exec", &self.underlay_ns, "etcdctl", "--dial-timeout=2s", &format!("--endpoints={url}")])
+            .args(args)
+            .env("ETCDCTL_API", "3"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A management veth `mgmt` in `ns` at 10.88.0.<idx>, when the lab has etcd.
+    fn wire_to_mgmt(&self, ns: &str, idx: u8) -> anyhow::Result<()> {
+        if self.etcd.is_none() {
+            return Ok(());
+        }
+        let ul = &self.underlay_ns;
+        let port = format!("m{idx}");
+        exec(ul, &["ip", "link", "add", &port, "type", "veth", "peer", "name", "mgmt", "netns", ns])?;
+        exec(ul, &["ip", "link", "set", &port, "master", "mgmt0", "up"])?;
+        exec(ns, &["ip", "addr", "add", &format!("{MGMT_PREFIX}.{idx}/24"), "dev", "mgmt"])?;
+        exec(ns, &["ip", "link", "set", "mgmt", "up"])?;
+        Ok(())
+    }
+
     /// A weft node namespace `n<idx>` at 192.168.77.<idx> with subnet 10.244.<idx>.0/24 (weftd not started).
     pub fn weft_node(&mut self, idx: u8) -> anyhow::Result<WeftNode> {
         let ns = format!("{}-n{idx}", self.prefix);
         self.add_ns(&ns)?;
         self.wire_to_underlay(&ns, &format!("n{idx}"))?;
+        self.wire_to_mgmt(&ns, idx)?;
         // The uplink belongs to weft: the kernel side has no address, so it neither answers ARP nor
         // sends port-unreachables for VXLAN.
         Ok(WeftNode {
@@ -149,6 +234,7 @@ impl Lab {
         self.add_ns(&ns)?;
         self.add_ns(&pod_ns)?;
         self.wire_to_underlay(&ns, &format!("k{idx}"))?;
+        self.wire_to_mgmt(&ns, idx)?;
         let public_ip = Ipv4Addr::new(192, 168, 77, idx);
         let vtep_mac = format!("02:77:00:00:01:{idx:02x}");
         let subnet = format!("10.244.{idx}.0/24");
@@ -189,37 +275,118 @@ impl Lab {
 
     /// What flanneld's vxlan backend installs for a new lease (`handleSubnetEvents`): ARP, FDB, route.
     pub fn kernel_add_peer(&self, k: &KernelNode, p: &PeerLease) -> anyhow::Result<()> {
-        let gw = p.subnet.split('/').next().unwrap_or_default();
-        exec(
-            &k.ns,
-            &[
-                "sh",
-                "-ec",
-                &format!(
-                    "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
-             bridge fdb replace {mac} dev flannel.1 dst {ip} self permanent
-             ip route replace {subnet} via {gw} dev flannel.1 onlink",
-                    mac = p.vtep_mac,
-                    ip = p.public_ip,
-                    subnet = p.subnet
-                ),
-            ],
-        )?;
+        exec(&k.ns, &["sh", "-ec", &flannel_add_cmd(p)])?;
         Ok(())
+    }
+}
+
+/// flanneld's vxlan backend for a new lease: the neighbour entry for the peer's subnet address, the FDB
+/// entry to its PublicIP, and the route through flannel.1.
+fn flannel_add_cmd(p: &PeerLease) -> String {
+    let gw = p.subnet.split('/').next().unwrap_or_default();
+    format!(
+        "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
+         bridge fdb replace {mac} dev flannel.1 dst {ip} self permanent
+         ip route replace {subnet} via {gw} dev flannel.1 onlink",
+        mac = p.vtep_mac,
+        ip = p.public_ip,
+        subnet = p.subnet
+    )
+}
+
+impl Lab {
+    /// The kernel node as flanneld runs it: its lease written to etcd in flannel's JSON (on a 24 h etcd
+    /// lease), and its kernel programmed from the leases it reads there, every 300 ms, until the lab
+    /// ends: new vxlan peers get neighbour, FDB and route entries; vanished ones lose them.
+    pub fn kernel_flanneld(&mut self, k: &KernelNode) -> anyhow::Result<()> {
+        let mac: weft_config::MacAddr = k.vtep_mac.parse().map_err(|e| anyhow!("{e}"))?;
+        let value = Lease::vxlan(k.public_ip, 1, mac).to_json();
+        let grant = self.etcdctl(&["lease", "grant", "86400"])?;
+        let id = grant.split_whitespace().nth(1).ok_or_else(|| anyhow!("lease grant said {grant}"))?.to_owned();
+        let key = format!("{ETCD_PREFIX}/subnets/{}", k.subnet.replace('/', "-"));
+        self.etcdctl(&["put", "--lease", &id, &key, &value])?;
+        let (ul, url, k, stop) =
+            (self.underlay_ns.clone(), self.etcd.clone().unwrap_or_default(), k.clone(), self.stop_syncers.clone());
+        let syncer = std::thread::spawn(move || {
+            let mut installed: std::collections::HashMap<String, PeerLease> = Default::default();
+            while !stop.load(Ordering::Relaxed) {
+                let prefix = format!("{ETCD_PREFIX}/subnets/");
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &ul, "etcdctl", &format!("--endpoints={url}"), "get", "--prefix", &prefix])
+                    .env("ETCDCTL_API", "3")
+                    .output();
+                if let Ok(out) = out.as_ref().map(|o| (o.status.success(), o)) {
+                    if out.0 {
+                        let text = String::from_utf8_lossy(&out.1.stdout).into_owned();
+                        let lines: Vec<&str> = text.lines().collect();
+                        let mut now: std::collections::HashMap<String, PeerLease> = Default::default();
+                        for pair in lines.chunks(2) {
+                            let [key, value] = pair else { continue };
+                            let Some(sk) = key.rsplit('/').next().and_then(|n| n.parse::<SubnetKey>().ok()) else {
+                                continue;
+                            };
+                            let Ok(l) = Lease::from_json(value) else { continue };
+                            let Ok(d) = l.vxlan_data() else { continue };
+                            let subnet = sk.0.to_string();
+                            if subnet != k.subnet {
+                                now.insert(
+                                    subnet.clone(),
+                                    PeerLease { subnet, public_ip: l.public_ip, vtep_mac: d.vtep_mac.to_string() },
+                                );
+                            }
+                        }
+                        for (subnet, p) in &now {
+                            if installed.get(subnet).map(|q| (q.public_ip, &q.vtep_mac))
+                                != Some((p.public_ip, &p.vtep_mac))
+                            {
+                                let _ = exec(&k.ns, &["sh", "-c", &flannel_add_cmd(p)]);
+                            }
+                        }
+                        for (subnet, p) in &installed {
+                            if !now.contains_key(subnet) {
+                                let gw = subnet.split('/').next().unwrap_or_default();
+                                let cmd = format!("ip route del {subnet}; ip neigh del {gw} dev flannel.1; bridge fdb del {} dev flannel.1 dst {} self", p.vtep_mac, p.public_ip);
+                                let _ = exec(&k.ns, &["sh", "-c", &cmd]);
+                            }
+                        }
+                        installed = now;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        self.syncers.push(syncer);
+        Ok(())
+    }
+
+    /// Start weftd for `node` in etcd mode: network, subnet and peers all come from etcd.
+    pub fn start_weftd_etcd(&mut self, node: &WeftNode, extra: &[&str]) -> anyhow::Result<()> {
+        let url = self.etcd.clone().ok_or_else(|| anyhow!("the lab has no etcd"))?;
+        let subnet_file = self.dir.join(format!("{}-subnet.env", node.ns)).display().to_string();
+        let mut args = vec!["--etcd-endpoints".to_string(), url, "--subnet-file".into(), subnet_file];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.launch_weftd(node, args)
     }
 
     /// Start weftd for `node` with static `peers`; waits until its API answers.
     pub fn start_weftd(&mut self, node: &WeftNode, peers: &[PeerLease], extra: &[&str]) -> anyhow::Result<()> {
+        let mut args: Vec<String> =
+            vec!["--network".into(), "10.244.0.0/16".into(), "--subnet".into(), node.subnet.clone()];
+        for p in peers {
+            args.push("--peer".into());
+            args.push(format!("{},{},{}", p.subnet, p.public_ip, p.vtep_mac));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.launch_weftd(node, args)
+    }
+
+    fn launch_weftd(&mut self, node: &WeftNode, mode_args: Vec<String>) -> anyhow::Result<()> {
         let log = fs::File::create(&node.log)?;
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
             node.ns.clone(),
             self.weftd.display().to_string(),
-            "--network".into(),
-            "10.244.0.0/16".into(),
-            "--subnet".into(),
-            node.subnet.clone(),
             "--public-ip".into(),
             node.public_ip.to_string(),
             "--uplink".into(),
@@ -233,11 +400,7 @@ impl Lab {
             "--mbufs".into(),
             "8191".into(),
         ];
-        for p in peers {
-            args.push("--peer".into());
-            args.push(format!("{},{},{}", p.subnet, p.public_ip, p.vtep_mac));
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(mode_args);
         let child = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.children.push((node.ns.clone(), child));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -324,6 +487,10 @@ fn terminate(c: &mut Child) {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_syncers.store(true, Ordering::Relaxed);
+        for s in std::mem::take(&mut self.syncers) {
+            let _ = s.join();
+        }
         for (_, mut c) in std::mem::take(&mut self.children).into_iter().rev() {
             terminate(&mut c);
         }

@@ -324,3 +324,63 @@ fn encap_on_the_wire_matches_the_kernel() {
     assert!((32768..61000).contains(&weft.sport) && (32768..61000).contains(&kernel.sport));
     assert_eq!(weft.csum, 0, "weft sends a zero UDP checksum");
 }
+
+const NETWORK_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}"#;
+
+fn peers_of(lab: &Lab, n: &WeftNode) -> u64 {
+    lab.weftctl(n, &["status"]).map(|s| s["tables"]["peers"].as_u64().unwrap_or(0)).unwrap_or(0)
+}
+
+/// weft nodes take their subnet, network config and peers from etcd; the kernel node writes its lease
+/// there and programs its kernel from the leases, as flanneld does. Then a node leaves.
+#[test]
+fn etcd_cluster_learns_and_forgets_peers() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    lab.start_etcd(NETWORK_CONFIG).unwrap();
+    let n1 = lab.weft_node(1).unwrap();
+    let n2 = lab.weft_node(2).unwrap();
+    let k3 = lab.kernel_node(3, &[]).unwrap();
+    lab.kernel_flanneld(&k3).unwrap();
+    lab.start_weftd_etcd(&n1, &[]).unwrap();
+    lab.start_weftd_etcd(&n2, &[]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peers_of(&lab, &n1) < 2 || peers_of(&lab, &n2) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peers not learned from etcd: {:?}\n{:?}",
+            lab.weftctl(&n1, &["status"]).map(|s| s["tables"].clone()),
+            lab.weftctl(&n2, &["status"]).map(|s| (s["tables"].clone(), s["etcd"].clone()))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let keys = lab.etcdctl(&["get", "--prefix", "--keys-only", "/coreos.com/network/subnets/"]).unwrap();
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 3, "{keys}");
+    let pod1 = lab.tap_pod(&n1, "pa").unwrap();
+    let pod2 = lab.tap_pod(&n2, "pb").unwrap();
+    // Give the kernel node's flanneld a moment to program the weft nodes' leases.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_ping(&pod1.0, pod2.1, &lab, &[&n1, &n2]);
+    assert_ping(&pod1.0, k3.pod_ip, &lab, &[&n1, &n2]);
+    assert_ping(&k3.pod_ns, pod2.1, &lab, &[&n1, &n2]);
+    let st1 = lab.weftctl(&n1, &["status"]).unwrap();
+    assert_eq!(st1["etcd"]["connected"], true, "{st1}");
+
+    // n2 leaves: its weftd stops (its lease stays, as flanneld's does), then its key is deleted.
+    let n2_subnet = lab.weftctl(&n2, &["status"]).unwrap()["node"]["subnet"].as_str().unwrap().replace('/', "-");
+    lab.stop_weftd(&n2.ns);
+    lab.etcdctl(&["del", &format!("/coreos.com/network/subnets/{n2_subnet}")]).unwrap();
+    let t0 = std::time::Instant::now();
+    while peers_of(&lab, &n1) != 1 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "n1 still has {} peers", peers_of(&lab, &n1));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!("n1 dropped the departed node's route {took:?} after its key was deleted");
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    let (_, got) = ping(&pod1.0, pod2.1, 2, None, false);
+    assert_eq!(got, 0);
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    assert!(st["drops"]["no_route"].as_u64().unwrap_or(0) >= 2, "counted as no route: {st}");
+    assert_ping(&pod1.0, k3.pod_ip, &lab, &[&n1]);
+}

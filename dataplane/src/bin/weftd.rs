@@ -4,9 +4,15 @@
 
 use std::path::PathBuf;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use dataplane::daemon::{load_or_create_vtep_mac, EtcdMode};
 use weft_config::node::{NodeFile, PeerFile};
+use weft_control::etcd::{EtcdConfig, Identity};
 
 #[derive(Debug, Parser)]
 #[command(name = "weftd", about = "flannel-compatible VXLAN dataplane on DPDK")]
@@ -68,9 +74,34 @@ struct Cli {
     /// Mbufs in the pool. Default 16383.
     #[arg(long)]
     mbufs: Option<u32>,
-    /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable).
+    /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable; static mode only).
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// etcd mode (no --subnet): comma list of etcd URLs. Default http://127.0.0.1:2379.
+    #[arg(long)]
+    etcd_endpoints: Option<String>,
+    /// etcd key prefix. Default /coreos.com/network.
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_username: Option<String>,
+    #[arg(long)]
+    etcd_password: Option<String>,
+    /// flannel's subnet file. Default /run/flannel/subnet.env.
+    #[arg(long)]
+    subnet_file: Option<PathBuf>,
+    /// Minutes before expiry to renew the lease. Default 60.
+    #[arg(long)]
+    subnet_lease_renew_margin: Option<u64>,
+    /// Written to the subnet file as FLANNEL_IPMASQ (weft does no masquerading itself).
+    #[arg(long)]
+    ip_masq: bool,
 }
 
 fn version() -> String {
@@ -107,6 +138,20 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
         api_socket,
         mbufs
     );
+    over!(
+        etcd_endpoints,
+        etcd_prefix,
+        etcd_cafile,
+        etcd_certfile,
+        etcd_keyfile,
+        etcd_username,
+        etcd_password,
+        subnet_file,
+        subnet_lease_renew_margin
+    );
+    if cli.ip_masq {
+        f.ip_masq = Some(true);
+    }
     if !cli.eal_args.is_empty() {
         f.eal_args = Some(cli.eal_args.clone());
     }
@@ -126,13 +171,69 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
     Ok(f)
 }
 
+/// etcd mode: take a lease in flannel's schema first; the dataplane starts on the subnet it gives.
+fn join_etcd(f: &mut NodeFile, stop: &AtomicBool) -> anyhow::Result<EtcdMode> {
+    let e = f.etcd().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public_ip = f.public_ip().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state_dir = f.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/weft"));
+    let vtep_mac = load_or_create_vtep_mac(f.vtep_mac().map_err(|e| anyhow::anyhow!("{e}"))?, &state_dir)?;
+    f.vtep_mac = Some(vtep_mac.to_string());
+    let control = weft_control::etcd::start(
+        EtcdConfig {
+            endpoints: e.endpoints.clone(),
+            prefix: e.prefix.clone(),
+            cafile: e.cafile,
+            certfile: e.certfile,
+            keyfile: e.keyfile,
+            username: e.username,
+            password: e.password,
+        },
+        Identity {
+            public_ip,
+            vtep_mac,
+            underlay_mtu: f.underlay_mtu.unwrap_or(1500),
+            subnet_file: e.subnet_file,
+            ipmasq: e.ip_masq,
+            lease_ttl: Duration::from_secs(24 * 3600),
+            renew_margin: Duration::from_secs(e.renew_margin_minutes * 60),
+        },
+    );
+    eprintln!("weftd: taking a lease from etcd at {} under {}", e.endpoints.join(","), e.prefix);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            anyhow::bail!("stopped before etcd gave a lease");
+        }
+        match control.wait_acquired(Duration::from_secs(1)) {
+            Ok((network, subnet, peers)) => {
+                f.apply_lease(&network, subnet);
+                return Ok(EtcdMode { control, peers });
+            }
+            Err(e) if e.starts_with("no lease") => continue,
+            Err(e) => anyhow::bail!("etcd: {e}"),
+        }
+    }
+}
+
+fn start(matches: clap::ArgMatches) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let mut f = merge(Cli::from_arg_matches(&matches)?)?;
+    let etcd = if f.is_static() {
+        if f.etcd_endpoints.is_some() {
+            anyhow::bail!("subnet: static mode (subnet given) and etcd_endpoints exclude each other; drop one");
+        }
+        None
+    } else {
+        Some(join_etcd(&mut f, &stop)?)
+    };
+    let settings = f.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
+    dataplane::daemon::run(settings, etcd, stop)
+}
+
 fn main() {
     let matches = Cli::command().version(version().leak() as &str).get_matches();
-    let result = Cli::from_arg_matches(&matches)
-        .map_err(anyhow::Error::from)
-        .and_then(merge)
-        .and_then(|f| f.resolve().map_err(|e| anyhow::anyhow!("{e}")))
-        .and_then(dataplane::daemon::run);
+    let result = start(matches);
     if let Err(e) = result {
         eprintln!("weftd: {e:#}");
         std::process::exit(1);

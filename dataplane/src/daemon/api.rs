@@ -147,5 +147,13 @@ fn status(shared: &Shared) -> Value {
         "workers": workers,
         "drops": drops,
         "mempool": {"in_use": shared.pool.in_use(), "available": shared.pool.available()},
+        "etcd": shared.etcd_status.as_ref().map(|e| json!({
+            "connected": e.connected.load(Ordering::Relaxed),
+            "revision": e.revision.load(Ordering::Relaxed),
+            "resyncs": e.resyncs.load(Ordering::Relaxed),
+            "bad_values": e.bad_values.load(Ordering::Relaxed),
+            "lease_expiry_unix": e.lease_expiry.load(Ordering::Relaxed),
+            "reacquired": e.reacquired.load(Ordering::Relaxed),
+        })),
     })
 }

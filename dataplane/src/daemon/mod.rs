@@ -23,6 +23,7 @@ use crate::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
 use crate::tables::{Node, Peer, SnapshotCell, TableInputs};
 use crate::wire::Vni;
 use crate::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
+use weft_control::etcd::ControlEvent;
 
 pub use pods::PodInfo;
 
@@ -40,6 +41,7 @@ pub struct Shared {
     pods: Mutex<BTreeMap<String, pods::PodRuntime>>,
     next_vdev: AtomicU32,
     pub stop: Arc<AtomicBool>,
+    pub etcd_status: Option<Arc<weft_control::etcd::ControlStatus>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -68,11 +70,11 @@ impl Shared {
 
 /// The VtepMAC: as configured, else the one saved in the state directory, else a new random locally
 /// administered one (as flannel makes), saved so it survives restarts.
-fn vtep_mac(settings: &NodeSettings) -> anyhow::Result<MacAddr> {
-    if let Some(m) = settings.vtep_mac {
+pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyhow::Result<MacAddr> {
+    if let Some(m) = given {
         return Ok(m);
     }
-    let path = settings.state_dir.join("vtep_mac");
+    let path = state_dir.join("vtep_mac");
     if let Ok(text) = std::fs::read_to_string(&path) {
         match text.trim().parse() {
             Ok(m) => return Ok(m),
@@ -82,8 +84,8 @@ fn vtep_mac(settings: &NodeSettings) -> anyhow::Result<MacAddr> {
     let mut b = [0u8; 6];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
     let m = MacAddr::local_from_bytes(b);
-    std::fs::create_dir_all(&settings.state_dir)
-        .with_context(|| format!("state_dir {}: cannot create it", settings.state_dir.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("state_dir {}: cannot create it", state_dir.display()))?;
     std::fs::write(&path, format!("{m}\n")).with_context(|| format!("writing {}", path.display()))?;
     Ok(m)
 }
@@ -117,13 +119,24 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
     (args, name)
 }
 
-/// Run weftd until SIGTERM or SIGINT.
-pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+/// The etcd side, when weftd runs in etcd mode: the control thread and the peers it had at the start.
+#[derive(Debug)]
+pub struct EtcdMode {
+    pub control: weft_control::etcd::ControlHandle,
+    pub peers: Vec<weft_control::etcd::RemoteLease>,
+}
 
-    let vtep_mac = vtep_mac(&settings)?;
+fn peers_from_leases(leases: &[weft_control::etcd::RemoteLease], vni: u32) -> Vec<Peer> {
+    leases
+        .iter()
+        .filter(|l| l.vni == vni)
+        .map(|l| Peer { subnet: l.subnet, public_ip: l.public_ip, vtep_mac: l.vtep_mac })
+        .collect()
+}
+
+/// Run weftd until `stop` is set (SIGTERM or SIGINT).
+pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let vtep_mac = load_or_create_vtep_mac(settings.vtep_mac, &settings.state_dir)?;
     let (args, uplink_name) = eal_args(&settings);
     let eal = Eal::init(&args).context("starting DPDK (is `make setup` done: hugepages, root?)")?;
     let lcores = LcoreId::workers();
@@ -154,11 +167,14 @@ pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
     };
     let inputs = TableInputs {
         node: node.clone(),
-        peers: settings
-            .peers
-            .iter()
-            .map(|p| Peer { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac })
-            .collect(),
+        peers: match &etcd {
+            Some(e) => peers_from_leases(&e.peers, settings.vni),
+            None => settings
+                .peers
+                .iter()
+                .map(|p| Peer { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac })
+                .collect(),
+        },
         pods: Vec::new(),
         neighbours: Default::default(),
     };
@@ -190,6 +206,7 @@ pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
         pods: Mutex::new(BTreeMap::new()),
         next_vdev: AtomicU32::new(0),
         stop: stop.clone(),
+        etcd_status: etcd.as_ref().map(|e| e.control.status.clone()),
     });
     eprintln!(
         "weftd: {} ({}) up: subnet {} public_ip {} uplink {} ({}) vtep_mac {} workers {} api {}",
@@ -217,7 +234,22 @@ pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
     }
 
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        let Some(e) = &etcd else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        match e.control.events.recv_timeout(Duration::from_millis(100)) {
+            Ok(ControlEvent::Peers(leases)) => {
+                let peers = peers_from_leases(&leases, settings.vni);
+                eprintln!("weftd: {} peers from etcd", peers.len());
+                shared.update(|t| t.peers = peers);
+            }
+            Ok(ControlEvent::Acquired { subnet, .. }) if subnet != settings.subnet => {
+                eprintln!("weftd: !!! etcd moved this node from {} to {subnet}; pods keep their addresses until weftd restarts", settings.subnet);
+            }
+            Ok(ControlEvent::Fatal(msg)) => eprintln!("weftd: etcd: {msg}"),
+            Ok(_) | Err(_) => {}
+        }
     }
     eprintln!("weftd: stopping");
     for s in &shared.workers {
@@ -234,6 +266,10 @@ pub fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let _ = shared.uplink.stop();
     drop(shared);
     let _ = std::fs::remove_file(&settings.api_socket);
+    if let Some(e) = etcd {
+        // The lease stays in etcd (as flanneld leaves it): a restart takes the same subnet again.
+        e.control.stop();
+    }
     drop(eal);
     Ok(())
 }
