@@ -148,31 +148,45 @@ impl Lab {
         exec(&ul, &["ip", "link", "set", "mgmt0", "up"])?;
         exec(&ul, &["ip", "addr", "add", &format!("{MGMT_PREFIX}.254/24"), "dev", "mgmt0"])?;
         let url = format!("http://{MGMT_PREFIX}.254:2379");
+        self.etcd = Some(url);
+        self.spawn_etcd()?;
+        self.etcdctl(&["put", &format!("{ETCD_PREFIX}/config"), network_config])?;
+        Ok(())
+    }
+
+    /// Start (or restart, on the same data) the lab's etcd and wait until it answers.
+    fn spawn_etcd(&mut self) -> anyhow::Result<()> {
+        let ul = self.underlay_ns.clone();
+        let url = self.etcd.clone().ok_or_else(|| anyhow!("no etcd configured"))?;
         let peer = format!("http://{MGMT_PREFIX}.254:2380");
         let data = self.dir.join("etcd-data").display().to_string();
         let log = self.dir.join("etcd.log");
-        self.spawn(
-            &ul,
-            &[
-                "etcd",
-                "--name",
-                "lab",
-                "--data-dir",
-                &data,
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("lab={peer}"),
-            ],
-            &log,
-        )?;
-        self.etcd = Some(url);
+        let args = [
+            "etcd",
+            "--name",
+            "lab",
+            "--data-dir",
+            &data,
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("lab={peer}"),
+        ];
+        let f = fs::File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ul])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        self.children.push(("etcd".into(), child));
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.etcdctl(&["endpoint", "health"]).is_err() {
             if Instant::now() > deadline {
@@ -180,8 +194,23 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.etcdctl(&["put", &format!("{ETCD_PREFIX}/config"), network_config])?;
         Ok(())
+    }
+
+    /// SIGKILL the lab's etcd.
+    pub fn kill_etcd(&mut self) {
+        for (label, c) in self.children.iter_mut() {
+            if label == "etcd" {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.retain(|(l, _)| l != "etcd");
+    }
+
+    /// Start the lab's etcd again on its data.
+    pub fn restart_etcd(&mut self) -> anyhow::Result<()> {
+        self.spawn_etcd()
     }
 
     /// etcdctl against the lab's etcd (run in the underlay namespace).

@@ -384,3 +384,53 @@ fn etcd_cluster_learns_and_forgets_peers() {
     assert!(st["drops"]["no_route"].as_u64().unwrap_or(0) >= 2, "counted as no route: {st}");
     assert_ping(&pod1.0, k3.pod_ip, &lab, &[&n1]);
 }
+
+/// etcd killed (SIGKILL) under traffic: forwarding to known peers loses nothing; after etcd comes back
+/// a change made there arrives.
+#[test]
+fn etcd_killed_under_traffic_loses_nothing() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    lab.start_etcd(NETWORK_CONFIG).unwrap();
+    let n1 = lab.weft_node(1).unwrap();
+    let n2 = lab.weft_node(2).unwrap();
+    lab.start_weftd_etcd(&n1, &[]).unwrap();
+    lab.start_weftd_etcd(&n2, &[]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peers_of(&lab, &n1) < 1 || peers_of(&lab, &n2) < 1 {
+        assert!(std::time::Instant::now() < deadline, "peers not learned");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pod1 = lab.tap_pod(&n1, "pa").unwrap();
+    let pod2 = lab.tap_pod(&n2, "pb").unwrap();
+    assert_ping(&pod1.0, pod2.1, &lab, &[&n1, &n2]);
+    // 600 pings at 10 ms while etcd dies for 3 s and comes back.
+    let (ns, dst) = (pod1.0.clone(), pod2.1.to_string());
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", "600", "-i", "0.01", "-W", "1", &dst])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    lab.kill_etcd();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    assert_eq!(st["etcd"]["connected"], false, "etcd is down: {}", st["etcd"]);
+    assert_eq!(st["tables"]["peers"], 1, "the last table stays");
+    lab.restart_etcd().unwrap();
+    let out = pinger.join().unwrap();
+    let line = out.lines().find(|l| l.contains("transmitted")).unwrap_or_default().to_owned();
+    eprintln!("during the etcd outage: {line}");
+    assert!(line.starts_with("600 packets transmitted, 600 received"), "{out}");
+    // Convergence: a lease written after the restart reaches n1.
+    lab.etcdctl(&["put", "/coreos.com/network/subnets/10.244.250.0-24", r#"{"PublicIP":"192.168.77.250","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:fa"}}"#]).unwrap();
+    let t0 = std::time::Instant::now();
+    while peers_of(&lab, &n1) != 2 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "n1 did not converge after etcd came back");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("converged {:?} after the put", t0.elapsed());
+    assert_eq!(lab.weftctl(&n1, &["status"]).unwrap()["etcd"]["connected"], true);
+}

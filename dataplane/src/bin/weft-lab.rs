@@ -2,14 +2,13 @@
 //! pod on each, a ping matrix, a short TCP transfer, and each weft node's status. It ends by itself and
 //! leaves nothing behind; `--keep` leaves it up (until Ctrl-C) with commands to try.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use dataplane::lab::{exec, ping, Lab, PeerLease};
+use dataplane::lab::{exec, ping, Lab};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-lab", about = "weft's demo cluster in network namespaces")]
@@ -34,20 +33,31 @@ fn run() -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 
     let mut lab = Lab::new(&dir.join("weftd"), &dir.join("weftctl"))?;
-    println!("== building the lab: underlay bridge, weft nodes n1 and n2 (DPDK, net_af_packet uplinks), kernel flannel node k3");
+    println!("== building the lab: underlay bridge, etcd on a management network, weft nodes n1 and n2 (DPDK,");
+    println!(
+        "   net_af_packet uplinks), kernel flannel node k3 (flannel.1 + cni0, programmed from etcd like flanneld)"
+    );
+    lab.start_etcd(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}"#)?;
     let n1 = lab.weft_node(1)?;
     let n2 = lab.weft_node(2)?;
-    let lease = |subnet: &str, ip: Ipv4Addr, mac: &str| PeerLease {
-        subnet: subnet.into(),
-        public_ip: ip,
-        vtep_mac: mac.into(),
-    };
-    let l1 = lease(&n1.subnet, n1.public_ip, &n1.vtep_mac);
-    let l2 = lease(&n2.subnet, n2.public_ip, &n2.vtep_mac);
-    let k3 = lab.kernel_node(3, &[l1.clone(), l2.clone()])?;
-    let l3 = lease(&k3.subnet, k3.public_ip, &k3.vtep_mac);
-    lab.start_weftd(&n1, &[l2.clone(), l3.clone()], &[])?;
-    lab.start_weftd(&n2, &[l1, l3], &[])?;
+    let k3 = lab.kernel_node(3, &[])?;
+    lab.kernel_flanneld(&k3)?;
+    lab.start_weftd_etcd(&n1, &[])?;
+    lab.start_weftd_etcd(&n2, &[])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    for n in [&n1, &n2] {
+        while lab.weftctl(n, &["status"]).map(|s| s["tables"]["peers"].as_u64() != Some(2)).unwrap_or(true) {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "{} did not learn its peers from etcd", n.ns);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    println!("\n== leases in etcd (flannel's keys and JSON)");
+    let leases = lab.etcdctl(&["get", "--prefix", "/coreos.com/network/subnets/"])?;
+    for pair in leases.lines().collect::<Vec<_>>().chunks(2) {
+        println!("   {}", pair.join("  "));
+    }
+    // Let the kernel node's flanneld program the weft nodes' leases.
+    std::thread::sleep(std::time::Duration::from_millis(800));
     let (p1, ip1) = lab.tap_pod(&n1, "pa")?;
     let (p2, ip2) = lab.tap_pod(&n2, "pb")?;
     let pods = [
@@ -94,7 +104,7 @@ fn run() -> anyhow::Result<()> {
     }
     for n in [&n1, &n2] {
         let st = lab.weftctl(n, &["status"])?;
-        println!("\n== weftctl status ({}, {})", n.ns, n.subnet);
+        println!("\n== weftctl status ({}, subnet {} from etcd)", n.ns, st["node"]["subnet"].as_str().unwrap_or("?"));
         println!("   tables: {}", st["tables"]);
         for p in st["ports"].as_array().into_iter().flatten() {
             println!(
@@ -105,6 +115,7 @@ fn run() -> anyhow::Result<()> {
             );
         }
         println!("   drops by reason: {}", st["drops"]);
+        println!("   etcd: {}", st["etcd"]);
     }
     if cli.keep {
         println!("\n== the lab stays up until Ctrl-C. Try:");
@@ -112,6 +123,11 @@ fn run() -> anyhow::Result<()> {
         println!("   {}/weftctl --api-socket {} status", dir.display(), n1.api_socket.display());
         println!("   {}/weftctl --api-socket {} pod add web --kind tap", dir.display(), n1.api_socket.display());
         println!("   ip netns exec {} tcpdump -ni br0 udp port 8472", lab.underlay_ns);
+        println!(
+            "   ip netns exec {} etcdctl --endpoints={} get --prefix /coreos.com/network",
+            lab.underlay_ns,
+            lab.etcd.as_deref().unwrap_or("")
+        );
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
