@@ -501,3 +501,22 @@ netns = "web-ns"
         assert_eq!((s.subnet.to_string().as_str(), s.vni), ("10.244.9.0/24", 3));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::NodeFile;
+
+    /// The shipped example parses and validates (in etcd mode, with a lease filled in).
+    #[test]
+    fn parse_shipped_example() {
+        let text = include_str!("../examples/weftd.toml");
+        let mut f = NodeFile::from_toml(text).unwrap();
+        assert!(!f.is_static());
+        let e = f.etcd().unwrap();
+        assert_eq!(e.endpoints.len(), 3);
+        let net = crate::NetworkConfig::from_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        f.apply_lease(&net, "10.244.1.0/24".parse().unwrap());
+        let s = f.resolve().unwrap();
+        assert_eq!((s.workers, s.lcores.as_str()), (2, "0-2"));
+    }
+}
