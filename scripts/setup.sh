@@ -12,6 +12,8 @@ PACKAGES=(
   etcd-server etcd-client              # a real etcd for the control tests
   iproute2 tcpdump ethtool iputils-ping procps psmisc  # the netns lab
   python3 python3-scapy                # frames built by scapy in tests
+  prometheus                           # scrapes weftd in the observability test; promtool lints
+  curl                                 # HTTP checks of /metrics, /healthz, /readyz
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -48,6 +48,8 @@ pub struct NodeFile {
     pub api_socket: Option<PathBuf>,
     pub busy_poll: Option<bool>,
     pub mbufs: Option<u32>,
+    /// Where /metrics, /healthz and /readyz are served.
+    pub metrics_addr: Option<String>,
     /// etcd mode (no `subnet`): flannel's flags.
     pub etcd_endpoints: Option<String>,
     pub etcd_prefix: Option<String>,
@@ -176,6 +178,7 @@ pub struct NodeSettings {
     pub api_socket: PathBuf,
     pub busy_poll: bool,
     pub mbufs: u32,
+    pub metrics_addr: std::net::SocketAddr,
     pub peers: Vec<StaticPeer>,
     pub pods: Vec<PodSpec>,
 }
@@ -363,6 +366,10 @@ impl NodeFile {
         if mbufs < 1024 {
             return Err(bad("mbufs", format!("{mbufs} is too few: use at least 1024")));
         }
+        let metrics_addr = self.metrics_addr.as_deref().unwrap_or("127.0.0.1:9109");
+        let metrics_addr = metrics_addr
+            .parse()
+            .map_err(|_| bad("metrics_addr", format!("{metrics_addr:?} is not an address:port like 127.0.0.1:9109")))?;
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
             let f = |k: &str| format!("peers[{i}].{k}");
@@ -404,6 +411,7 @@ impl NodeFile {
             api_socket: self.api_socket.clone().unwrap_or_else(|| PathBuf::from("/run/weft/weftd.sock")),
             busy_poll: self.busy_poll.unwrap_or(false),
             mbufs,
+            metrics_addr,
             peers,
             pods,
         })
@@ -462,6 +470,7 @@ netns = "web-ns"
         assert!(err_with(|f| f.vtep_mac = Some("nonsense".into())).starts_with("vtep_mac:"));
         assert!(err_with(|f| f.workers = Some(0)).starts_with("workers:"));
         assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));
+        assert!(err_with(|f| f.metrics_addr = Some("9109".into())).starts_with("metrics_addr:"));
         assert!(err_with(|f| f.peers[0].vtep_mac = "x".into()).starts_with("peers[0].vtep_mac:"));
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
         assert!(err_with(|f| f.pods[0].kind = "veth".into()).starts_with("pods[0].kind:"));

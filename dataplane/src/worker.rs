@@ -76,6 +76,9 @@ pub enum WorkerCommand {
     SendOnUplink {
         frame: [u8; 60],
     },
+    /// Stop polling for this long (a debugging aid: it is how the health check's stall detection is
+    /// tested). Frames queue up in the NIC meanwhile.
+    Pause(Duration),
     Stop,
 }
 
@@ -340,6 +343,7 @@ impl Worker {
                         }
                     }
                 }
+                WorkerCommand::Pause(d) => std::thread::sleep(d.min(Duration::from_secs(60))),
                 WorkerCommand::Stop => return false,
             }
         }

@@ -27,6 +27,21 @@ enum Cmd {
     },
     /// Ports, workers, table sizes and counters.
     Status,
+    /// Debugging aids.
+    Debug {
+        #[command(subcommand)]
+        cmd: DebugCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCmd {
+    /// Make a worker stop polling for a while (its health turns bad after 2 s).
+    PauseWorker {
+        worker: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +78,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Pod { cmd: PodCmd::Del { name } } => Request::PodDel { name },
         Cmd::Pod { cmd: PodCmd::List } => Request::PodList,
         Cmd::Status => Request::Status,
+        Cmd::Debug { cmd: DebugCmd::PauseWorker { worker, seconds } } => Request::DebugPauseWorker { worker, seconds },
     };
     let mut s = UnixStream::connect(&cli.api_socket).with_context(|| {
         format!("connecting to weftd at {} (is it running? --api-socket)", cli.api_socket.display())

@@ -74,6 +74,9 @@ struct Cli {
     /// Mbufs in the pool. Default 16383.
     #[arg(long)]
     mbufs: Option<u32>,
+    /// Where /metrics, /healthz and /readyz are served. Default 127.0.0.1:9109.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable; static mode only).
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -136,7 +139,8 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
         workers,
         lcores,
         api_socket,
-        mbufs
+        mbufs,
+        metrics_addr
     );
     over!(
         etcd_endpoints,

@@ -21,10 +21,22 @@ use crate::worker::MAX_PORTS;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    PodAdd { name: String, kind: String, ip: Option<String>, netns: Option<String> },
-    PodDel { name: String },
+    PodAdd {
+        name: String,
+        kind: String,
+        ip: Option<String>,
+        netns: Option<String>,
+    },
+    PodDel {
+        name: String,
+    },
     PodList,
     Status,
+    /// Pause one worker (debugging aid; tests use it to see /healthz turn 503).
+    DebugPauseWorker {
+        worker: usize,
+        seconds: u64,
+    },
 }
 
 pub(super) struct ApiServer {
@@ -83,6 +95,13 @@ fn handle(shared: &Shared, req: Request) -> Value {
         Request::PodDel { name } => pods::del(shared, &name).map(|info| json!(info)),
         Request::PodList => Ok(json!(pods::list(shared))),
         Request::Status => Ok(status(shared)),
+        Request::DebugPauseWorker { worker, seconds } => match shared.workers.get(worker) {
+            Some(w) => w
+                .send(crate::worker::WorkerCommand::Pause(Duration::from_secs(seconds)))
+                .map(|_| json!({"paused": worker, "seconds": seconds}))
+                .map_err(|_| anyhow::anyhow!("worker {worker} is gone")),
+            None => Err(anyhow::anyhow!("no worker {worker}: there are {}", shared.workers.len())),
+        },
     };
     match r {
         Ok(v) => json!({"ok": true, "result": v}),

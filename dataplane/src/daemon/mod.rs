@@ -3,6 +3,7 @@
 //! [`WorkerCommand`]s.
 
 pub mod api;
+mod metrics;
 mod pods;
 mod slowpath;
 
@@ -222,6 +223,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     );
 
     let api = api::serve(shared.clone(), &settings.api_socket)?;
+    let metrics = metrics::serve(shared.clone(), settings.metrics_addr)?;
     let slow = {
         let shared = shared.clone();
         std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || slowpath::run(&shared, learn_rx))?
@@ -262,6 +264,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     }
     let _ = slow.join();
     api.shutdown();
+    metrics.shutdown(settings.metrics_addr);
     pods::remove_all(&shared);
     let _ = shared.uplink.stop();
     drop(shared);

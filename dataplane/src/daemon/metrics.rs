@@ -1,0 +1,282 @@
+//! Prometheus `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`, off the workers' threads.
+//!
+//! Workers never call into the exporter: they bump their own single-writer counters (see
+//! [`crate::worker::WorkerCounters`]); a collector thread reads those with relaxed loads once a second and
+//! on every scrape, and sets the `metrics` facade's values (counters as absolute values), which
+//! `metrics-exporter-prometheus` renders. Names follow Prometheus conventions: `weft_` prefix, base
+//! units, `_total` for counters.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::{lock, pods, Shared};
+use crate::packet::DropReason;
+use crate::worker::MAX_PORTS;
+
+/// A worker whose loop counter has not moved for this long is stalled.
+/// With the health check collecting fresh at each request, a stall shows within 1.5 s (+ one request).
+pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+
+struct Collector {
+    /// (port, direction) -> (packets at the last tick, time): for the pps gauge.
+    last_pps: HashMap<(u16, &'static str), (u64, Instant)>,
+    /// worker -> (loops, when it last changed).
+    progress: Vec<(u64, Instant)>,
+}
+
+fn describe() {
+    describe_gauge!("weft_build_info", "weft's version and the DPDK it runs against (value 1)");
+    describe_counter!("weft_port_packets_total", "Packets per port, queue (= worker) and direction");
+    describe_counter!("weft_port_bytes_total", Unit::Bytes, "Bytes per port, queue (= worker) and direction");
+    describe_gauge!(
+        "weft_port_packets_per_second",
+        "Packets per second per port and direction over the last second (for eyes; use rate() in queries)"
+    );
+    describe_counter!("weft_worker_packets_total", "Packets per worker and direction");
+    describe_counter!("weft_drops_total", "Frames dropped, by worker and reason");
+    describe_counter!("weft_tx_not_sent_total", "Frames a port's TX queue did not take (freed and counted)");
+    describe_counter!(
+        "weft_port_hw_rx_missed_total",
+        "Frames the NIC dropped for lack of RX descriptors (PMD counter)"
+    );
+    describe_counter!("weft_port_hw_rx_nombuf_total", "RX mbuf allocation failures (PMD counter)");
+    describe_gauge!("weft_mempool_mbufs_in_use", "Mbufs allocated from weft's pool");
+    describe_gauge!("weft_mempool_mbufs_available", "Mbufs free in weft's pool");
+    describe_gauge!("weft_peers", "Remote VTEPs in the current table");
+    describe_gauge!("weft_pods", "Pods attached to this node");
+    describe_gauge!("weft_unresolved_next_hops", "Underlay next hops without a MAC yet");
+    describe_gauge!("weft_table_generation", "Generation of the newest published table");
+    describe_gauge!("weft_worker_up", "1 while the worker makes progress, 0 when stalled");
+    describe_gauge!("weft_etcd_connected", "1 while etcd answers");
+    describe_gauge!("weft_etcd_revision", "Last etcd revision seen by the watch");
+    describe_counter!("weft_etcd_resyncs_total", "Full re-lists after a compacted or cancelled watch");
+    describe_counter!(
+        "weft_etcd_bad_values_total",
+        "Subnet keys or values that did not parse (logged with their key, skipped)"
+    );
+    describe_counter!("weft_etcd_lease_reacquired_total", "Times our lease had to be taken again");
+    describe_gauge!(
+        "weft_lease_expiry_timestamp_seconds",
+        Unit::Seconds,
+        "When our subnet lease expires unless renewed (Unix time)"
+    );
+}
+
+impl Collector {
+    fn collect(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
+        ports.extend(pods::ports(shared));
+        for (id, name, kind) in &ports {
+            let i = id.0 as usize % MAX_PORTS;
+            for (dir, pk, by) in [("rx", 0, 1), ("tx", 2, 3)] {
+                let mut total = 0;
+                for (w, c) in shared.counters.iter().enumerate() {
+                    let arrays = [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes];
+                    let p = arrays[pk][i].load(Ordering::Relaxed);
+                    let b = arrays[by][i].load(Ordering::Relaxed);
+                    total += p;
+                    let labels = [
+                        ("port", name.clone()),
+                        ("kind", kind.clone()),
+                        ("queue", w.to_string()),
+                        ("direction", dir.to_string()),
+                    ];
+                    counter!("weft_port_packets_total", &labels).absolute(p);
+                    counter!("weft_port_bytes_total", &labels).absolute(b);
+                }
+                let (prev, t) = self.last_pps.get(&(id.0, dir)).copied().unwrap_or((total, now));
+                let dt = now.duration_since(t).as_secs_f64();
+                if dt >= 0.5 {
+                    gauge!("weft_port_packets_per_second", "port" => name.clone(), "direction" => dir)
+                        .set(total.saturating_sub(prev) as f64 / dt);
+                    self.last_pps.insert((id.0, dir), (total, now));
+                } else if !self.last_pps.contains_key(&(id.0, dir)) {
+                    self.last_pps.insert((id.0, dir), (total, now));
+                }
+            }
+        }
+        if let Ok(s) = shared.uplink.stats() {
+            counter!("weft_port_hw_rx_missed_total", "port" => "uplink").absolute(s.rx_missed);
+            counter!("weft_port_hw_rx_nombuf_total", "port" => "uplink").absolute(s.rx_nombuf);
+        }
+        let mut not_sent = 0;
+        for (w, c) in shared.counters.iter().enumerate() {
+            let worker = w.to_string();
+            let rx: u64 = c.rx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum();
+            let tx: u64 = c.tx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum();
+            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "rx").absolute(rx);
+            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "tx").absolute(tx);
+            for r in DropReason::ALL {
+                let v = c.drops[*r as usize].load(Ordering::Relaxed);
+                counter!("weft_drops_total", "worker" => worker.clone(), "reason" => r.label()).absolute(v);
+            }
+            not_sent += c.drops[DropReason::TxFull as usize].load(Ordering::Relaxed);
+            let loops = c.loops.load(Ordering::Relaxed);
+            if self.progress.len() <= w {
+                self.progress.push((loops, now));
+            }
+            if self.progress[w].0 != loops {
+                self.progress[w] = (loops, now);
+            }
+            gauge!("weft_worker_up", "worker" => worker).set(if now.duration_since(self.progress[w].1) < STALL_AFTER {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        counter!("weft_tx_not_sent_total").absolute(not_sent);
+        gauge!("weft_mempool_mbufs_in_use").set(shared.pool.in_use() as f64);
+        gauge!("weft_mempool_mbufs_available").set(shared.pool.available() as f64);
+        let snap = shared.cell.load_full();
+        gauge!("weft_peers").set(snap.vteps.len() as f64);
+        gauge!("weft_pods").set(snap.pods.len() as f64);
+        gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);
+        gauge!("weft_table_generation").set(snap.generation as f64);
+        if let Some(e) = &shared.etcd_status {
+            gauge!("weft_etcd_connected").set(if e.connected.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+            gauge!("weft_etcd_revision").set(e.revision.load(Ordering::Relaxed) as f64);
+            counter!("weft_etcd_resyncs_total").absolute(e.resyncs.load(Ordering::Relaxed));
+            counter!("weft_etcd_bad_values_total").absolute(e.bad_values.load(Ordering::Relaxed));
+            counter!("weft_etcd_lease_reacquired_total").absolute(e.reacquired.load(Ordering::Relaxed));
+            gauge!("weft_lease_expiry_timestamp_seconds").set(e.lease_expiry.load(Ordering::Relaxed) as f64);
+        }
+    }
+
+    /// Workers that have not moved for STALL_AFTER.
+    fn stalled(&self) -> Vec<(usize, Duration)> {
+        let now = Instant::now();
+        self.progress
+            .iter()
+            .enumerate()
+            .filter_map(|(w, (_, t))| {
+                let idle = now.duration_since(*t);
+                (idle >= STALL_AFTER).then_some((w, idle))
+            })
+            .collect()
+    }
+}
+
+pub(super) struct MetricsServer {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn shutdown(self, addr: SocketAddr) {
+        // The accept loop checks the stop flag when it wakes; a connection wakes it.
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start the collector and the HTTP endpoint.
+pub(super) fn serve(shared: Arc<Shared>, addr: SocketAddr) -> anyhow::Result<MetricsServer> {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle: PrometheusHandle = recorder.handle();
+    // One recorder per process; a second weftd in one process (tests) keeps the first.
+    let _ = metrics::set_global_recorder(recorder);
+    describe();
+    gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => crate::dpdk::dpdk_version()).set(1.0);
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("metrics_addr {addr}: cannot listen (port in use?)"))?;
+    let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
+    let ticker = {
+        let (shared, collector) = (shared.clone(), collector.clone());
+        std::thread::Builder::new().name("weft-metrics".into()).spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                lock(&collector).collect(&shared);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })?
+    };
+    let server = std::thread::Builder::new().name("weft-http".into()).spawn(move || {
+        for conn in listener.incoming() {
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = respond(conn, &shared, &collector, &handle);
+        }
+    })?;
+    Ok(MetricsServer { threads: vec![ticker, server] })
+}
+
+fn respond(
+    conn: TcpStream,
+    shared: &Shared,
+    collector: &Mutex<Collector>,
+    handle: &PrometheusHandle,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    // Skip the headers.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = match path.split('?').next().unwrap_or(path) {
+        "/metrics" => {
+            lock(collector).collect(shared);
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", handle.render())
+        }
+        "/healthz" => {
+            let stalled = {
+                let mut c = lock(collector);
+                c.collect(shared);
+                c.stalled()
+            };
+            if stalled.is_empty() {
+                ("200 OK", "text/plain", format!("ok: {} workers making progress\n", shared.counters.len()))
+            } else {
+                let who: Vec<String> =
+                    stalled.iter().map(|(w, d)| format!("worker {w} stalled for {:.1} s", d.as_secs_f64())).collect();
+                ("503 Service Unavailable", "text/plain", who.join("\n") + "\n")
+            }
+        }
+        "/readyz" => {
+            // Ready once the lease is held (the dataplane only starts after it in etcd mode) and
+            // every worker forwards with a published table.
+            let unready: Vec<usize> = shared
+                .counters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.generation.load(Ordering::Relaxed) == 0)
+                .map(|(w, _)| w)
+                .collect();
+            let etcd_lost =
+                shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
+            if unready.is_empty() && !etcd_lost {
+                ("200 OK", "text/plain", "ready\n".to_string())
+            } else if etcd_lost {
+                ("503 Service Unavailable", "text/plain", "our subnet lease has expired\n".to_string())
+            } else {
+                ("503 Service Unavailable", "text/plain", format!("workers without a table yet: {unready:?}\n"))
+            }
+        }
+        _ => ("404 Not Found", "text/plain", "weftd serves /metrics, /healthz and /readyz\n".to_string()),
+    };
+    let mut w = conn;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    w.flush()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
