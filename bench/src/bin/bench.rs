@@ -33,6 +33,8 @@ struct Cli {
 enum Cmd {
     /// I/O forwarding ceiling: weft's loop vs testpmd io on net_null ports.
     Io,
+    /// The cost of metrics: decap with and without a thread reading the counters as the collector does.
+    Metrics,
     /// Decap and encap Mpps vs testpmd io, replayed from memory.
     Fwd {
         /// Remote VTEPs in the table.
@@ -148,6 +150,24 @@ fn main() -> anyhow::Result<()> {
             )?;
             println!("target: ratio >= 0.95");
             results.push(res);
+        }
+        Cmd::Metrics => {
+            let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
+            std::fs::create_dir_all(&dir)?;
+            let pcap = dir.join("decap.pcap");
+            write_pcap(&pcap, &frames::decap_frames(10, 256, 64))?;
+            let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".into()];
+            let off = ["--mode".to_string(), "decap".into()];
+            let on = ["--mode".to_string(), "decap".into(), "--read-counters".into()];
+            let res = compare(
+                "decap, metrics off (baseline) vs on (weft)",
+                cli.reps,
+                |rep| r.weft("weft-fwdbench", rep, &off, &vdevs),
+                |rep| r.weft("weft-fwdbench", rep + 100, &on, &vdevs),
+            )?;
+            println!("target: on/off >= 0.99");
+            results.push(res);
+            let _ = std::fs::remove_dir_all(&dir);
         }
         Cmd::Fwd { peers, size, flows } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));

@@ -31,6 +31,9 @@ struct Cli {
     peers: u32,
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// Read every counter twice a second from another thread, as weftd's metrics collector does.
+    #[arg(long)]
+    read_counters: bool,
     #[arg(last = true, required = true)]
     eal: Vec<String>,
 }
@@ -70,6 +73,25 @@ fn main() -> anyhow::Result<()> {
     cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx: ptx.remove(0), rx: prx })?;
     let lcore = *LcoreId::workers().first().context("need a worker lcore (-l 0,1)")?;
     let h = lcore.launch(move || w.run())?;
+    let reader = cli.read_counters.then(|| {
+        let c = counters.clone();
+        std::thread::spawn(move || {
+            let mut sum = 0u64;
+            while Arc::strong_count(&c) > 1 {
+                sum = c
+                    .rx_packets
+                    .iter()
+                    .chain(c.tx_packets.iter())
+                    .chain(c.rx_bytes.iter())
+                    .chain(c.tx_bytes.iter())
+                    .chain(c.drops.iter())
+                    .map(|x| x.load(Ordering::Relaxed))
+                    .fold(sum, u64::wrapping_add);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            sum
+        })
+    });
     let mut last = (Instant::now(), replay.stats()?.rx_packets);
     for _ in 0..cli.seconds {
         std::thread::sleep(Duration::from_secs(1));
@@ -82,5 +104,9 @@ fn main() -> anyhow::Result<()> {
     let drops: u64 = counters.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     let tx: u64 = counters.tx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     println!("forwarded: {tx} dropped: {drops}");
+    drop(counters);
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
     Ok(())
 }
