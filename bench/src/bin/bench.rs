@@ -110,6 +110,7 @@ impl Runner {
 
 fn compare(
     name: &str,
+    base: &str,
     reps: usize,
     mut tp: impl FnMut(usize) -> anyhow::Result<f64>,
     mut wf: impl FnMut(usize) -> anyhow::Result<f64>,
@@ -118,15 +119,15 @@ fn compare(
     for rep in 0..reps {
         let a = tp(rep)?;
         let b = wf(rep)?;
-        println!("{name} rep {rep}: testpmd io {:.2} Mpps, weft {:.2} Mpps", a / 1e6, b / 1e6);
+        println!("{name} rep {rep}: {base} {:.2} Mpps, weft {:.2} Mpps", a / 1e6, b / 1e6);
         t.push(a);
         w.push(b);
     }
     let (t, w) = (median(&mut t).unwrap_or(0.0), median(&mut w).unwrap_or(0.0));
     let ratio = if t > 0.0 { w / t } else { 0.0 };
-    println!("{name}: testpmd io {:.2} Mpps, weft {:.2} Mpps, ratio {ratio:.3}", t / 1e6, w / 1e6);
+    println!("{name}: {base} {:.2} Mpps, weft {:.2} Mpps, ratio {ratio:.3}", t / 1e6, w / 1e6);
     Ok(
-        serde_json::json!({"bench": name, "testpmd_io_mpps": t / 1e6, "weft_mpps": w / 1e6, "ratio": ratio, "reps": reps}),
+        serde_json::json!({"bench": name, "baseline": base, "baseline_mpps": t / 1e6, "weft_mpps": w / 1e6, "ratio": ratio, "reps": reps}),
     )
 }
 
@@ -144,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             let vdevs = ["net_null0".to_string(), "net_null1".into()];
             let res = compare(
                 "io (2x net_null, 64 B)",
+                "testpmd io",
                 cli.reps,
                 |rep| r.testpmd(rep, &vdevs),
                 |rep| r.weft("weft-iofwd", rep, &[], &vdevs),
@@ -160,7 +162,8 @@ fn main() -> anyhow::Result<()> {
             let off = ["--mode".to_string(), "decap".into()];
             let on = ["--mode".to_string(), "decap".into(), "--read-counters".into()];
             let res = compare(
-                "decap, metrics off (baseline) vs on (weft)",
+                "decap with counters read as the collector does",
+                "metrics off",
                 cli.reps,
                 |rep| r.weft("weft-fwdbench", rep, &off, &vdevs),
                 |rep| r.weft("weft-fwdbench", rep + 100, &on, &vdevs),
@@ -183,6 +186,7 @@ fn main() -> anyhow::Result<()> {
                 let name = format!("{mode} ({peers} peers, {flows} flows, {size} B inner)");
                 results.push(compare(
                     &name,
+                    "testpmd io",
                     cli.reps,
                     |rep| r.testpmd(rep, &vdevs),
                     |rep| r.weft("weft-fwdbench", rep, &pre, &vdevs),

@@ -93,14 +93,12 @@ impl Collector {
                     counter!("weft_port_packets_total", &labels).absolute(p);
                     counter!("weft_port_bytes_total", &labels).absolute(b);
                 }
-                let (prev, t) = self.last_pps.get(&(id.0, dir)).copied().unwrap_or((total, now));
-                let dt = now.duration_since(t).as_secs_f64();
+                let last = self.last_pps.entry((id.0, dir)).or_insert((total, now));
+                let dt = now.duration_since(last.1).as_secs_f64();
                 if dt >= 0.5 {
                     gauge!("weft_port_packets_per_second", "port" => name.clone(), "direction" => dir)
-                        .set(total.saturating_sub(prev) as f64 / dt);
-                    self.last_pps.insert((id.0, dir), (total, now));
-                } else if !self.last_pps.contains_key(&(id.0, dir)) {
-                    self.last_pps.insert((id.0, dir), (total, now));
+                        .set(total.saturating_sub(last.0) as f64 / dt);
+                    *last = (total, now);
                 }
             }
         }
