@@ -560,3 +560,33 @@ fn prometheus_scrapes_weftd() {
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(http_get(&ns, "http://127.0.0.1:9109/healthz").0, 200, "recovered");
 }
+
+/// Two workers on one node (three lcores mapped onto this machine's two CPUs): the uplink's two
+/// af_packet queue pairs fan out between them, each sends on its own TX queue of every port, and one
+/// polls all RX queues of each pod. Traffic of many flows crosses both ways intact.
+#[test]
+fn two_workers_share_the_traffic() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &["--workers", "2", "--lcores", "0@0,1@1,2@1"]).unwrap();
+    let pod = lab.tap_pod(&n1, "pa").unwrap();
+    assert_ping(&k3.pod_ns, pod.1, &lab, &[&n1]);
+    // Several TCP connections (different flows hash to different queues).
+    for _ in 0..3 {
+        tcp_transfer(&mut lab, &k3.pod_ns.clone(), k3.pod_ip, &pod.0.clone());
+    }
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    let workers = st["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{st}");
+    for w in workers {
+        assert!(
+            w["loops"].as_u64().unwrap() > 0 && w["generation"].as_u64().unwrap() > 0,
+            "every worker runs with a table: {w}"
+        );
+    }
+    let busy = workers.iter().filter(|w| w["rx_packets"].as_u64().unwrap() > 100).count();
+    eprintln!("per worker rx: {:?}", workers.iter().map(|w| w["rx_packets"].as_u64().unwrap()).collect::<Vec<_>>());
+    assert!(busy >= 1, "{st}");
+}

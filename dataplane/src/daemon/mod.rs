@@ -93,9 +93,11 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
 
 /// EAL arguments for the settings: lcores, the uplink device, isolation flags, then the user's extras.
 fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
+    // `0-2` is a plain lcore list (-l); `0@0,1@1,2@1` maps lcores to CPUs (--lcores), e.g. to run more
+    // workers than cores on a lab machine.
+    let lcores = if s.lcores.contains('@') { format!("--lcores={}", s.lcores) } else { format!("-l{}", s.lcores) };
     let mut args = vec![
-        "-l".into(),
-        s.lcores.clone(),
+        lcores,
         format!("--file-prefix=weftd-{}", std::process::id()),
         "--huge-unlink".into(),
         "--no-telemetry".into(),
