@@ -1,0 +1,183 @@
+//! Fuzz targets for every wire parser and for both packet paths, as property tests: arbitrary bytes,
+//! and valid frames with random bytes changed and random cut lengths, must never panic, and whatever
+//! `new_checked` accepts must be safe to read in full. A short run is part of `make test`; the long run is
+//! `PROPTEST_CASES=10000000 cargo test --release -p weft-dataplane --test fuzz` (see README).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+use dataplane::dpdk::PortId;
+use dataplane::packet::{process_pod, process_uplink, PacketBuf, Verdict};
+use dataplane::tables::{Node, PodEntry, TableInputs};
+use dataplane::wire::{
+    pcap::PcapReader, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, UdpPacket, Vni, VxlanPacket,
+};
+use proptest::prelude::*;
+use weft_config::MacAddr;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(3000);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Read every field a view offers.
+fn read_all(b: &[u8]) {
+    if let Ok(e) = EthernetFrame::new_checked(b) {
+        let _ = (e.dst(), e.src(), e.ethertype(), e.vlan_id(), e.payload().len());
+    }
+    if let Ok(p) = Ipv4Packet::new_checked(b) {
+        let _ = (
+            p.src(),
+            p.dst(),
+            p.ttl(),
+            p.protocol(),
+            p.options().len(),
+            p.payload().len(),
+            p.verify_checksum(),
+            p.is_fragment(),
+            p.frag_offset(),
+        );
+    }
+    if let Ok(u) = UdpPacket::new_checked(b) {
+        let _ = (
+            u.src_port(),
+            u.dst_port(),
+            u.payload().len(),
+            u.verify_checksum([1, 2, 3, 4].into(), [5, 6, 7, 8].into()),
+        );
+    }
+    if let Ok(v) = VxlanPacket::new_checked(b) {
+        let _ = (v.vni(), v.check_flags(), v.payload().len());
+    }
+    if let Ok(a) = ArpPacket::new_checked(b) {
+        let _ = (a.operation(), a.sender_ip(), a.sender_mac(), a.target_ip(), a.target_mac());
+    }
+    if let Ok(i) = Icmpv4Packet::new_checked(b) {
+        let _ = (i.msg_type(), i.code(), i.echo_seq(), i.next_hop_mtu(), i.data().len(), i.verify_checksum());
+    }
+    if let Ok(r) = PcapReader::new(b) {
+        for rec in r.take(64) {
+            let _ = rec.map(|x| x.data.len());
+        }
+    }
+}
+
+struct Buf(Vec<u8>, usize);
+impl PacketBuf for Buf {
+    fn data(&self) -> &[u8] {
+        &self.0[self.1..]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.0[self.1..]
+    }
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.1 = self.1.checked_sub(n)?;
+        Some(&mut self.0[self.1..self.1 + n])
+    }
+    fn adj(&mut self, n: usize) -> Option<()> {
+        (self.1 + n <= self.0.len()).then(|| self.1 += n)
+    }
+    fn trim(&mut self, n: usize) -> Option<()> {
+        let l = self.0.len().checked_sub(n)?;
+        (l >= self.1).then(|| self.0.truncate(l))
+    }
+}
+
+fn buf(f: &[u8]) -> Buf {
+    let mut v = vec![0xa5; 128];
+    v.extend_from_slice(f);
+    Buf(v, 128)
+}
+
+/// The kernel's frame arriving at its receiver, and a pod frame leaving it, as seeds.
+fn seeds() -> (Vec<u8>, Vec<u8>, dataplane::tables::Snapshot) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kernel-vxlan-ping.pcap");
+    let bytes = std::fs::read(path).unwrap();
+    let frames: Vec<Vec<u8>> = PcapReader::new(&bytes).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
+    let vxlan = frames[0].clone();
+    let mut pod = vxlan[50..].to_vec();
+    pod[6..12].copy_from_slice(&[2, 0, 0, 0, 2, 2]);
+    let node = Node {
+        network: "10.244.0.0/16".parse().unwrap(),
+        subnet: "10.244.2.0/24".parse().unwrap(),
+        subnet_len: 24,
+        public_ip: [192, 168, 77, 2].into(),
+        uplink_mac: MacAddr([0x9a, 0xbd, 0x31, 0x40, 0x5e, 0x58]),
+        vtep_mac: MacAddr([0xaa, 0xc4, 0xe1, 0x93, 0x50, 0xbd]),
+        vni: Vni::new(1).unwrap(),
+        vxlan_port: 8472,
+        underlay_mtu: 1500,
+        underlay_net: "192.168.77.0/24".parse().unwrap(),
+        underlay_gateway: None,
+    };
+    let s = TableInputs {
+        node,
+        peers: vec![dataplane::tables::Peer {
+            subnet: "10.244.1.0/24".parse().unwrap(),
+            public_ip: [192, 168, 77, 1].into(),
+            vtep_mac: MacAddr([0x12, 0xfa, 0x72, 0xe4, 0x41, 0xd0]),
+        }],
+        pods: vec![PodEntry {
+            name: "p".into(),
+            ip: [10, 244, 2, 2].into(),
+            mac: MacAddr([2, 0, 0, 0, 2, 2]),
+            port: PortId(3),
+        }],
+        neighbours: [([192, 168, 77, 1].into(), MacAddr([0x86, 0x0f, 0xfd, 0xd2, 0x34, 0x00]))].into_iter().collect(),
+    }
+    .build(1);
+    (vxlan, pod, s)
+}
+
+fn mutated(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let len = seed.len();
+    (proptest::collection::vec((0..len, any::<u8>()), 0..6), 0..=len).prop_map(move |(edits, cut)| {
+        let mut f = seed.clone();
+        for (i, b) in edits {
+            f[i] = b;
+        }
+        f.truncate(cut);
+        f
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn fuzz_wire_views_on_arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        read_all(&b);
+    }
+
+    #[test]
+    fn fuzz_decap_path(f in mutated(seeds().0)) {
+        let (_, _, s) = seeds();
+        read_all(&f);
+        let mut m = buf(&f);
+        if let Verdict::ToPod(_) = process_uplink(&mut m, &s) {
+            // Whatever is forwarded is a well-formed IPv4 frame for our pod.
+            let e = EthernetFrame::new_checked(m.data()).unwrap();
+            let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+            prop_assert!(ip.verify_checksum());
+            prop_assert!(s.node.subnet.contains(ip.dst()));
+        }
+    }
+
+    #[test]
+    fn fuzz_encap_path(f in mutated(seeds().1)) {
+        let (_, _, s) = seeds();
+        let mut m = buf(&f);
+        if process_pod(&mut m, &s, PortId(3), 7) == Verdict::ToUplink {
+            let e = EthernetFrame::new_checked(m.data()).unwrap();
+            let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+            prop_assert!(ip.verify_checksum());
+            let u = UdpPacket::new_checked(ip.payload()).unwrap();
+            prop_assert_eq!(u.dst_port(), 8472);
+        }
+    }
+
+    #[test]
+    fn fuzz_arbitrary_bytes_on_both_paths(b in proptest::collection::vec(any::<u8>(), 0..160)) {
+        let (_, _, s) = seeds();
+        let _ = process_uplink(&mut buf(&b), &s);
+        let _ = process_pod(&mut buf(&b), &s, PortId(3), 1);
+    }
+}
