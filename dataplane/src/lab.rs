@@ -471,6 +471,17 @@ impl Lab {
         Ok((ns, ip))
     }
 
+    /// SIGKILL one weftd by its PID.
+    pub fn kill_weftd(&mut self, ns: &str) {
+        for (n, c) in self.children.iter_mut() {
+            if n == ns {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.retain(|(n, _)| n != ns);
+    }
+
     /// Stop one weftd (SIGTERM, then SIGKILL after 5 s) by its PID.
     pub fn stop_weftd(&mut self, ns: &str) {
         let mut keep = Vec::new();

@@ -286,3 +286,22 @@ fn socket_dir(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vtep_mac_is_generated_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("weft-vtep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_or_create_vtep_mac(None, &dir).unwrap();
+        assert!(first.is_local_unicast(), "random, locally administered, unicast: {first}");
+        assert_eq!(load_or_create_vtep_mac(None, &dir).unwrap(), first, "kept across restarts");
+        let given: MacAddr = "02:11:22:33:44:55".parse().unwrap();
+        assert_eq!(load_or_create_vtep_mac(Some(given), &dir).unwrap(), given, "configured wins");
+        std::fs::write(dir.join("vtep_mac"), "garbage").unwrap();
+        assert!(load_or_create_vtep_mac(None, &dir).unwrap().is_local_unicast(), "a corrupt file is replaced");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
