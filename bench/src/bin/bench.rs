@@ -35,6 +35,13 @@ enum Cmd {
     Io,
     /// The cost of metrics: decap with and without a thread reading the counters as the collector does.
     Metrics,
+    /// Table swaps under load: decap at full rate while N new tables are published; any drop is a loss.
+    Swaps {
+        #[arg(long, default_value_t = 1000)]
+        swaps: u32,
+        #[arg(long, default_value_t = 5000)]
+        peers: u32,
+    },
     /// Decap and encap Mpps vs testpmd io, replayed from memory.
     Fwd {
         /// Remote VTEPs in the table.
@@ -170,6 +177,37 @@ fn main() -> anyhow::Result<()> {
             )?;
             println!("target: on/off >= 0.99");
             results.push(res);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Cmd::Swaps { swaps, peers } => {
+            let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
+            std::fs::create_dir_all(&dir)?;
+            let pcap = dir.join("decap.pcap");
+            write_pcap(&pcap, &frames::decap_frames(peers.min(256), 256, 64))?;
+            let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".into()];
+            let exe = std::env::current_exe()?.with_file_name("weft-fwdbench");
+            let mut args = vec![
+                "--mode".to_string(),
+                "decap".into(),
+                "--peers".into(),
+                peers.to_string(),
+                "--swaps".into(),
+                swaps.to_string(),
+                "--seconds".into(),
+                cli.seconds.to_string(),
+                "--".into(),
+            ];
+            args.extend(r.eal("sw", 0, &vdevs));
+            let out = Command::new(&exe).args(&args).output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            anyhow::ensure!(
+                out.status.success(),
+                "weft-fwdbench failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for l in text.lines().filter(|l| l.starts_with("swaps:") || l.starts_with("forwarded:")) {
+                println!("{l}");
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
         Cmd::Fwd { peers, size, flows } => {

@@ -34,6 +34,9 @@ struct Cli {
     /// Read every counter twice a second from another thread, as weftd's metrics collector does.
     #[arg(long)]
     read_counters: bool,
+    /// Publish this many new tables (each one peer more) while forwarding, spread over the run.
+    #[arg(long, default_value_t = 0)]
+    swaps: u32,
     #[arg(last = true, required = true)]
     eal: Vec<String>,
 }
@@ -53,7 +56,8 @@ fn main() -> anyhow::Result<()> {
     uplink.start()?;
     pods.start()?;
     let built = Instant::now();
-    let snap = weft_bench::frames::inputs(cli.peers, pods.id().0).build(1);
+    let mut inputs = weft_bench::frames::inputs(cli.peers, pods.id().0);
+    let snap = inputs.build(1);
     eprintln!("tables: {} peers built in {:?}", snap.vteps.len(), built.elapsed());
     let cell = Arc::new(SnapshotCell::new(snap));
     let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
@@ -63,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         0,
         urx.remove(0),
         utx.remove(0),
-        cell,
+        cell.clone(),
         counters.clone(),
         cmd_rx,
         learn_tx,
@@ -93,8 +97,23 @@ fn main() -> anyhow::Result<()> {
         })
     });
     let mut last = (Instant::now(), replay.stats()?.rx_packets);
+    let per_second = cli.swaps.div_ceil(cli.seconds.max(1) as u32);
+    let mut swapped = 0u32;
+    let mut swap_time = Duration::ZERO;
     for _ in 0..cli.seconds {
-        std::thread::sleep(Duration::from_secs(1));
+        let second = Instant::now();
+        for _ in 0..per_second.min(cli.swaps - swapped) {
+            // As weftd does on a lease event: one more peer, a full rebuild, one publish.
+            let p = weft_bench::frames::peer(cli.peers + swapped);
+            inputs.peers.push(p);
+            inputs.neighbours.insert(p.public_ip, weft_bench::frames::NEXT_HOP_MAC);
+            let t = Instant::now();
+            cell.publish(inputs.build(2 + swapped as u64));
+            swap_time += t.elapsed();
+            swapped += 1;
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()) / (per_second + 1));
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
         let now = (Instant::now(), replay.stats()?.rx_packets);
         println!("Rx-pps-total: {:.0}", (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64());
         last = now;
@@ -104,6 +123,10 @@ fn main() -> anyhow::Result<()> {
     let drops: u64 = counters.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     let tx: u64 = counters.tx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     println!("forwarded: {tx} dropped: {drops}");
+    if cli.swaps > 0 {
+        let gen = counters.generation.load(Ordering::Relaxed);
+        println!("swaps: {swapped} tables published (mean rebuild+publish {:?}), worker on generation {gen}, dropped {drops} of {tx} forwarded", swap_time / swapped.max(1));
+    }
     drop(counters);
     if let Some(r) = reader {
         let _ = r.join();
