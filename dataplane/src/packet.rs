@@ -90,6 +90,7 @@ drop_reasons! {
     TxFull => "tx_full", "The port did not take the frame.";
     PortGone => "port_gone", "The frame's output port is not attached (pod deleted).";
     Multiseg => "multiseg", "Multi-segment mbuf (weft handles single-segment frames).";
+    BadArp => "bad_arp", "ARP that is not IPv4 over Ethernet.";
 }
 
 /// What to do with a frame after processing.
@@ -225,10 +226,20 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     Verdict::ToPod(port)
 }
 
+fn arp_error(e: crate::wire::WireError) -> DropReason {
+    match e {
+        crate::wire::WireError::Truncated => R::Truncated,
+        crate::wire::WireError::Malformed(_) => R::BadArp,
+    }
+}
+
 #[cold]
 fn uplink_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     let node = &s.node;
-    let Ok(a) = ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) else { return Verdict::Drop(R::Truncated) };
+    let a = match ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) {
+        Ok(a) => a,
+        Err(e) => return Verdict::Drop(arp_error(e)),
+    };
     if a.target_ip() != node.public_ip {
         return Verdict::Drop(R::ArpIgnored);
     }
@@ -335,7 +346,10 @@ fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16) -> Verdict {
 #[cold]
 fn pod_arp<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId) -> Verdict {
     let node = &s.node;
-    let Ok(a) = ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) else { return Verdict::Drop(R::Truncated) };
+    let a = match ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) {
+        Ok(a) => a,
+        Err(e) => return Verdict::Drop(arp_error(e)),
+    };
     let (sha, spa, tpa) = (a.sender_mac(), a.sender_ip(), a.target_ip());
     // Proxy ARP for the whole subnet: the gateway, and other pods (which weft switches at L3). Not for
     // the asker's own address (duplicate address detection must see silence), and only from a known pod.

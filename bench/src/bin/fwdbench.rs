@@ -123,6 +123,13 @@ fn main() -> anyhow::Result<()> {
     let drops: u64 = counters.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     let tx: u64 = counters.tx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     println!("forwarded: {tx} dropped: {drops}");
+    let by_reason: serde_json::Map<String, serde_json::Value> = dataplane::packet::DropReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), counters.drops[*r as usize].load(Ordering::Relaxed)))
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| (k, serde_json::Value::from(v)))
+        .collect();
+    let rx_total: u64 = counters.rx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     if cli.swaps > 0 {
         let gen = counters.generation.load(Ordering::Relaxed);
         println!("swaps: {swapped} tables published (mean rebuild+publish {:?}), worker on generation {gen}, dropped {drops} of {tx} forwarded", swap_time / swapped.max(1));
@@ -131,5 +138,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(r) = reader {
         let _ = r.join();
     }
+    uplink.stop()?;
+    pods.stop()?;
+    println!(
+        "report: {}",
+        serde_json::json!({"rx": rx_total, "forwarded": tx, "drops": by_reason, "mempool_in_use_after_stop": pool.in_use()})
+    );
     Ok(())
 }
