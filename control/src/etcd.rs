@@ -90,6 +90,10 @@ pub struct ControlStatus {
     /// Unix time at which our lease expires unless renewed.
     pub lease_expiry: AtomicI64,
     pub reacquired: AtomicU64,
+    /// Times another node wrote our subnet's key with its own PublicIP.
+    pub conflicts: AtomicU64,
+    /// Set while our subnet's key names another node (u32 of its PublicIP; 0 when ours).
+    pub claimed_by: std::sync::atomic::AtomicU32,
 }
 
 type Res<T> = Result<T, etcd_client::Error>;
@@ -537,6 +541,9 @@ impl Controller {
                         match ev.event_type() {
                             EventType::Put => {
                                 if let Some((net, lease)) = self.parse_kv(&key, kv.value()) {
+                                    if net == held.subnet {
+                                        self.check_claim(lease.as_ref());
+                                    }
                                     // A value that does not parse keeps the last good one for that key.
                                     if lease.is_some() || !all.contains_key(&net) {
                                         all.insert(net, lease);
@@ -585,8 +592,26 @@ impl Controller {
         }
     }
 
+    /// Our subnet's key was written: if it now names another node, two nodes claim one subnet. weft keeps
+    /// forwarding on its own subnet (its pods live there), says so loudly, counts it and reports not-ready;
+    /// it does not fight over the key (that would flip-flop with the other writer). Deleting the key, or
+    /// the other node moving away, lets the lease be taken back.
+    fn check_claim(&self, lease: Option<&Lease>) {
+        let other = lease.map(|l| l.public_ip).filter(|ip| *ip != self.id.public_ip);
+        let was = self.status.claimed_by.swap(other.map(u32::from).unwrap_or(0), Ordering::Relaxed);
+        match other {
+            Some(ip) if was != u32::from(ip) => {
+                self.status.conflicts.fetch_add(1, Ordering::Relaxed);
+                log(format!("!!! our subnet's key is claimed by {ip}: two nodes on one subnet; keeping ours, not ready until resolved"));
+            }
+            None if was != 0 => log("our subnet's key names us again"),
+            _ => {}
+        }
+    }
+
     /// Our key is gone (deleted or expired): take a lease again, the same subnet if it is free.
     async fn reacquire(&self, client: &mut Client, held: &mut Held) -> Res<()> {
+        self.status.claimed_by.store(0, Ordering::Relaxed);
         log(format!("!!! our lease {} disappeared from etcd; taking it again", self.key_of(held.subnet)));
         self.status.reacquired.fetch_add(1, Ordering::Relaxed);
         let network = held.network.clone();

@@ -13,7 +13,8 @@ const PREFIX: &str = "/coreos.com/network";
 const CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-ctl-{}-{tag}-{:?}", std::process::id(), Instant::now()));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let d = std::env::temp_dir().join(format!("weft-ctl-{}-{tag}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -297,4 +298,68 @@ fn a_joining_node_gets_the_existing_peers() {
     let (_, _, pb) = b.wait_acquired(Duration::from_secs(10)).unwrap();
     let got = wait_peers(&b, &pb, Duration::from_secs(5), |p| p.iter().any(|x| x.subnet == sa));
     assert_eq!(got.len(), 1);
+}
+
+#[test]
+fn another_node_claiming_our_subnet_is_reported_not_fought() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("claim");
+    let h = node(&etcd, identity(1, &dir));
+    let (_, subnet, _) = h.wait_acquired(Duration::from_secs(10)).unwrap();
+    etcd.put(&key(subnet), &lease_value("192.168.77.66", "02:00:00:00:00:66")).unwrap();
+    let t0 = Instant::now();
+    while h.status.claimed_by.load(std::sync::atomic::Ordering::Relaxed) != u32::from(Ipv4Addr::new(192, 168, 77, 66)) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "claim not noticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(h.status.conflicts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(etcd.get(&key(subnet)).unwrap().unwrap().contains("192.168.77.66"), "weft does not fight over the key");
+    // The other node goes away (its key deleted): weft takes its subnet back.
+    etcd.delete(&key(subnet)).unwrap();
+    let t0 = Instant::now();
+    while etcd.get(&key(subnet)).unwrap().is_none_or(|v| !v.contains("192.168.77.1\"")) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "not taken back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(h.status.claimed_by.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn oversized_values_and_a_compaction_storm() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("storm");
+    let h = node(&etcd, identity(1, &dir));
+    let (_, _, start) = h.wait_acquired(Duration::from_secs(10)).unwrap();
+    // A value of 1 MiB of garbage (etcd's request limit is 1.5 MiB): logged, counted, skipped.
+    let big = "x".repeat(1 << 20);
+    let file = dir.join("big");
+    std::fs::write(&file, &big).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ETCDCTL_API=3 etcdctl --endpoints={} put {PREFIX}/subnets/10.244.77.0-24 < {}",
+            etcd.endpoints()[0],
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A compaction storm: 50 rounds of churn, each followed by a compaction.
+    for round in 0..50u8 {
+        etcd.put(
+            &format!("{PREFIX}/subnets/10.244.200.0-24"),
+            &lease_value(&format!("192.168.77.{}", round + 100), "02:00:00:00:00:c8"),
+        )
+        .unwrap();
+        etcd.compact().unwrap();
+    }
+    let peers = wait_peers(&h, &start, Duration::from_secs(10), |p| {
+        p.iter().any(|x| x.public_ip == Ipv4Addr::new(192, 168, 77, 149))
+    });
+    assert_eq!(peers.len(), 1, "the garbage key is not a peer: {peers:?}");
+    assert!(h.status.bad_values.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // No hot loop (flannel #2470): a live watch is not cancelled by compactions behind it.
+    let resyncs = h.status.resyncs.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(resyncs <= 2, "{resyncs} re-lists for 50 compactions");
 }

@@ -433,6 +433,37 @@ fn etcd_killed_under_traffic_loses_nothing() {
     }
     eprintln!("converged {:?} after the put", t0.elapsed());
     assert_eq!(lab.weftctl(&n1, &["status"]).unwrap()["etcd"]["connected"], true);
+
+    // etcd's address cut off (its link down): connections hang instead of being refused.
+    let (ns, dst) = (pod1.0.clone(), pod2.1.to_string());
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", "500", "-i", "0.02", "-W", "1", &dst])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    dataplane::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "down"]).unwrap();
+    let t0 = std::time::Instant::now();
+    while lab.weftctl(&n1, &["status"]).unwrap()["etcd"]["connected"] != false {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "a dead etcd link not noticed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("etcd link down noticed after {:?}", t0.elapsed());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    dataplane::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "up"]).unwrap();
+    let out = pinger.join().unwrap();
+    let line = out.lines().find(|l| l.contains("transmitted")).unwrap_or_default().to_owned();
+    eprintln!("during the cut: {line}");
+    assert!(line.starts_with("500 packets transmitted, 500 received"), "{out}");
+    lab.etcdctl(&["del", "/coreos.com/network/subnets/10.244.250.0-24"]).unwrap();
+    let t0 = std::time::Instant::now();
+    while peers_of(&lab, &n1) != 1 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "n1 did not converge after the link came back");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("converged {:?} after the link came back", t0.elapsed());
 }
 
 fn http_get(ns: &str, url: &str) -> (u16, String) {

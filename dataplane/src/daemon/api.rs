@@ -173,6 +173,8 @@ fn status(shared: &Shared) -> Value {
             "bad_values": e.bad_values.load(Ordering::Relaxed),
             "lease_expiry_unix": e.lease_expiry.load(Ordering::Relaxed),
             "reacquired": e.reacquired.load(Ordering::Relaxed),
+            "conflicts": e.conflicts.load(Ordering::Relaxed),
+            "claimed_by": Some(e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0).map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
         })),
     })
 }

@@ -63,6 +63,7 @@ fn describe() {
         "Subnet keys or values that did not parse (logged with their key, skipped)"
     );
     describe_counter!("weft_etcd_lease_reacquired_total", "Times our lease had to be taken again");
+    describe_counter!("weft_etcd_lease_conflicts_total", "Times another node wrote our subnet's key with its PublicIP");
     describe_gauge!(
         "weft_lease_expiry_timestamp_seconds",
         Unit::Seconds,
@@ -145,6 +146,7 @@ impl Collector {
             counter!("weft_etcd_resyncs_total").absolute(e.resyncs.load(Ordering::Relaxed));
             counter!("weft_etcd_bad_values_total").absolute(e.bad_values.load(Ordering::Relaxed));
             counter!("weft_etcd_lease_reacquired_total").absolute(e.reacquired.load(Ordering::Relaxed));
+            counter!("weft_etcd_lease_conflicts_total").absolute(e.conflicts.load(Ordering::Relaxed));
             gauge!("weft_lease_expiry_timestamp_seconds").set(e.lease_expiry.load(Ordering::Relaxed) as f64);
         }
     }
@@ -256,7 +258,15 @@ fn respond(
                 .collect();
             let etcd_lost =
                 shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
-            if unready.is_empty() && !etcd_lost {
+            let claimed =
+                shared.etcd_status.as_ref().map(|e| e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0);
+            if let Some(ip) = claimed {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("our subnet's key is claimed by {}\n", std::net::Ipv4Addr::from(ip)),
+                )
+            } else if unready.is_empty() && !etcd_lost {
                 ("200 OK", "text/plain", "ready\n".to_string())
             } else if etcd_lost {
                 ("503 Service Unavailable", "text/plain", "our subnet lease has expired\n".to_string())
