@@ -159,34 +159,12 @@ pub fn decap_frames(peers: u32, flows: u32, inner_len: usize) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use dataplane::dpdk::PortId;
-    use dataplane::packet::{process_pod, process_uplink, PacketBuf, Verdict};
+    use dataplane::packet::{process_pod, process_uplink, VecBuf, Verdict};
 
     use super::*;
 
-    struct Buf(Vec<u8>, usize);
-    impl PacketBuf for Buf {
-        fn data(&self) -> &[u8] {
-            &self.0[self.1..]
-        }
-        fn data_mut(&mut self) -> &mut [u8] {
-            &mut self.0[self.1..]
-        }
-        fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
-            self.1 = self.1.checked_sub(n)?;
-            Some(&mut self.0[self.1..self.1 + n])
-        }
-        fn adj(&mut self, n: usize) -> Option<()> {
-            (self.1 + n <= self.0.len()).then(|| self.1 += n)
-        }
-        fn trim(&mut self, n: usize) -> Option<()> {
-            let l = self.0.len().checked_sub(n)?;
-            (l >= self.1).then(|| self.0.truncate(l))
-        }
-    }
-    fn buf(f: &[u8]) -> Buf {
-        let mut v = vec![0; 128];
-        v.extend_from_slice(f);
-        Buf(v, 128)
+    fn buf(f: &[u8]) -> VecBuf {
+        VecBuf::new(f)
     }
 
     /// The generated traffic is what weft forwards: every frame passes, none is dropped.

@@ -46,6 +46,45 @@ impl PacketBuf for Mbuf {
     }
 }
 
+/// A frame in an ordinary buffer with 128 bytes of headroom (as an mbuf has), for tests, fuzzing and
+/// tools that run the packet paths without DPDK. Spare room is poisoned with 0xa5.
+#[derive(Debug, Clone)]
+pub struct VecBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl VecBuf {
+    pub const HEADROOM: usize = 128;
+
+    pub fn new(frame: &[u8]) -> VecBuf {
+        let h = Self::HEADROOM;
+        let mut buf = vec![0xa5; h + frame.len() + 64];
+        buf[h..h + frame.len()].copy_from_slice(frame);
+        VecBuf { buf, start: h, end: h + frame.len() }
+    }
+}
+
+impl PacketBuf for VecBuf {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        self.start = self.start.checked_sub(n)?;
+        Some(&mut self.buf[self.start..self.start + n])
+    }
+    fn adj(&mut self, n: usize) -> Option<()> {
+        (n <= self.end - self.start).then(|| self.start += n)
+    }
+    fn trim(&mut self, n: usize) -> Option<()> {
+        (n <= self.end - self.start).then(|| self.end -= n)
+    }
+}
+
 macro_rules! drop_reasons {
     ($($variant:ident => $label:literal, $doc:literal;)*) => {
         /// Why a frame was dropped. Indexes the per-worker drop counters; labels are stable metric values.
@@ -153,10 +192,9 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     if d[0..6] != node.uplink_mac.0 {
         return Verdict::Drop(R::NotForUs);
     }
-    let ip = match Ipv4Packet::new_checked(&d[ethernet::HEADER_LEN..]) {
+    let ip = match ipv4(&d[ethernet::HEADER_LEN..]) {
         Ok(ip) => ip,
-        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
-        Err(_) => return Verdict::Drop(R::BadIpHeader),
+        Err(r) => return Verdict::Drop(r),
     };
     if ip.dst() != node.public_ip {
         return Verdict::Drop(R::NotForUs);
@@ -193,10 +231,9 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     if inner.dst() != node.vtep_mac {
         return Verdict::Drop(R::InnerDstMac);
     }
-    let iip = match Ipv4Packet::new_checked(inner.payload()) {
+    let iip = match ipv4(inner.payload()) {
         Ok(p) => p,
-        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
-        Err(_) => return Verdict::Drop(R::BadIpHeader),
+        Err(r) => return Verdict::Drop(r),
     };
     if !iip.verify_checksum() {
         return Verdict::Drop(R::IpChecksum);
@@ -224,6 +261,15 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
         return Verdict::Drop(R::Truncated);
     }
     Verdict::ToPod(port)
+}
+
+/// An IPv4 view, or the reason to drop: too short for what its fields say, or fields out of range.
+#[inline(always)]
+fn ipv4(b: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+    Ipv4Packet::new_checked(b).map_err(|e| match e {
+        crate::wire::WireError::Truncated => R::Truncated,
+        crate::wire::WireError::Malformed(_) => R::BadIpHeader,
+    })
 }
 
 fn arp_error(e: crate::wire::WireError) -> DropReason {
@@ -278,10 +324,9 @@ pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident
         EtherType::VLAN => return Verdict::Drop(R::Vlan),
         _ => return Verdict::Drop(R::OtherEthertype),
     }
-    let ip = match Ipv4Packet::new_checked(&d[ethernet::HEADER_LEN..]) {
+    let ip = match ipv4(&d[ethernet::HEADER_LEN..]) {
         Ok(ip) => ip,
-        Err(crate::wire::WireError::Truncated) => return Verdict::Drop(R::Truncated),
-        Err(_) => return Verdict::Drop(R::BadIpHeader),
+        Err(r) => return Verdict::Drop(r),
     };
     match s.pods.get(&ip.src_u32()) {
         Some(p) if p.port == in_port && d[6..12] == p.mac.0 => {}

@@ -227,14 +227,8 @@ impl Worker {
     #[inline(always)]
     fn count_rx(&self, port: PortId, burst: &Burst) {
         let p = port.0 as usize % MAX_PORTS;
-        let mut bytes = 0u64;
-        for i in 0..burst.len() {
-            if let Some(m) = burst.get(i) {
-                bytes += m.pkt_len() as u64;
-            }
-        }
         bump(&self.counters.rx_packets[p], burst.len() as u64);
-        bump(&self.counters.rx_bytes[p], bytes);
+        bump(&self.counters.rx_bytes[p], burst.bytes());
     }
 
     #[inline(always)]
@@ -282,21 +276,12 @@ impl Worker {
 
     #[inline(always)]
     fn send(slot: &mut TxSlot, counters: &WorkerCounters, idx: usize) {
-        let mut bytes = 0u64;
-        for i in 0..slot.buf.len() {
-            if let Some(m) = slot.buf.get(i) {
-                bytes += m.pkt_len() as u64;
-            }
-        }
+        let mut bytes = slot.buf.bytes();
         let n = slot.buf.len();
         let sent = slot.queue.tx_burst(&mut slot.buf);
         if sent < n {
             // Subtract the bytes of what stays; it is freed and counted.
-            for i in 0..slot.buf.len() {
-                if let Some(m) = slot.buf.get(i) {
-                    bytes -= m.pkt_len() as u64;
-                }
-            }
+            bytes -= slot.buf.bytes();
             let freed = slot.buf.free_all();
             bump(&counters.drops[DropReason::TxFull as usize], freed as u64);
         }

@@ -277,6 +277,12 @@ impl Burst {
         }
     }
 
+    /// Bytes in the packets held (for byte counters).
+    #[inline(always)]
+    pub fn bytes(&self) -> u64 {
+        (0..self.len()).filter_map(|i| self.get(i)).map(|m| m.pkt_len() as u64).sum()
+    }
+
     /// Free every packet still held; returns how many.
     #[inline]
     pub fn free_all(&mut self) -> usize {

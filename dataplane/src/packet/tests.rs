@@ -5,40 +5,6 @@ use crate::tables::tests::{inputs, node1, peer2, NODE2_UPLINK};
 use crate::tables::{Node, Peer, PodEntry, TableInputs};
 use crate::wire::testdata::kernel_vxlan_ping;
 
-/// A frame in a buffer with headroom, standing in for an mbuf. The spare room is poisoned with 0xa5.
-struct VecBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl VecBuf {
-    fn new(frame: &[u8]) -> VecBuf {
-        let mut buf = vec![0xa5; 128 + frame.len() + 64];
-        buf[128..128 + frame.len()].copy_from_slice(frame);
-        VecBuf { buf, start: 128, end: 128 + frame.len() }
-    }
-}
-
-impl PacketBuf for VecBuf {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.end]
-    }
-    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
-        self.start = self.start.checked_sub(n)?;
-        Some(&mut self.buf[self.start..self.start + n])
-    }
-    fn adj(&mut self, n: usize) -> Option<()> {
-        (n <= self.end - self.start).then(|| self.start += n)
-    }
-    fn trim(&mut self, n: usize) -> Option<()> {
-        (n <= self.end - self.start).then(|| self.end -= n)
-    }
-}
-
 const POD_A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 1, 2]);
 const POD_B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 2]);
 const POD_A_PORT: PortId = PortId(1);
