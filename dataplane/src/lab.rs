@@ -471,6 +471,11 @@ impl Lab {
         Ok((ns, ip))
     }
 
+    /// The PID of the weftd running in `ns` (`ip netns exec` execs it, so the child's PID is weftd's).
+    pub fn pid_of(&self, ns: &str) -> Option<u32> {
+        self.children.iter().find(|(n, _)| n == ns).map(|(_, c)| c.id())
+    }
+
     /// SIGKILL one weftd by its PID.
     pub fn kill_weftd(&mut self, ns: &str) {
         for (n, c) in self.children.iter_mut() {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
-use crate::tables::{at, EncapTemplate, Snapshot, OUTER_LEN, TEMPLATE_LEN};
+use crate::tables::{at, EncapTemplate, PathCache, Snapshot, OUTER_LEN, TEMPLATE_LEN};
 use crate::wire::{
     arp, checksum, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet,
     Ipv4Packet, UdpPacket, VxlanPacket,
@@ -178,6 +178,12 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
 /// Uplink RX: VXLAN to us -> decapsulated frame for a pod; ARP for our PublicIP -> reply.
 #[inline]
 pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
+    process_uplink_cached(m, s, &mut PathCache::default())
+}
+
+/// As [`process_uplink`], with a worker's caches in front of the tables.
+#[inline]
+pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut PathCache) -> Verdict {
     let node = &s.node;
     let d = m.data();
     if d.len() < ethernet::HEADER_LEN {
@@ -221,7 +227,7 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     if vx.vni() != node.vni {
         return Verdict::Drop(R::WrongVni);
     }
-    if !s.known_vteps.contains_key(&ip.src_u32()) {
+    if !s.known_vtep_cached(ip.src_u32(), cache) {
         return Verdict::Drop(R::UnknownVtep);
     }
     let Ok(inner) = EthernetFrame::new_checked(vx.payload()) else { return Verdict::Drop(R::Truncated) };
@@ -313,6 +319,18 @@ fn arp_reply_in_place<B: PacketBuf>(m: &mut B, mac: MacAddr, who: Ipv4Addr, to_m
 /// `ident` is the outer IPv4 identification to use if the frame is encapsulated.
 #[inline]
 pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident: u16) -> Verdict {
+    process_pod_cached(m, s, in_port, ident, &mut PathCache::default())
+}
+
+/// As [`process_pod`], with a worker's caches in front of the tables.
+#[inline]
+pub fn process_pod_cached<B: PacketBuf>(
+    m: &mut B,
+    s: &Snapshot,
+    in_port: PortId,
+    ident: u16,
+    cache: &mut PathCache,
+) -> Verdict {
     let node = &s.node;
     let d = m.data();
     if d.len() < ethernet::HEADER_LEN {
@@ -350,7 +368,7 @@ pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident
     if !node.network.contains(ip.dst()) {
         return Verdict::Drop(R::NotOverlay);
     }
-    let Some(vtep) = s.lookup_vtep(dst) else { return Verdict::Drop(R::NoRoute) };
+    let Some(vtep) = s.lookup_vtep_cached(dst, cache) else { return Verdict::Drop(R::NoRoute) };
     if ip.ttl() <= 1 {
         return Verdict::Drop(R::TtlExpired);
     }

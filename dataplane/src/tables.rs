@@ -158,33 +158,159 @@ impl EncapTemplate {
     }
 }
 
+/// A hasher for the tables' `u32` keys (IPv4 addresses and subnet keys): one multiply and a shift. The
+/// keys come from the control plane (leases), never from packets, so flooding one bucket is not a
+/// packet-borne attack; packets only look up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct U32Hasher(u64);
+
+impl std::hash::Hasher for U32Hasher {
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    #[inline(always)]
+    fn write_u32(&mut self, i: u32) {
+        let h = (i as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+/// A map keyed by `u32` with [`U32Hasher`].
+pub type U32Map<V> = HashMap<u32, V, std::hash::BuildHasherDefault<U32Hasher>>;
+
 /// One immutable view of every table.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
     pub node: Node,
     /// SubnetLen-masked address -> index into `vteps`.
-    pub subnets: HashMap<u32, u32>,
+    pub subnets: U32Map<u32>,
     pub vteps: Vec<RemoteVtep>,
     /// Remote PublicIPs we accept VXLAN from (decap allow-list).
-    pub known_vteps: HashMap<u32, ()>,
+    pub known_vteps: U32Map<()>,
     /// Pod address -> pod.
-    pub pods: HashMap<u32, PodEntry>,
+    pub pods: PodTable,
     /// Next hops the slow path must resolve (no MAC known yet).
     pub unresolved: Vec<Ipv4Addr>,
 }
 
 impl Snapshot {
-    #[inline(always)]
-    pub fn subnet_mask(&self) -> u32 {
-        self.node.network.mask() | weft_config::net::mask(self.node.subnet_len)
-    }
-
     /// The remote VTEP serving `dst`, if any.
     #[inline(always)]
     pub fn lookup_vtep(&self, dst: u32) -> Option<&RemoteVtep> {
+        self.lookup_vtep_cached(dst, &mut PathCache::default())
+    }
+
+    /// As [`Self::lookup_vtep`], through a worker's one-entry cache of the last route.
+    #[inline(always)]
+    pub fn lookup_vtep_cached(&self, dst: u32, cache: &mut PathCache) -> Option<&RemoteVtep> {
+        cache.sync(self.generation);
         let key = dst & weft_config::net::mask(self.node.subnet_len);
-        self.subnets.get(&key).and_then(|i| self.vteps.get(*i as usize))
+        if cache.route_valid && cache.route_key == key {
+            return self.vteps.get(cache.route_vtep as usize);
+        }
+        let i = *self.subnets.get(&key)?;
+        (cache.route_valid, cache.route_key, cache.route_vtep) = (true, key, i);
+        self.vteps.get(i as usize)
+    }
+
+    /// Whether VXLAN from `src` comes from a node that holds a lease, through the worker's cache of the
+    /// last VTEP seen (consecutive frames mostly come from one peer).
+    #[inline(always)]
+    pub fn known_vtep_cached(&self, src: u32, cache: &mut PathCache) -> bool {
+        cache.sync(self.generation);
+        if cache.vtep_valid && cache.vtep_src == src {
+            return true;
+        }
+        let known = self.known_vteps.contains_key(&src);
+        if known {
+            (cache.vtep_valid, cache.vtep_src) = (true, src);
+        }
+        known
+    }
+}
+
+/// A worker's one-entry caches in front of the tables (STYLE.md: decap checks a last-hit cache before
+/// the table). They belong to one snapshot generation and reset when the worker takes a newer one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PathCache {
+    generation: u64,
+    vtep_valid: bool,
+    vtep_src: u32,
+    route_valid: bool,
+    route_key: u32,
+    route_vtep: u32,
+}
+
+impl PathCache {
+    #[inline(always)]
+    fn sync(&mut self, generation: u64) {
+        if self.generation != generation {
+            *self = PathCache { generation, ..PathCache::default() };
+        }
+    }
+}
+
+/// Pods by address: a direct-indexed array over the node's subnet (one slot per address, no hashing)
+/// for subnets of /16 and longer, a hash map otherwise.
+#[derive(Debug)]
+pub struct PodTable {
+    base: u32,
+    host_mask: u32,
+    /// Index + 1 into `entries` per address of the subnet; 0 = no pod.
+    slots: Vec<u32>,
+    entries: Vec<PodEntry>,
+    fallback: Option<HashMap<u32, u32>>,
+}
+
+impl PodTable {
+    pub fn build(subnet: Ipv4Net, pods: &[PodEntry]) -> PodTable {
+        let host_bits = 32 - subnet.prefix_len() as u32;
+        let host_mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
+        let mut t =
+            PodTable { base: subnet.addr_u32(), host_mask, slots: Vec::new(), entries: pods.to_vec(), fallback: None };
+        if host_bits <= 16 {
+            t.slots = vec![0; host_mask as usize + 1];
+            for (i, p) in pods.iter().enumerate() {
+                if subnet.contains(p.ip) {
+                    t.slots[(u32::from(p.ip) & host_mask) as usize] = i as u32 + 1;
+                }
+            }
+        } else {
+            t.fallback = Some(pods.iter().enumerate().map(|(i, p)| (u32::from(p.ip), i as u32)).collect());
+        }
+        t
+    }
+
+    #[inline(always)]
+    pub fn get(&self, ip: &u32) -> Option<&PodEntry> {
+        if let Some(f) = &self.fallback {
+            return f.get(ip).and_then(|i| self.entries.get(*i as usize));
+        }
+        if ip & !self.host_mask != self.base {
+            return None;
+        }
+        match self.slots.get((ip & self.host_mask) as usize) {
+            Some(&i) if i > 0 => self.entries.get(i as usize - 1),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -201,9 +327,9 @@ pub struct TableInputs {
 impl TableInputs {
     pub fn build(&self, generation: u64) -> Snapshot {
         let node = self.node.clone();
-        let mut subnets = HashMap::with_capacity(self.peers.len());
+        let mut subnets = U32Map::with_capacity_and_hasher(self.peers.len(), Default::default());
         let mut vteps = Vec::with_capacity(self.peers.len());
-        let mut known_vteps = HashMap::with_capacity(self.peers.len());
+        let mut known_vteps = U32Map::with_capacity_and_hasher(self.peers.len(), Default::default());
         let mut unresolved = Vec::new();
         for p in &self.peers {
             // Our own lease, or one outside the network or of another size, is not a route.
@@ -222,7 +348,7 @@ impl TableInputs {
             known_vteps.insert(u32::from(p.public_ip), ());
             vteps.push(RemoteVtep { peer: *p, next_hop, template });
         }
-        let pods = self.pods.iter().map(|p| (u32::from(p.ip), p.clone())).collect();
+        let pods = PodTable::build(node.subnet, &self.pods);
         Snapshot { generation, node, subnets, vteps, known_vteps, pods, unresolved }
     }
 }
@@ -362,6 +488,35 @@ pub(crate) mod tests {
                 assert_eq!(got, want, "byte {i}");
             }
         }
+    }
+
+    #[test]
+    fn pod_table_direct_and_fallback() {
+        let pods = inputs().pods;
+        let t = PodTable::build("10.244.1.0/24".parse().unwrap(), &pods);
+        assert_eq!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
+        assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 3))).is_none());
+        assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 2, 2))).is_none(), "outside the subnet");
+        let wide = PodTable::build("10.0.0.0/8".parse().unwrap(), &pods);
+        assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
+        assert_eq!((t.len(), wide.len()), (1, 1));
+    }
+
+    #[test]
+    fn caches_follow_the_snapshot() {
+        let mut cache = PathCache::default();
+        let s1 = inputs().build(1);
+        let dst = u32::from(Ipv4Addr::new(10, 244, 2, 9));
+        assert!(s1.lookup_vtep_cached(dst, &mut cache).is_some());
+        assert!(s1.lookup_vtep_cached(dst, &mut cache).is_some(), "hit");
+        let vtep = u32::from(Ipv4Addr::new(192, 168, 77, 2));
+        assert!(s1.known_vtep_cached(vtep, &mut cache));
+        // The peer leaves: a newer snapshot must not answer from the cache.
+        let mut i = inputs();
+        i.peers.clear();
+        let s2 = i.build(2);
+        assert!(s2.lookup_vtep_cached(dst, &mut cache).is_none());
+        assert!(!s2.known_vtep_cached(vtep, &mut cache));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crossbeam::utils::CachePadded;
 use weft_config::MacAddr;
 
 use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue};
-use crate::packet::{process_pod, process_uplink, DropReason, Verdict};
+use crate::packet::{process_pod_cached, process_uplink_cached, DropReason, Verdict};
+use crate::tables::PathCache;
 use crate::tables::SnapshotCell;
 
 /// Port ids index fixed arrays: DPDK's RTE_MAX_ETHPORTS in Debian's build.
@@ -119,6 +120,7 @@ pub struct Worker {
     backoff: Backoff,
     drain_tsc: u64,
     ident: u16,
+    cache: PathCache,
 }
 
 impl std::fmt::Debug for Worker {
@@ -159,6 +161,7 @@ impl Worker {
             backoff,
             drain_tsc,
             ident: (id as u16).wrapping_mul(0x3779),
+            cache: PathCache::default(),
         }
     }
 
@@ -183,7 +186,7 @@ impl Worker {
                             bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
                             continue;
                         }
-                        let v = process_uplink(&mut m, &snap);
+                        let v = process_uplink_cached(&mut m, &snap, &mut self.cache);
                         self.dispatch(v, m, self.uplink);
                     }
                 }
@@ -201,7 +204,7 @@ impl Worker {
                             continue;
                         }
                         self.ident = self.ident.wrapping_add(1);
-                        let v = process_pod(&mut m, &snap, port, self.ident);
+                        let v = process_pod_cached(&mut m, &snap, port, self.ident, &mut self.cache);
                         self.dispatch(v, m, port);
                     }
                 }

@@ -22,8 +22,8 @@ use crate::packet::DropReason;
 use crate::worker::MAX_PORTS;
 
 /// A worker whose loop counter has not moved for this long is stalled.
-/// With the health check collecting fresh at each request, a stall shows within 1.5 s (+ one request).
-pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+/// With the health check collecting fresh at each request, a stall shows within 1 s (+ one request).
+pub const STALL_AFTER: Duration = Duration::from_millis(1000);
 
 struct Collector {
     /// (port, direction) -> (packets at the last tick, time): for the pps gauge.

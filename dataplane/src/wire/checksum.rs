@@ -3,12 +3,19 @@
 /// One's-complement sum of `data` as 16-bit big-endian words, folded to 16 bits, starting from `initial`.
 #[inline]
 pub fn sum(data: &[u8], initial: u32) -> u16 {
+    // Summing 32-bit words into a 64-bit accumulator and folding at the end gives the same one's-complement
+    // sum as 16-bit words (RFC 1071 §2(C)), in half the additions.
     let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
+    let mut words = data.chunks_exact(4);
+    for c in &mut words {
+        acc += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+    }
+    let rest = words.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
         acc += u16::from_be_bytes([c[0], c[1]]) as u64;
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         acc += (*last as u64) << 8;
     }
     fold(acc)
@@ -94,6 +101,37 @@ mod tests {
         let new = u32::from_be_bytes([192, 168, 77, 2]);
         h[16..20].copy_from_slice(&new.to_be_bytes());
         assert_eq!(update32(base, old, new), checksum(&h));
+    }
+
+    /// The 32-bit-word sum equals RFC 1071's plain 16-bit one for every length and many inputs.
+    #[test]
+    fn sum_matches_16_bit_reference() {
+        fn reference(d: &[u8], initial: u32) -> u16 {
+            let mut acc = initial as u64;
+            for c in d.chunks(2) {
+                acc += (u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])) as u64;
+            }
+            while acc >> 16 != 0 {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc as u16
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200 {
+            for _ in 0..20 {
+                let d: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                let init = (x >> 40) as u32;
+                assert_eq!(sum(&d, init), reference(&d, init), "len {len}");
+            }
+        }
+        assert_eq!(sum(&[0xff; 64], 0xffff_ffff), reference(&[0xff; 64], 0xffff_ffff));
     }
 
     #[test]
