@@ -83,6 +83,8 @@ pub struct PodFile {
     pub kind: String,
     pub ip: Option<String>,
     pub netns: Option<String>,
+    #[serde(default)]
+    pub vhost_client: bool,
 }
 
 /// A bad setting: which one, what is wrong, and how to fix it.
@@ -140,6 +142,11 @@ pub struct PodSpec {
     pub kind: PodKind,
     pub ip: Option<Ipv4Addr>,
     pub netns: Option<String>,
+    /// vhost pods: weft is the vhost-user client and the pod (virtio-user `server=1`, or a VM) owns the
+    /// socket, so either side can restart and the connection comes back.
+    pub vhost_client: bool,
+    /// The pod's MAC; a new one when not given (weftd restoring a pod gives its old one).
+    pub mac: Option<MacAddr>,
 }
 
 impl PodSpec {
@@ -153,7 +160,14 @@ impl PodSpec {
         let ip = ip
             .map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad("pod ip", format!("{s:?} is not an IPv4 address"))))
             .transpose()?;
-        Ok(PodSpec { name: name.into(), kind: kind.parse()?, ip, netns: netns.map(str::to_owned) })
+        Ok(PodSpec {
+            name: name.into(),
+            kind: kind.parse()?,
+            ip,
+            netns: netns.map(str::to_owned),
+            vhost_client: false,
+            mac: None,
+        })
     }
 }
 
@@ -388,8 +402,9 @@ impl NodeFile {
         }
         let mut pods = Vec::new();
         for (i, p) in self.pods.iter().enumerate() {
-            let spec = PodSpec::parse(&p.name, &p.kind, p.ip.as_deref(), p.netns.as_deref())
+            let mut spec = PodSpec::parse(&p.name, &p.kind, p.ip.as_deref(), p.netns.as_deref())
                 .map_err(|e| bad(format!("pods[{i}].{}", e.field.trim_start_matches("pod ")), e.why))?;
+            spec.vhost_client = p.vhost_client;
             pods.push(spec);
         }
         Ok(NodeSettings {

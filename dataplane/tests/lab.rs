@@ -723,3 +723,77 @@ fn pod_churn_leaks_nothing() {
     let pods = lab.weftctl(&n1, &["pod", "list"]).unwrap();
     assert_eq!(pods.as_array().unwrap().len(), 1, "{pods}");
 }
+
+/// Pods survive a weftd restart: they come back from the state directory with the same address and
+/// MAC, and the tap interface is made again in the pod's namespace. A vhost-user pod whose socket the pod
+/// owns (virtio-user `server=1`, weft the client) works before the restart and is restored after it.
+#[test]
+fn pods_come_back_after_a_restart() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let tap = lab.tap_pod(&n1, "pa").unwrap();
+    let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost", "--vhost-client"]).unwrap();
+    let (path, mac, ip) = (
+        info["iface"].as_str().unwrap().to_owned(),
+        info["mac"].as_str().unwrap().to_owned(),
+        info["ip"].as_str().unwrap().to_owned(),
+    );
+    let vdev = format!("--vdev=net_virtio_user0,path={path},server=1,mac={mac},queues=1");
+    let prefix = format!("--file-prefix={}-testpmd", lab.prefix);
+    let log = lab.dir.join("testpmd.log");
+    let args = [
+        "dpdk-testpmd",
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--single-file-segments",
+        "--in-memory",
+        "--no-telemetry",
+        &prefix,
+        "-m",
+        "256",
+        &vdev,
+        "--",
+        "--forward-mode=icmpecho",
+        "--stats-period",
+        "5",
+    ];
+    lab.spawn(&n1.ns, &args, &log).unwrap();
+    let vh_ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let wait_ping = |lab: &Lab, to: std::net::Ipv4Addr| {
+        let t0 = std::time::Instant::now();
+        while ping(&k3.pod_ns, to, 1, None, false).1 != 1 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "{to} never answered; testpmd: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert_ping(&k3.pod_ns, to, lab, &[&n1]);
+    };
+    wait_ping(&lab, vh_ip);
+    wait_ping(&lab, tap.1);
+
+    lab.stop_weftd(&n1.ns);
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let pods = lab.weftctl(&n1, &["pod", "list"]).unwrap();
+    let find = |name: &str| {
+        pods.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not restored: {pods}"))
+    };
+    assert_eq!(find("vh")["ip"].as_str(), Some(ip.as_str()));
+    assert_eq!(find("vh")["mac"].as_str(), Some(mac.as_str()));
+    assert_eq!(find("pa")["ip"].as_str(), Some(tap.1.to_string().as_str()));
+    assert_eq!(find("vh")["vhost_client"], true);
+    wait_ping(&lab, tap.1);
+    // Not yet: the vhost-user connection coming back. After weft's client disconnects, the socket file
+    // of testpmd's virtio-user server (server=1) is gone, so the restored client keeps retrying. Open in
+    // the Robustness issue.
+}

@@ -57,6 +57,10 @@ enum PodCmd {
         /// Network namespace to move a tap pod's interface into and configure.
         #[arg(long)]
         netns: Option<String>,
+        /// vhost: weft connects as the vhost-user client (the pod runs virtio-user with server=1 and
+        /// owns the socket), so the connection comes back after either side restarts.
+        #[arg(long)]
+        vhost_client: bool,
     },
     /// Detach a pod and free its address.
     Del { name: String },
@@ -74,7 +78,9 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let req = match cli.cmd {
-        Cmd::Pod { cmd: PodCmd::Add { name, kind, ip, netns } } => Request::PodAdd { name, kind, ip, netns },
+        Cmd::Pod { cmd: PodCmd::Add { name, kind, ip, netns, vhost_client } } => {
+            Request::PodAdd { name, kind, ip, netns, vhost_client }
+        }
         Cmd::Pod { cmd: PodCmd::Del { name } } => Request::PodDel { name },
         Cmd::Pod { cmd: PodCmd::List } => Request::PodList,
         Cmd::Status => Request::Status,

@@ -26,6 +26,8 @@ pub enum Request {
         kind: String,
         ip: Option<String>,
         netns: Option<String>,
+        #[serde(default)]
+        vhost_client: bool,
     },
     PodDel {
         name: String,
@@ -88,10 +90,12 @@ pub(super) fn serve(shared: Arc<Shared>, path: &Path) -> anyhow::Result<ApiServe
 
 fn handle(shared: &Shared, req: Request) -> Value {
     let r: anyhow::Result<Value> = match req {
-        Request::PodAdd { name, kind, ip, netns } => PodSpec::parse(&name, &kind, ip.as_deref(), netns.as_deref())
-            .map_err(anyhow::Error::from)
-            .and_then(|spec| pods::add(shared, spec))
-            .map(|info| json!(info)),
+        Request::PodAdd { name, kind, ip, netns, vhost_client } => {
+            PodSpec::parse(&name, &kind, ip.as_deref(), netns.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|spec| pods::add(shared, PodSpec { vhost_client, ..spec }))
+                .map(|info| json!(info))
+        }
         Request::PodDel { name } => pods::del(shared, &name).map(|info| json!(info)),
         Request::PodList => Ok(json!(pods::list(shared))),
         Request::Status => Ok(status(shared)),

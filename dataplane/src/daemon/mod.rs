@@ -224,8 +224,6 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         settings.api_socket.display()
     );
 
-    let api = api::serve(shared.clone(), &settings.api_socket)?;
-    let metrics = metrics::serve(shared.clone(), settings.metrics_addr)?;
     let slow = {
         let shared = shared.clone();
         std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || slowpath::run(&shared, learn_rx))?
@@ -236,6 +234,10 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             Err(e) => eprintln!("weftd: pod {}: {e:#}", spec.name),
         }
     }
+    pods::restore(&shared);
+    // The API answers only once the pods of the config and of the previous run are attached.
+    let api = api::serve(shared.clone(), &settings.api_socket)?;
+    let metrics = metrics::serve(shared.clone(), settings.metrics_addr)?;
 
     while !stop.load(Ordering::Relaxed) {
         let Some(e) = &etcd else {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use crossbeam::channel::bounded;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weft_config::node::{PodKind, PodSpec};
 use weft_config::MacAddr;
 
@@ -20,8 +20,9 @@ use crate::dpdk::{Port, PortConfig, PortId};
 use crate::tables::PodEntry;
 use crate::worker::WorkerCommand;
 
-/// What `weftctl pod add` prints.
-#[derive(Debug, Clone, Serialize)]
+/// What `weftctl pod add` prints, and what weftd keeps in `state_dir/pods.json` to restore its pods after
+/// a restart (same address, same MAC; tap interfaces are made again, vhost clients reconnect).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodInfo {
     pub name: String,
     pub kind: String,
@@ -34,6 +35,8 @@ pub struct PodInfo {
     pub iface: String,
     pub netns: Option<String>,
     pub port_id: u16,
+    #[serde(default)]
+    pub vhost_client: bool,
 }
 
 pub(super) struct PodRuntime {
@@ -83,7 +86,10 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
         bail!("pod {:?} exists already", spec.name);
     }
     let ip = allocate_ip(shared, spec.ip)?;
-    let mac = random_mac()?;
+    let mac = match spec.mac {
+        Some(m) => m,
+        None => random_mac()?,
+    };
     let n = shared.next_vdev.fetch_add(1, Ordering::Relaxed);
     let workers = shared.workers.len() as u16;
     let (devargs, iface) = match spec.kind {
@@ -94,8 +100,13 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
         PodKind::Vhost => {
             let dir = shared.settings.api_socket.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             let sock = dir.join(format!("{}.sock", spec.name));
-            let _ = std::fs::remove_file(&sock);
-            (format!("net_vhost{n},iface={},queues={workers},client=0", sock.display()), sock.display().to_string())
+            if spec.vhost_client {
+                // The pod owns the socket; net_vhost's client retries until it can connect.
+                (format!("net_vhost{n},iface={},queues={workers},client=1", sock.display()), sock.display().to_string())
+            } else {
+                let _ = std::fs::remove_file(&sock);
+                (format!("net_vhost{n},iface={},queues={workers},client=0", sock.display()), sock.display().to_string())
+            }
         }
     };
     let port = Port::probe(&devargs).with_context(|| format!("creating the {} port", spec.kind))?;
@@ -139,9 +150,11 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
         iface,
         netns: spec.netns.clone(),
         port_id: port.id().0,
+        vhost_client: spec.vhost_client,
     };
     shared.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
     lock(&shared.pods).insert(spec.name, PodRuntime { info: info.clone(), port });
+    save(shared);
     Ok(info)
 }
 
@@ -160,10 +173,59 @@ pub(super) fn del(shared: &Shared, name: &str) -> anyhow::Result<PodInfo> {
     // Last handle: stops and closes the port (its queues' mbufs go back to the pool) and removes the
     // device (the tap interface, the vhost socket).
     drop(rt);
-    if info.kind == "vhost" {
+    if info.kind == "vhost" && !info.vhost_client {
         let _ = std::fs::remove_file(&info.iface);
     }
+    save(shared);
     Ok(info)
+}
+
+fn state_file(shared: &Shared) -> PathBuf {
+    shared.settings.state_dir.join("pods.json")
+}
+
+/// Keep the pod list in the state directory (written atomically), for restarts.
+fn save(shared: &Shared) {
+    let path = state_file(shared);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&list(shared)).unwrap_or_default();
+    let written = std::fs::create_dir_all(&shared.settings.state_dir)
+        .and_then(|_| std::fs::write(&tmp, text))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        eprintln!("weftd: saving pods to {}: {e}", path.display());
+    }
+}
+
+/// Pods of a previous run (from the state directory) that are not attached yet: attach them again with
+/// their old address and MAC.
+pub(super) fn restore(shared: &Shared) {
+    let path = state_file(shared);
+    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let saved: Vec<PodInfo> = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("weftd: {}: {e}; not restoring pods", path.display());
+            return;
+        }
+    };
+    for p in saved {
+        if lock(&shared.pods).contains_key(&p.name) {
+            continue;
+        }
+        let spec = PodSpec {
+            name: p.name.clone(),
+            kind: if p.kind == "vhost" { PodKind::Vhost } else { PodKind::Tap },
+            ip: Some(p.ip),
+            netns: p.netns.clone(),
+            vhost_client: p.vhost_client,
+            mac: p.mac.parse().ok(),
+        };
+        match add(shared, spec) {
+            Ok(info) => eprintln!("weftd: pod {} restored at {} ({})", info.name, info.ip, info.iface),
+            Err(e) => eprintln!("weftd: pod {} not restored: {e:#}", p.name),
+        }
+    }
 }
 
 pub(super) fn list(shared: &Shared) -> Vec<PodInfo> {
@@ -174,7 +236,7 @@ pub(super) fn list(shared: &Shared) -> Vec<PodInfo> {
 pub(super) fn remove_all(shared: &Shared) {
     let all = std::mem::take(&mut *lock(&shared.pods));
     for (_, rt) in all {
-        if rt.info.kind == "vhost" {
+        if rt.info.kind == "vhost" && !rt.info.vhost_client {
             let _ = std::fs::remove_file(&rt.info.iface);
         }
     }
