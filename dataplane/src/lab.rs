@@ -500,6 +500,36 @@ impl Lab {
         self.children = keep;
     }
 
+    /// A DPDK pod: `dpdk-testpmd --forward-mode=icmpecho` on `net_virtio_user` at `socket` with the pod's
+    /// MAC, in `ns`; `server` makes virtio-user own the socket (weft then connects as the client).
+    /// Returns its log file.
+    pub fn spawn_testpmd_pod(&mut self, ns: &str, socket: &str, mac: &str, server: bool) -> anyhow::Result<PathBuf> {
+        let log = self.dir.join("testpmd.log");
+        let vdev = format!("--vdev=net_virtio_user0,path={socket},server={},mac={mac},queues=1", server as u8);
+        let prefix = format!("--file-prefix={}-testpmd", self.prefix);
+        // virtio-user needs --single-file-segments here, which --huge-unlink refuses; --in-memory leaves
+        // no hugepage files either.
+        let args = [
+            "dpdk-testpmd",
+            "-l",
+            "0,1",
+            "--no-pci",
+            "--single-file-segments",
+            "--in-memory",
+            "--no-telemetry",
+            &prefix,
+            "-m",
+            "256",
+            &vdev,
+            "--",
+            "--forward-mode=icmpecho",
+            "--stats-period",
+            "5",
+        ];
+        self.spawn(ns, &args, &log)?;
+        Ok(log)
+    }
+
     /// Start a long-lived process in a namespace that the lab stops on drop.
     pub fn spawn(&mut self, ns: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
         let f = fs::File::create(log)?;

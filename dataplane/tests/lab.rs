@@ -90,27 +90,7 @@ fn vhost_pod_answers_kernel_ping() {
     let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost"]).unwrap();
     let (sock, mac, ip) =
         (info["iface"].as_str().unwrap(), info["mac"].as_str().unwrap(), info["ip"].as_str().unwrap());
-    let log = lab.dir.join("testpmd.log");
-    let prefix = format!("{}-testpmd", lab.prefix);
-    let vdev = format!("--vdev=net_virtio_user0,path={sock},mac={mac},queues=1");
-    let args = [
-        "dpdk-testpmd",
-        "-l",
-        "0,1",
-        "--no-pci",
-        "--single-file-segments",
-        "--in-memory",
-        "--no-telemetry",
-        &format!("--file-prefix={prefix}"),
-        "-m",
-        "256",
-        &vdev,
-        "--",
-        "--forward-mode=icmpecho",
-        "--stats-period",
-        "5",
-    ];
-    lab.spawn(&n1.ns, &args, &log).unwrap();
+    let log = lab.spawn_testpmd_pod(&n1.ns, sock, mac, false).unwrap();
     // Wait for the virtio-user pod to connect and the vhost port to come up.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let _ = ping(&k3.pod_ns, ip.parse().unwrap(), 2, None, false);
@@ -741,27 +721,7 @@ fn pods_come_back_after_a_restart() {
         info["mac"].as_str().unwrap().to_owned(),
         info["ip"].as_str().unwrap().to_owned(),
     );
-    let vdev = format!("--vdev=net_virtio_user0,path={path},server=1,mac={mac},queues=1");
-    let prefix = format!("--file-prefix={}-testpmd", lab.prefix);
-    let log = lab.dir.join("testpmd.log");
-    let args = [
-        "dpdk-testpmd",
-        "-l",
-        "0,1",
-        "--no-pci",
-        "--single-file-segments",
-        "--in-memory",
-        "--no-telemetry",
-        &prefix,
-        "-m",
-        "256",
-        &vdev,
-        "--",
-        "--forward-mode=icmpecho",
-        "--stats-period",
-        "5",
-    ];
-    lab.spawn(&n1.ns, &args, &log).unwrap();
+    let log = lab.spawn_testpmd_pod(&n1.ns, &path, &mac, true).unwrap();
     let vh_ip: std::net::Ipv4Addr = ip.parse().unwrap();
     let wait_ping = |lab: &Lab, to: std::net::Ipv4Addr| {
         let t0 = std::time::Instant::now();
