@@ -11,28 +11,34 @@ pub const POD_PORT_MAC: MacAddr = MacAddr([0x02, 0xbe, 0, 0, 0, 0x01]);
 pub const UPLINK_MAC: MacAddr = MacAddr([0x02, 0xbe, 0, 0, 0, 0xaa]);
 pub const NEXT_HOP_MAC: MacAddr = MacAddr([0x02, 0xbe, 0, 0, 0, 0xbb]);
 
-/// The benchmark node: 10.0.0.0/8 network with /24 subnets (room for 65k peers), our subnet 10.0.0.0/24.
+/// The benchmark node: 10.0.0.0/8 network with /26 subnets (room for 262k peers, so the 100k-peer tables
+/// fit), our subnet 10.0.0.0/26.
 pub fn node() -> Node {
     Node {
         network: "10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!()),
-        subnet: "10.0.0.0/24".parse().unwrap_or_else(|_| unreachable!()),
-        subnet_len: 24,
+        subnet: "10.0.0.0/26".parse().unwrap_or_else(|_| unreachable!()),
+        subnet_len: SUBNET_LEN,
         public_ip: Ipv4Addr::new(172, 16, 0, 1),
         uplink_mac: UPLINK_MAC,
         vtep_mac: MacAddr([0x02, 0xbe, 0, 0, 0, 0xee]),
         vni: Vni::new(1).unwrap_or_else(|| unreachable!()),
         vxlan_port: 8472,
-        underlay_mtu: 1500,
+        // An underlay with room for full 1518-byte pod frames plus the 50-byte VXLAN overhead, as a
+        // datacenter underlay with jumbo frames has; pod MTU 1550.
+        underlay_mtu: 1600,
         underlay_net: "172.16.0.0/12".parse().unwrap_or_else(|_| unreachable!()),
         underlay_gateway: None,
     }
 }
 
-/// Peer i: subnet 10.(i+1 >> 8).(i+1 & 255).0/24, PublicIP 172.16.x.y.
+pub const SUBNET_LEN: u8 = 26;
+
+/// Peer i: the (i+1)th /26 of 10.0.0.0/8, PublicIP 172.16.0.2 + i.
 pub fn peer(i: u32) -> Peer {
     let n = i + 1;
     Peer {
-        subnet: Ipv4Net::new(Ipv4Addr::new(10, (n >> 8) as u8, n as u8, 0), 24).unwrap_or_else(|| unreachable!()),
+        subnet: Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (n << (32 - SUBNET_LEN))), SUBNET_LEN)
+            .unwrap_or_else(|| unreachable!()),
         public_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i),
         vtep_mac: MacAddr([0x02, 0xcc, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
     }
@@ -101,7 +107,7 @@ pub fn encap_frames(peers: u32, flows: u32, frame_len: usize) -> Vec<Vec<u8>> {
         .map(|i| {
             let pod = (i % PODS as u32) as u8;
             let p = peer(i % peers.max(1));
-            let dst = Ipv4Addr::from(p.subnet.addr_u32() + 2 + (i / peers.max(1)) % 200);
+            let dst = Ipv4Addr::from(p.subnet.addr_u32() + 2 + (i / peers.max(1)) % 60);
             udp_frame(
                 MacAddr([0x02, 0xbe, 0, 0, 1, pod]),
                 node().vtep_mac,
@@ -156,10 +162,47 @@ pub fn decap_frames(peers: u32, flows: u32, inner_len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The generator's stamp in the UDP payload of the frame a pod sees: magic, sequence number and the
+/// sender's TSC, so the receiver measures loss, reordering and latency. UDP checksums are zero, so
+/// writing it needs no checksum update.
+pub const STAMP_MAGIC: [u8; 4] = *b"wft1";
+pub const STAMP_LEN: usize = 20;
+/// Where the stamp sits in a pod frame (Ethernet 14 + IPv4 20 + UDP 8) ...
+pub const STAMP_AT_POD: usize = 42;
+/// ... and in a VXLAN frame (the 50-byte outer headers in front).
+pub const STAMP_AT_VXLAN: usize = OUTER_LEN + STAMP_AT_POD;
+/// The smallest frame that carries a stamp.
+pub const MIN_STAMPED_LEN: usize = STAMP_AT_POD + STAMP_LEN;
+
+/// Write the stamp at `at`; false when the frame is too short.
+#[inline]
+pub fn write_stamp(frame: &mut [u8], at: usize, seq: u64, tsc: u64) -> bool {
+    let Some(s) = frame.get_mut(at..at + STAMP_LEN) else { return false };
+    s[..4].copy_from_slice(&STAMP_MAGIC);
+    s[4..12].copy_from_slice(&seq.to_le_bytes());
+    s[12..20].copy_from_slice(&tsc.to_le_bytes());
+    true
+}
+
+/// Find the stamp of a frame that may be a pod frame or a VXLAN frame: (sequence, TSC).
+#[inline]
+pub fn read_stamp(frame: &[u8]) -> Option<(u64, u64)> {
+    [STAMP_AT_POD, STAMP_AT_VXLAN].into_iter().find_map(|at| {
+        let s = frame.get(at..at + STAMP_LEN)?;
+        (s[..4] == STAMP_MAGIC).then(|| {
+            let mut seq = [0u8; 8];
+            let mut tsc = [0u8; 8];
+            seq.copy_from_slice(&s[4..12]);
+            tsc.copy_from_slice(&s[12..20]);
+            (u64::from_le_bytes(seq), u64::from_le_bytes(tsc))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use dataplane::dpdk::PortId;
-    use dataplane::packet::{process_pod, process_uplink, VecBuf, Verdict};
+    use dataplane::packet::{process_pod, process_uplink, PacketBuf, VecBuf, Verdict};
 
     use super::*;
 
@@ -177,5 +220,33 @@ mod tests {
         for f in encap_frames(10, 64, 64) {
             assert_eq!(process_pod(&mut buf(&f), &s, PortId(5), 1), Verdict::ToUplink);
         }
+    }
+
+    /// A stamp survives weft's decap (it moves from behind the outer headers to the pod frame) and encap.
+    #[test]
+    fn stamps_survive_decap_and_encap() {
+        let s = inputs(10, 5).build(1);
+        let mut d = decap_frames(10, 1, 64).remove(0);
+        assert!(write_stamp(&mut d, STAMP_AT_VXLAN, 7, 99));
+        let mut b = buf(&d);
+        assert!(matches!(process_uplink(&mut b, &s), Verdict::ToPod(PortId(5))));
+        assert_eq!(read_stamp(b.data()), Some((7, 99)));
+        let mut e = encap_frames(10, 1, 64).remove(0);
+        assert!(write_stamp(&mut e, STAMP_AT_POD, 8, 100));
+        let mut b = buf(&e);
+        assert_eq!(process_pod(&mut b, &s, PortId(5), 1), Verdict::ToUplink);
+        assert_eq!(read_stamp(b.data()), Some((8, 100)));
+        assert!(!write_stamp(&mut [0u8; 61], STAMP_AT_POD, 1, 1));
+        assert_eq!(read_stamp(&[0u8; 200]), None);
+    }
+
+    /// 100k peers fit the benchmark network, each with its own subnet.
+    #[test]
+    fn large_tables_have_distinct_subnets() {
+        let a = peer(0).subnet;
+        let z = peer(99_999).subnet;
+        assert_ne!(a, z);
+        assert!(node().network.contains(z.addr()));
+        assert!(!node().subnet.contains(a.addr()));
     }
 }

@@ -194,7 +194,7 @@ fn pod_corpus() -> Vec<Class> {
         (
             "no such pod here",
             with(&v, |f| {
-                f[30..34].copy_from_slice(&[10, 0, 0, 99]);
+                f[30..34].copy_from_slice(&[10, 0, 0, 60]);
                 fix_ip(f, 14)
             }),
             Some("no_pod"),

@@ -6,7 +6,8 @@
 //! Each on one forwarding lcore, alternating runs, medians of the per-second samples.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -42,6 +43,29 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         peers: u32,
     },
+    /// Two processes: weft-gen drives each device under test over memif or vhost-user (the kernel over
+    /// af_packet veths) and measures what comes back: Mpps, loss, latency; NDR/PDR with --search.
+    Pair {
+        /// decap, encap, mixed (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
+        modes: Vec<GenMode>,
+        /// Table sizes (remote VTEPs), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10")]
+        peers: Vec<u32>,
+        /// Pod-side frame size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 256)]
+        flows: u32,
+        /// Devices under test, comma-separated: testpmd (io), weft, kernel.
+        #[arg(long, value_delimiter = ',', default_value = "testpmd,weft,kernel")]
+        duts: Vec<Dut>,
+        #[arg(long, value_enum, default_value_t = Transport::Memif)]
+        transport: Transport,
+        /// NDR/PDR search per run instead of one full-speed trial.
+        #[arg(long)]
+        search: bool,
+    },
     /// Decap and encap Mpps vs testpmd io, replayed from memory.
     Fwd {
         /// Remote VTEPs in the table.
@@ -54,6 +78,30 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         flows: u32,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GenMode {
+    Decap,
+    Encap,
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+enum Dut {
+    Testpmd,
+    Weft,
+    Kernel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Memif,
+    Vhost,
+}
+
+fn name<T: clap::ValueEnum>(v: T) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
 /// Samples after the first two seconds (ramp-up).
@@ -143,6 +191,230 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One two-process run: what the device under test, fed and drained by weft-gen, forwarded.
+struct PairRun<'a> {
+    r: &'a Runner,
+    mode: GenMode,
+    peers: u32,
+    size: usize,
+    flows: u32,
+    transport: Transport,
+    search: bool,
+}
+
+/// Stop a child with SIGINT (so DPDK closes its ports and sockets), then SIGKILL if it lingers.
+fn stop_child(child: &mut Child) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl PairRun<'_> {
+    /// (device-under-test vdevs, generator vdevs, generator's extra EAL args) for the transport.
+    fn wiring(&self, dir: &Path) -> ([String; 2], [String; 2], Vec<String>) {
+        let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
+        match self.transport {
+            Transport::Memif => {
+                let m = |i: usize, n: &str, role: &str| {
+                    format!("net_memif{i},role={role},socket={},socket-abstract=no", sock(n))
+                };
+                ([m(0, "up", "server"), m(1, "pod", "server")], [m(0, "up", "client"), m(1, "pod", "client")], vec![])
+            }
+            Transport::Vhost => (
+                [format!("net_vhost0,iface={},queues=1", sock("up")), format!("net_vhost1,iface={},queues=1", sock("pod"))],
+                [
+                    format!("net_virtio_user0,path={},queues=1", sock("up")),
+                    format!("net_virtio_user1,path={},queues=1", sock("pod")),
+                ],
+                // virtio-user shares its memory with the vhost side as file descriptors.
+                vec!["--in-memory".into(), "--single-file-segments".into()],
+            ),
+        }
+    }
+
+    fn port_names(vdevs: &[String; 2]) -> [String; 2] {
+        vdevs.clone().map(|v| v.split(',').next().unwrap_or_default().to_string())
+    }
+
+    fn gen(&self, ns: Option<&str>, rep: usize, vdevs: &[String; 2], extra: &[String]) -> anyhow::Result<serde_json::Value> {
+        let exe = std::env::current_exe()?.with_file_name("weft-gen");
+        let names = Self::port_names(vdevs);
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(["--mode", &name(self.mode), "--uplink", &names[0], "--pod", &names[1]])
+            .args(["--peers", &self.peers.to_string(), "--flows", &self.flows.to_string()])
+            .args(["--size", &self.size.to_string(), "--seconds", &self.r.seconds.to_string()]);
+        if self.search {
+            cmd.arg("--search");
+        }
+        let mut eal = dataplane::testing::vdev_eal_args(&format!("weft-gen-{}-{rep}", self.r.tag), "0", vdevs);
+        if !extra.is_empty() {
+            eal.retain(|a| a != "--huge-unlink");
+            eal.extend(extra.iter().cloned());
+        }
+        cmd.arg("--").args(eal);
+        let out = cmd.output().context("running weft-gen")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!("weft-gen failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        for l in text.lines().filter(|l| l.contains("trial:") || l.starts_with("NDR")) {
+            println!("     {l}");
+        }
+        let j = text.lines().find_map(|l| l.strip_prefix("result: ")).context("weft-gen printed no result")?;
+        Ok(serde_json::from_str(j)?)
+    }
+
+    fn run(&self, dut: Dut, rep: usize, kernel: Option<&weft_bench::kernel::KernelNode>) -> anyhow::Result<serde_json::Value> {
+        if dut == Dut::Kernel {
+            let k = kernel.context("kernel node not built")?;
+            return self.gen(Some(&k.gen_ns), rep, &k.gen_vdevs, &[]);
+        }
+        let dir = std::env::temp_dir().join(format!("weft-bench-{}-{}-{rep}", self.r.tag, name(dut)));
+        std::fs::create_dir_all(&dir)?;
+        let (dut_vdevs, gen_vdevs, extra) = self.wiring(&dir);
+        let eal = self.r.eal(&name(dut), rep, &dut_vdevs);
+        let names = Self::port_names(&dut_vdevs);
+        let log = std::fs::File::create(dir.join("dut.log"))?;
+        let mut cmd = match dut {
+            Dut::Testpmd => {
+                let mut c = Command::new("dpdk-testpmd");
+                c.args(&eal).args(["--", "--forward-mode=io", "--nb-cores", "1", "--stats-period", "1"]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(std::env::current_exe()?.with_file_name("weft-fwdbench"));
+                c.args(["--mode", "decap", "--seconds", "0", "--peers", &self.peers.to_string()])
+                    .args(["--uplink-dev", &names[0], "--pod-dev", &names[1], "--"])
+                    .args(&eal);
+                c
+            }
+        };
+        let mut child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let socks = [dir.join("up.sock"), dir.join("pod.sock")];
+        let t = Instant::now();
+        while !socks.iter().all(|s| s.exists()) {
+            if t.elapsed() > Duration::from_secs(60) || matches!(child.try_wait(), Ok(Some(_))) {
+                stop_child(&mut child);
+                let log = std::fs::read_to_string(dir.join("dut.log")).unwrap_or_default();
+                bail!("{} did not open its sockets:\n{log}", name(dut));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let res = self.gen(None, rep, &gen_vdevs, &extra);
+        stop_child(&mut child);
+        let _ = std::fs::remove_dir_all(&dir);
+        res
+    }
+}
+
+/// Median of a field over repetitions.
+fn med(runs: &[serde_json::Value], f: impl Fn(&serde_json::Value) -> Option<f64>) -> f64 {
+    let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+    median(&mut v).unwrap_or(0.0)
+}
+
+fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[u32], duts: &[Dut]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    let mut duts = duts.to_vec();
+    duts.sort();
+    duts.dedup();
+    for &p in peers {
+        let kernel = if duts.contains(&Dut::Kernel) {
+            let t = Instant::now();
+            let k = weft_bench::kernel::KernelNode::new(&r.tag, p, r.lcore)?;
+            eprintln!("kernel node with {p} peers programmed in {:.1?}", t.elapsed());
+            Some(k)
+        } else {
+            None
+        };
+        for &mode in modes {
+            let run = PairRun { mode, peers: p, ..base };
+            let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); duts.len()];
+            for rep in 0..reps {
+                for (i, &d) in duts.iter().enumerate() {
+                    let res = run.run(d, rep, kernel.as_ref())?;
+                    let metric = if base.search { res["ndr_mpps"].as_f64() } else { res["rx_mpps"].as_f64() };
+                    println!(
+                        "{} {p} peers {} B, {} rep {rep}: {:.3} Mpps{}",
+                        name(mode),
+                        base.size,
+                        name(d),
+                        metric.unwrap_or(0.0),
+                        if base.search { " NDR" } else { "" }
+                    );
+                    runs[i].push(res);
+                }
+            }
+            let lat = |q: &'static str| {
+                move |v: &serde_json::Value| {
+                    if base.search { v["ndr"]["latency_us"][q].as_f64() } else { v["latency_us"][q].as_f64() }
+                }
+            };
+            let mut row = serde_json::json!({
+                "topology": format!("two-process over {}", name(base.transport)),
+                "mode": name(mode), "peers": p, "size": base.size, "flows": base.flows, "reps": reps,
+            });
+            let mut weft = 0.0;
+            for (i, &d) in duts.iter().enumerate() {
+                let mpps = med(&runs[i], |v| v["rx_mpps"].as_f64());
+                let mut j = serde_json::json!({
+                    "mpps": mpps, "loss_ratio": med(&runs[i], |v| v["loss_ratio"].as_f64()),
+                    "latency_p50_us": med(&runs[i], lat("p50")), "latency_p99_us": med(&runs[i], lat("p99")),
+                });
+                if base.search {
+                    j["ndr_mpps"] = med(&runs[i], |v| v["ndr_mpps"].as_f64()).into();
+                    j["pdr_mpps"] = med(&runs[i], |v| v["pdr_mpps"].as_f64()).into();
+                    j["mpps"] = med(&runs[i], |v| v["ceiling"]["rx_mpps"].as_f64()).into();
+                }
+                if d == Dut::Weft {
+                    weft = j["mpps"].as_f64().unwrap_or(0.0);
+                }
+                row[name(d)] = j;
+            }
+            let mut line = format!("{} {p} peers {} B:", name(mode), base.size);
+            for &d in &duts {
+                let v = &row[name(d)];
+                line += &format!(
+                    "  {} {:.3} Mpps (p50 {:.0} µs, p99 {:.0} µs{})",
+                    name(d),
+                    v["mpps"].as_f64().unwrap_or(0.0),
+                    v["latency_p50_us"].as_f64().unwrap_or(0.0),
+                    v["latency_p99_us"].as_f64().unwrap_or(0.0),
+                    if base.search {
+                        format!(", NDR {:.3}, PDR {:.3}", v["ndr_mpps"].as_f64().unwrap_or(0.0), v["pdr_mpps"].as_f64().unwrap_or(0.0))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            println!("{line}");
+            for &d in duts.iter().filter(|d| **d != Dut::Weft) {
+                let b = row[name(d)]["mpps"].as_f64().unwrap_or(0.0);
+                if b > 0.0 && duts.contains(&Dut::Weft) {
+                    println!("  weft / {}: {:.3}", name(d), weft / b);
+                    row[format!("ratio_vs_{}", name(d))] = (weft / b).into();
+                }
+            }
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let r = Runner { seconds: cli.seconds, lcore: cli.lcore, tag: std::process::id().to_string() };
@@ -209,6 +481,13 @@ fn main() -> anyhow::Result<()> {
                 println!("{l}");
             }
             let _ = std::fs::remove_dir_all(&dir);
+        }
+        Cmd::Pair { modes, peers, size, flows, duts, transport, search } => {
+            if !dataplane::testing::is_root() {
+                bail!("weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)");
+            }
+            let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search };
+            results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
         }
         Cmd::Fwd { peers, size, flows } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));

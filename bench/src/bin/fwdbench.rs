@@ -3,7 +3,12 @@
 //! port replays pod frames and the uplink is `net_null`. Prints RX packets per second of the fed port,
 //! from the port's own counters, as `weft-iofwd` and testpmd do.
 //!
-//! `weft-fwdbench --mode decap --pcap FILE --peers 10 --seconds 8 -- <EAL args with net_pcap0 and net_null0>`
+//! Mixed: both ports replay (`net_pcap0` VXLAN frames into the uplink, `net_pcap1` pod frames into the
+//! pod port), and what the worker sends is dropped by the pcap devices (they have no TX file).
+//! Two-process runs name the ports instead (`--uplink-dev net_memif0 --pod-dev net_memif1`), are fed by
+//! `weft-gen`, and run until SIGTERM or SIGINT with `--seconds 0`.
+//!
+//! `weft-fwdbench --mode decap --peers 10 --seconds 8 -- <EAL args with net_pcap0 and net_null0>`
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
 enum Mode {
     Decap,
     Encap,
+    Mixed,
 }
 
 #[derive(Debug, Parser)]
@@ -29,8 +35,15 @@ struct Cli {
     mode: Mode,
     #[arg(long, default_value_t = 10)]
     peers: u32,
+    /// Seconds to run; 0 = until SIGTERM or SIGINT.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// DPDK name of the uplink port (default by mode: the replaying or the sink device).
+    #[arg(long)]
+    uplink_dev: Option<String>,
+    /// DPDK name of the pod port.
+    #[arg(long)]
+    pod_dev: Option<String>,
     /// Read every counter twice a second from another thread, as weftd's metrics collector does.
     #[arg(long)]
     read_counters: bool,
@@ -45,12 +58,19 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _eal = Eal::init(&cli.eal)?;
     let pool = Arc::new(Mempool::new("fwd_pool", 16383, 256)?);
-    let replay = Port::by_name("net_pcap0").context("need --vdev net_pcap0,rx_pcap=...,infinite_rx=1")?;
-    let sink = Port::by_name("net_null0").context("need --vdev net_null0,no-rx=1")?;
-    let (uplink, pods) = match cli.mode {
-        Mode::Decap => (replay.clone(), sink.clone()),
-        Mode::Encap => (sink.clone(), replay.clone()),
+    let (up_name, pod_name) = match cli.mode {
+        Mode::Decap => ("net_pcap0", "net_null0"),
+        Mode::Encap => ("net_null0", "net_pcap0"),
+        Mode::Mixed => ("net_pcap0", "net_pcap1"),
     };
+    let up_name = cli.uplink_dev.as_deref().unwrap_or(up_name);
+    let pod_name = cli.pod_dev.as_deref().unwrap_or(pod_name);
+    let uplink = Port::by_name(up_name).with_context(|| format!("uplink: no DPDK port {up_name} (--vdev?)"))?;
+    let pods = Port::by_name(pod_name).with_context(|| format!("pod port: no DPDK port {pod_name} (--vdev?)"))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
     let (mut urx, mut utx) = uplink.configure(&PortConfig::default(), pool.clone())?;
     let (prx, mut ptx) = pods.configure(&PortConfig::default(), pool.clone())?;
     uplink.start()?;
@@ -96,11 +116,17 @@ fn main() -> anyhow::Result<()> {
             sum
         })
     });
-    let mut last = (Instant::now(), replay.stats()?.rx_packets);
+    // Frames the ports received, together: the fed port's in-process (the sink receives none), both in
+    // two-process and mixed runs.
+    let rx_both = || -> anyhow::Result<u64> { Ok(uplink.stats()?.rx_packets + pods.stats()?.rx_packets) };
+    println!("ready");
+    let mut last = (Instant::now(), rx_both()?);
     let per_second = cli.swaps.div_ceil(cli.seconds.max(1) as u32);
     let mut swapped = 0u32;
     let mut swap_time = Duration::ZERO;
-    for _ in 0..cli.seconds {
+    let mut elapsed = 0;
+    while (cli.seconds == 0 || elapsed < cli.seconds) && !stop.load(Ordering::Relaxed) {
+        elapsed += 1;
         let second = Instant::now();
         for _ in 0..per_second.min(cli.swaps - swapped) {
             // As weftd does on a lease event: one more peer, a full rebuild, one publish.
@@ -113,9 +139,12 @@ fn main() -> anyhow::Result<()> {
             swapped += 1;
             std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()) / (per_second + 1));
         }
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
-        let now = (Instant::now(), replay.stats()?.rx_packets);
-        println!("Rx-pps-total: {:.0}", (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64());
+        while second.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(Duration::from_secs(1).saturating_sub(second.elapsed())));
+        }
+        let now = (Instant::now(), rx_both()?);
+        // Counters restart when a memif or vhost peer reconnects: no negative rates.
+        println!("Rx-pps-total: {:.0}", now.1.saturating_sub(last.1) as f64 / (now.0 - last.0).as_secs_f64());
         last = now;
     }
     cmd_tx.send(WorkerCommand::Stop)?;

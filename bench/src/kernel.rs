@@ -1,0 +1,141 @@
+//! The kernel baseline: a flannel node's VXLAN path in the Linux kernel, in a network namespace of its
+//! own, programmed the way flanneld programs it (`flannel.1` VNI 1 dstport 8472 nolearning; per peer a
+//! neighbour entry for the subnet address, an FDB entry to the PublicIP and a route through flannel.1),
+//! with the benchmark node's addresses (`frames::node`), so `weft-gen` drives the same frames through
+//! it as through weft.
+//!
+//! ```text
+//!  gen ns (weft-gen, net_af_packet)          node ns (the kernel)
+//!   gu  <------ veth ------>  ku  172.16.0.1, uplink --- flannel.1 (VNI 1, 8472)
+//!   gp  <------ veth ------>  kp  10.0.0.1/26, the pods 10.0.0.2.. (permanent neighbours)
+//! ```
+//!
+//! The generator's veth ends sit in a namespace with no routes and forwarding off, so nothing it sends
+//! or receives can reach the host's own stack. The kernel's receive work is steered by RPS to the CPU
+//! given (the generator runs on another), so the kernel gets one core as every other baseline does.
+//! Both namespaces are deleted by exact name on drop.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::frames;
+
+/// The two namespaces of a kernel baseline; deleted on drop.
+#[derive(Debug)]
+pub struct KernelNode {
+    pub gen_ns: String,
+    pub node_ns: String,
+    /// The generator's DPDK vdevs (uplink first, then pod).
+    pub gen_vdevs: [String; 2],
+    dir: std::path::PathBuf,
+}
+
+fn sh(ns: &str, script: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-ec", script])
+        .output()
+        .with_context(|| format!("running a script in netns {ns}"))?;
+    if !out.status.success() {
+        bail!("in netns {ns}: {}\n{script}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+impl KernelNode {
+    /// Build it for `peers` remote VTEPs, kernel receive work on `cpu`.
+    pub fn new(tag: &str, peers: u32, cpu: u32) -> anyhow::Result<KernelNode> {
+        let gen_ns = format!("wbg-{tag}");
+        let node_ns = format!("wbk-{tag}");
+        let dir = std::env::temp_dir().join(format!("weft-bench-kernel-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut k = KernelNode {
+            gen_ns: String::new(),
+            node_ns: String::new(),
+            gen_vdevs: ["net_af_packet0,iface=gu,qpairs=1".into(), "net_af_packet1,iface=gp,qpairs=1".into()],
+            dir,
+        };
+        for (i, ns) in [&gen_ns, &node_ns].into_iter().enumerate() {
+            let st = Command::new("ip").args(["netns", "add", ns]).status()?;
+            if !st.success() {
+                bail!("ip netns add {ns} failed (root needed; a stale one from a killed run? ip netns del {ns})");
+            }
+            // Owned from here on, so a failure below still deletes it.
+            *(if i == 0 { &mut k.gen_ns } else { &mut k.node_ns }) = ns.clone();
+        }
+        let node = frames::node();
+        let mtu = node.underlay_mtu;
+        let pod_mtu = mtu - 50;
+        let pod_port_mac = node.vtep_mac; // pods address their gateway by this MAC in the generated frames
+        sh(
+            &gen_ns,
+            &format!(
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 net.ipv4.ip_forward=0
+                 ip link set lo up
+                 ip link add gu mtu {mtu} type veth peer name ku mtu {mtu} netns {node_ns}
+                 ip link add gp mtu {mtu} type veth peer name kp mtu {mtu} netns {node_ns}
+                 ip link set gu up
+                 ip link set gp up"
+            ),
+        )?;
+        let mut script = format!(
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+             sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+             ip link set lo up
+             ip link set ku address {umac} up
+             ip addr add {pip}/32 dev ku
+             ip route add 172.31.255.254/32 dev ku
+             ip neigh add 172.31.255.254 lladdr {nh} dev ku nud permanent
+             ip route add {ul} via 172.31.255.254 dev ku
+             ip link add flannel.1 address {vmac} type vxlan id {vni} local {pip} dev ku dstport {port} nolearning
+             ip link set flannel.1 mtu {pod_mtu} up
+             ip addr add {net0}/32 dev flannel.1
+             ip link set kp address {pod_port_mac} mtu {mtu} up
+             ip addr add {gw}/{len} dev kp
+             echo {mask:x} > /sys/class/net/ku/queues/rx-0/rps_cpus
+             echo {mask:x} > /sys/class/net/kp/queues/rx-0/rps_cpus
+             ",
+            umac = frames::UPLINK_MAC,
+            pip = node.public_ip,
+            nh = frames::NEXT_HOP_MAC,
+            ul = node.underlay_net,
+            vmac = node.vtep_mac,
+            vni = node.vni.get(),
+            port = node.vxlan_port,
+            net0 = node.subnet.addr(),
+            gw = std::net::Ipv4Addr::from(node.subnet.addr_u32() + 1),
+            len = node.subnet.prefix_len(),
+            mask = 1u64 << cpu,
+        );
+        for p in frames::inputs(0, 0).pods {
+            let _ = writeln!(script, "ip neigh add {} lladdr {} dev kp nud permanent", p.ip, p.mac);
+        }
+        sh(&node_ns, &script)?;
+        // flanneld's per-lease entries, as batches (100k peers are 300k entries).
+        let (mut ipb, mut fdb) = (String::new(), String::new());
+        for i in 0..peers {
+            let p = frames::peer(i);
+            let gw = p.subnet.addr();
+            let _ = writeln!(ipb, "neigh replace {gw} lladdr {} dev flannel.1 nud permanent", p.vtep_mac);
+            let _ = writeln!(ipb, "route replace {} via {gw} dev flannel.1 onlink", p.subnet);
+            let _ = writeln!(fdb, "fdb append {} dev flannel.1 dst {} self permanent", p.vtep_mac, p.public_ip);
+        }
+        let (ipf, fdbf) = (k.dir.join("ip.batch"), k.dir.join("fdb.batch"));
+        std::fs::write(&ipf, ipb)?;
+        std::fs::write(&fdbf, fdb)?;
+        sh(&node_ns, &format!("ip -batch {} && bridge -batch {}", ipf.display(), fdbf.display()))?;
+        Ok(k)
+    }
+}
+
+impl Drop for KernelNode {
+    fn drop(&mut self) {
+        for ns in [&self.gen_ns, &self.node_ns] {
+            if !ns.is_empty() {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
