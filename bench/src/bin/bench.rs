@@ -66,11 +66,14 @@ enum Cmd {
         #[arg(long)]
         search: bool,
     },
-    /// Decap and encap Mpps vs testpmd io, replayed from memory.
+    /// Decap, encap and mixed Mpps vs testpmd io, replayed from memory into a sink, in one process.
     Fwd {
-        /// Remote VTEPs in the table.
-        #[arg(long, default_value_t = 10)]
-        peers: u32,
+        /// decap, encap, mixed (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
+        modes: Vec<GenMode>,
+        /// Remote VTEPs in the table: one or more sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10")]
+        peers: Vec<u32>,
         /// Inner frame size in bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
@@ -489,25 +492,36 @@ fn main() -> anyhow::Result<()> {
             let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search };
             results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
         }
-        Cmd::Fwd { peers, size, flows } => {
+        Cmd::Fwd { modes, peers, size, flows } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
             std::fs::create_dir_all(&dir)?;
-            for (mode, frames) in [
-                ("decap", frames::decap_frames(peers, flows, size)),
-                ("encap", frames::encap_frames(peers, flows, size)),
-            ] {
-                let pcap = dir.join(format!("{mode}.pcap"));
-                write_pcap(&pcap, &frames)?;
-                let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".into()];
-                let pre = ["--mode".to_string(), mode.into(), "--peers".into(), peers.to_string()];
-                let name = format!("{mode} ({peers} peers, {flows} flows, {size} B inner)");
-                results.push(compare(
-                    &name,
-                    "testpmd io",
-                    cli.reps,
-                    |rep| r.testpmd(rep, &vdevs),
-                    |rep| r.weft("weft-fwdbench", rep, &pre, &vdevs),
-                )?);
+            for &peers in &peers {
+                let decap = dir.join("decap.pcap");
+                write_pcap(&decap, &frames::decap_frames(peers, flows, size))?;
+                let encap = dir.join("encap.pcap");
+                write_pcap(&encap, &frames::encap_frames(peers, flows, size))?;
+                let replay = |i: usize, f: &Path| format!("net_pcap{i},rx_pcap={},infinite_rx=1", f.display());
+                for &mode in &modes {
+                    // The pcap devices have no TX file, so what is sent to them is dropped (and counted).
+                    let vdevs = match mode {
+                        GenMode::Decap => vec![replay(0, &decap), "net_null0,no-rx=1".into()],
+                        GenMode::Encap => vec![replay(0, &encap), "net_null0,no-rx=1".into()],
+                        GenMode::Mixed => vec![replay(0, &decap), replay(1, &encap)],
+                    };
+                    let pre = ["--mode".to_string(), name(mode), "--peers".into(), peers.to_string()];
+                    let title = format!("{} ({peers} peers, {flows} flows, {size} B inner)", name(mode));
+                    let mut row = compare(
+                        &title,
+                        "testpmd io",
+                        cli.reps,
+                        |rep| r.testpmd(rep, &vdevs),
+                        |rep| r.weft("weft-fwdbench", rep, &pre, &vdevs),
+                    )?;
+                    row["topology"] = "in-process: net_pcap replay -> net_null".into();
+                    row["mode"] = name(mode).into();
+                    row["peers"] = peers.into();
+                    results.push(row);
+                }
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
