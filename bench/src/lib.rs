@@ -4,3 +4,4 @@
 pub mod frames;
 pub mod stats;
 pub mod kernel;
+pub mod replay;

@@ -6,9 +6,6 @@
 //! valid traffic loses nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
-use std::collections::BTreeMap;
-use std::process::Command;
-
 use dataplane::wire::{EthernetFrame, Ipv4Packet};
 use weft_bench::frames;
 
@@ -214,61 +211,12 @@ fn pod_corpus() -> Vec<Class> {
 }
 
 fn run(mode: &str, corpus: &[Class]) {
-    if let Err(e) = dataplane::testing::check_dpdk_preconditions(256) {
-        panic!("{e}");
-    }
     let seconds: u64 = std::env::var("WEFT_MALFORMED_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let dir = std::env::temp_dir().join(format!("weft-malformed-{}-{mode}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("corpus.pcap");
-    std::fs::write(&pcap, dataplane::wire::pcap::write_pcap(corpus.iter().map(|c| &c.1[..]))).unwrap();
-    let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".to_string()];
-    let eal =
-        dataplane::testing::vdev_eal_args(&format!("weft-malformed-{}-{mode}", std::process::id()), "0,1", &vdevs);
-    let out = Command::new(env!("CARGO_BIN_EXE_weft-fwdbench"))
-        .args(["--mode", mode, "--peers", "10", "--seconds", &seconds.to_string(), "--"])
-        .args(&eal)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "weft-fwdbench: {text}{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value =
-        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("report: ")).unwrap()).unwrap();
-    let rx = report["rx"].as_u64().unwrap();
-    let n = corpus.len() as u64;
-    let replays = rx / n;
-    assert!(replays > 10, "only {rx} frames in {seconds} s");
-    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut valid = 0;
-    for (_, _, reason) in corpus {
-        match reason {
-            Some(r) => *want.entry(r).or_default() += 1,
-            None => valid += 1,
-        }
+    let expect: Vec<_> = corpus.iter().map(|(_, f, r)| (&f[..], *r)).collect();
+    let fwdbench = std::path::Path::new(env!("CARGO_BIN_EXE_weft-fwdbench"));
+    if let Err(e) = weft_bench::replay::replay_and_check(fwdbench, mode, &expect, seconds) {
+        panic!("{e:#}");
     }
-    eprintln!(
-        "{mode}: {rx} frames ({replays} replays of {n}); forwarded {}; drops {}",
-        report["forwarded"], report["drops"]
-    );
-    let fwd = report["forwarded"].as_u64().unwrap();
-    assert!(
-        (replays * valid..=(replays + 1) * valid).contains(&fwd),
-        "valid frames lost: {fwd} forwarded of {replays}×{valid}"
-    );
-    let drops = report["drops"].as_object().unwrap();
-    for (reason, k) in &want {
-        let got = drops.get(*reason).and_then(|v| v.as_u64()).unwrap_or(0);
-        assert!((replays * k..=(replays + 1) * k).contains(&got), "{reason}: {got} counted, {replays}×{k} expected");
-    }
-    for (reason, v) in drops {
-        assert!(want.contains_key(reason.as_str()), "unexpected drops under {reason}: {v}");
-    }
-    let dropped: u64 = drops.values().filter_map(|v| v.as_u64()).sum();
-    assert_eq!(dropped + fwd, rx, "every frame forwarded or counted");
-    // What stays allocated after stop is the replay ring of the pcap device (one mbuf per corpus frame).
-    let left = report["mempool_in_use_after_stop"].as_u64().unwrap();
-    assert!(left <= n + 64, "mbufs still in use after stop: {left}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
