@@ -66,6 +66,19 @@ enum Cmd {
         #[arg(long)]
         search: bool,
     },
+    /// Write the benchmark frames to a pcap (for Pktgen's -s, TRex's pcap streams, or tcpdump).
+    Pcap {
+        #[arg(long, value_enum, default_value_t = GenMode::Decap)]
+        mode: GenMode,
+        #[arg(long, default_value_t = 10)]
+        peers: u32,
+        #[arg(long, default_value_t = 256)]
+        flows: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Decap, encap and mixed Mpps vs testpmd io, replayed from memory into a sink, in one process.
     Fwd {
         /// decap, encap, mixed (comma-separated).
@@ -491,6 +504,16 @@ fn main() -> anyhow::Result<()> {
             }
             let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search };
             results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
+        }
+        Cmd::Pcap { mode, peers, flows, size, out } => {
+            let f = match mode {
+                GenMode::Decap => frames::decap_frames(peers, flows, size),
+                GenMode::Encap => frames::encap_frames(peers, flows, size),
+                GenMode::Mixed => bail!("--mode mixed: write a decap and an encap pcap, one per port"),
+            };
+            write_pcap(&out, &f)?;
+            println!("{}: {} {} frames", out.display(), f.len(), name(mode));
+            return Ok(());
         }
         Cmd::Fwd { modes, peers, size, flows } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
