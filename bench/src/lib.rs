@@ -5,3 +5,4 @@ pub mod frames;
 pub mod stats;
 pub mod kernel;
 pub mod replay;
+pub mod ovs;

@@ -57,8 +57,8 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 256)]
         flows: u32,
-        /// Devices under test, comma-separated: testpmd (io), weft, kernel.
-        #[arg(long, value_delimiter = ',', default_value = "testpmd,weft,kernel")]
+        /// Devices under test, comma-separated: testpmd (io), ovs (OVS-DPDK), weft, kernel.
+        #[arg(long, value_delimiter = ',', default_value = "testpmd,ovs,weft,kernel")]
         duts: Vec<Dut>,
         #[arg(long, value_enum, default_value_t = Transport::Memif)]
         transport: Transport,
@@ -106,6 +106,7 @@ enum GenMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Dut {
     Testpmd,
+    Ovs,
     Weft,
     Kernel,
 }
@@ -259,7 +260,14 @@ impl PairRun<'_> {
         vdevs.clone().map(|v| v.split(',').next().unwrap_or_default().to_string())
     }
 
-    fn gen(&self, ns: Option<&str>, rep: usize, vdevs: &[String; 2], extra: &[String]) -> anyhow::Result<serde_json::Value> {
+    fn gen(
+        &self,
+        ns: Option<&str>,
+        rep: usize,
+        vdevs: &[String; 2],
+        extra: &[String],
+        rx_queues: u16,
+    ) -> anyhow::Result<serde_json::Value> {
         let exe = std::env::current_exe()?.with_file_name("weft-gen");
         let names = Self::port_names(vdevs);
         let mut cmd = match ns {
@@ -272,7 +280,8 @@ impl PairRun<'_> {
         };
         cmd.args(["--mode", &name(self.mode), "--uplink", &names[0], "--pod", &names[1]])
             .args(["--peers", &self.peers.to_string(), "--flows", &self.flows.to_string()])
-            .args(["--size", &self.size.to_string(), "--seconds", &self.r.seconds.to_string()]);
+            .args(["--size", &self.size.to_string(), "--seconds", &self.r.seconds.to_string()])
+            .args(["--rx-queues", &rx_queues.to_string()]);
         if self.search {
             cmd.arg("--search");
         }
@@ -294,10 +303,24 @@ impl PairRun<'_> {
         Ok(serde_json::from_str(j)?)
     }
 
-    fn run(&self, dut: Dut, rep: usize, kernel: Option<&weft_bench::kernel::KernelNode>) -> anyhow::Result<serde_json::Value> {
-        if dut == Dut::Kernel {
-            let k = kernel.context("kernel node not built")?;
-            return self.gen(Some(&k.gen_ns), rep, &k.gen_vdevs, &[]);
+    fn run(&self, dut: Dut, rep: usize, b: &mut Baselines) -> anyhow::Result<serde_json::Value> {
+        match dut {
+            Dut::Kernel => {
+                let k = b.kernel.as_ref().context("kernel node not built")?;
+                return self.gen(Some(&k.gen_ns), rep, &k.gen_vdevs, &[], 1);
+            }
+            Dut::Ovs => {
+                let o = b.ovs.as_mut().context("OVS not set up")?;
+                o.start()?;
+                // OVS sends on one TX queue per thread: the generator polls two.
+                let res = self.gen(None, rep, &o.gen_vdevs.clone(), &[], 2);
+                if res.is_err() {
+                    eprintln!("ovs-vswitchd log:\n{}", o.log());
+                }
+                o.stop();
+                return res;
+            }
+            _ => {}
         }
         let dir = std::env::temp_dir().join(format!("weft-bench-{}-{}-{rep}", self.r.tag, name(dut)));
         std::fs::create_dir_all(&dir)?;
@@ -330,11 +353,18 @@ impl PairRun<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let res = self.gen(None, rep, &gen_vdevs, &extra);
+        let res = self.gen(None, rep, &gen_vdevs, &extra, 1);
         stop_child(&mut child);
         let _ = std::fs::remove_dir_all(&dir);
         res
     }
+}
+
+/// The baselines that live across runs (built once per table size).
+#[derive(Default)]
+struct Baselines {
+    kernel: Option<weft_bench::kernel::KernelNode>,
+    ovs: Option<weft_bench::ovs::OvsSwitch>,
 }
 
 /// Median of a field over repetitions.
@@ -349,20 +379,24 @@ fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[
     duts.sort();
     duts.dedup();
     for &p in peers {
-        let kernel = if duts.contains(&Dut::Kernel) {
+        let mut b = Baselines::default();
+        if duts.contains(&Dut::Kernel) {
             let t = Instant::now();
-            let k = weft_bench::kernel::KernelNode::new(&r.tag, p, r.lcore)?;
+            b.kernel = Some(weft_bench::kernel::KernelNode::new(&r.tag, p, r.lcore)?);
             eprintln!("kernel node with {p} peers programmed in {:.1?}", t.elapsed());
-            Some(k)
-        } else {
-            None
-        };
+        }
+        if duts.contains(&Dut::Ovs) {
+            if base.transport != Transport::Memif {
+                bail!("the OVS-DPDK baseline is wired over memif only (--transport memif)");
+            }
+            b.ovs = Some(weft_bench::ovs::OvsSwitch::new(&r.tag, p, r.lcore)?);
+        }
         for &mode in modes {
             let run = PairRun { mode, peers: p, ..base };
             let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); duts.len()];
             for rep in 0..reps {
                 for (i, &d) in duts.iter().enumerate() {
-                    let res = run.run(d, rep, kernel.as_ref())?;
+                    let res = run.run(d, rep, &mut b)?;
                     let metric = if base.search { res["ndr_mpps"].as_f64() } else { res["rx_mpps"].as_f64() };
                     println!(
                         "{} {p} peers {} B, {} rep {rep}: {:.3} Mpps{}",

@@ -64,6 +64,10 @@ struct Cli {
     /// PDR loss threshold (fraction).
     #[arg(long, default_value_t = 0.005)]
     pdr_loss: f64,
+    /// RX queues per port: the device under test may send on several TX queues (OVS-DPDK uses one per
+    /// thread, and a memif ring exists only where the client asked for it).
+    #[arg(long, default_value_t = 1)]
+    rx_queues: u16,
     /// Seconds to wait for stragglers after the last frame is sent.
     #[arg(long, default_value_t = 0.2)]
     drain: f64,
@@ -312,11 +316,12 @@ fn main() -> anyhow::Result<()> {
     let pool = Arc::new(Mempool::new("gen_pool", 32767, 256)?);
     let uplink = Port::by_name(&cli.uplink).with_context(|| format!("--uplink {}: no such DPDK port", cli.uplink))?;
     let pod = Port::by_name(&cli.pod).with_context(|| format!("--pod {}: no such DPDK port", cli.pod))?;
-    let (mut urx, mut utx) = uplink.configure(&PortConfig::default(), pool.clone())?;
-    let (mut prx, mut ptx) = pod.configure(&PortConfig::default(), pool.clone())?;
+    let cfg = PortConfig { rx_queues: cli.rx_queues.max(1), ..PortConfig::default() };
+    let (urx, mut utx) = uplink.configure(&cfg, pool.clone())?;
+    let (prx, mut ptx) = pod.configure(&cfg, pool.clone())?;
     uplink.start()?;
     pod.start()?;
-    let (urx, utx, prx, ptx) = (urx.remove(0), utx.remove(0), prx.remove(0), ptx.remove(0));
+    let (utx, ptx) = (utx.remove(0), ptx.remove(0));
     let decap = |tx| Sender {
         tx,
         frames: frames::decap_frames(cli.peers, cli.flows, cli.size),
@@ -336,9 +341,9 @@ fn main() -> anyhow::Result<()> {
         sent: 0,
     };
     let (senders, receivers) = match cli.mode {
-        Mode::Decap => (vec![decap(utx)], vec![prx]),
-        Mode::Encap => (vec![encap(ptx)], vec![urx]),
-        Mode::Mixed => (vec![decap(utx), encap(ptx)], vec![prx, urx]),
+        Mode::Decap => (vec![decap(utx)], prx),
+        Mode::Encap => (vec![encap(ptx)], urx),
+        Mode::Mixed => (vec![decap(utx), encap(ptx)], prx.into_iter().chain(urx).collect()),
     };
     let mut g = Gen { pool, senders, receivers, hz: tsc::hz(), trials: 0 };
     // Let links come up (memif and vhost connect asynchronously) before the clock starts.

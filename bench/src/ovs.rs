@@ -1,0 +1,280 @@
+//! The OVS-DPDK baseline: Debian's `openvswitch-switch-dpdk` (userspace datapath) doing flannel's L3
+//! VXLAN behaviour with OpenFlow rules, on one PMD core, wired to `weft-gen` over memif exactly as weft
+//! is. Its own ovsdb-server and ovs-vswitchd in a directory and a network namespace of their own (the
+//! `br-phy` internal port is a kernel tap that carries the tunnel endpoint's address), stopped by PID
+//! and deleted by exact name on drop.
+//!
+//! ```text
+//!  br-phy (netdev): up (dpdk, net_memif0 server)  + LOCAL 172.16.0.1/12, MAC = the uplink MAC
+//!                   route 172.16.0.0/14 via 172.31.255.254 (the next hop, neighbour set by hand)
+//!  br-int (netdev): pod (dpdk, net_memif1 server) + vxlan0 (key 1, dst_port 8472, remote_ip=flow)
+//!    decap: in_port=vxlan0,ip,dl_dst=VtepMAC,nw_dst=<pod> -> set MACs, dec_ttl, output:pod
+//!    encap: in_port=pod,ip,nw_dst=<peer subnet> -> tun_dst=<peer PublicIP>, set MACs, dec_ttl, output:vxlan0
+//! ```
+//!
+//! ovs-vswitchd runs only while it is measured (its PMD thread polls a whole core), so other devices
+//! under test get the machine to themselves; its database, bridges and ports stay between runs and the
+//! flows are loaded again at each start.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::frames;
+
+const VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+const NEXT_HOP_IP: &str = "172.31.255.254";
+
+#[derive(Debug)]
+pub struct OvsSwitch {
+    pub ns: String,
+    pub dir: PathBuf,
+    ovsdb: Option<Child>,
+    vswitchd: Option<Child>,
+    /// The generator's memif vdevs (clients of OVS's sockets).
+    pub gen_vdevs: [String; 2],
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl OvsSwitch {
+    /// Database, bridges, ports and the flow file for `peers` remote VTEPs; ovs-vswitchd not started.
+    pub fn new(tag: &str, peers: u32, pmd_cpu: u32) -> anyhow::Result<OvsSwitch> {
+        if !Path::new(VSWITCHD).exists() {
+            bail!("{VSWITCHD} missing: apt-get install openvswitch-switch-dpdk (make setup does)");
+        }
+        let dir = std::env::temp_dir().join(format!("weft-bench-ovs-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let ns = format!("wbo-{tag}");
+        let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
+        let gen_vdevs = [0, 1].map(|i| {
+            format!("net_memif{i},role=client,socket={},socket-abstract=no", sock(["up", "pod"][i]))
+        });
+        let mut o = OvsSwitch {
+            ns: String::new(),
+            dir: dir.clone(),
+            ovsdb: None,
+            vswitchd: None,
+            gen_vdevs,
+        };
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        o.ns = ns.clone();
+        run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]))?;
+        run(Command::new("ip").args(["netns", "exec", &ns]).args([
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]))?;
+        let db = dir.join("conf.db");
+        run(Command::new("ovsdb-tool").arg("create").arg(&db).arg(SCHEMA))?;
+        let log = std::fs::File::create(dir.join("ovsdb-server.out"))?;
+        o.ovsdb = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "ovsdb-server"])
+                .arg(&db)
+                .arg(format!("--remote=punix:{}", dir.join("db.sock").display()))
+                .arg(format!("--unixctl={}", dir.join("ovsdb-server.ctl").display()))
+                .arg(format!("--log-file={}", dir.join("ovsdb-server.log").display()))
+                .envs(o.env())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting ovsdb-server")?,
+        );
+        let t = Instant::now();
+        while !dir.join("db.sock").exists() {
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("ovsdb-server did not open {}", dir.join("db.sock").display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let node = frames::node();
+        o.vsctl(&["--no-wait", "init"])?;
+        o.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:dpdk-init=true",
+            "other_config:dpdk-lcore-mask=0x1",
+            &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << pmd_cpu),
+            "other_config:dpdk-socket-mem=512",
+            "other_config:dpdk-socket-limit=512",
+            &format!("other_config:dpdk-extra=--no-pci --file-prefix=ovs-{tag} --huge-unlink --no-telemetry"),
+        ])?;
+        let server = |i: usize, n: &str| format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no", sock(n));
+        o.vsctl(&["--no-wait", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
+        o.vsctl(&["--no-wait", "set", "bridge", "br-phy", &format!("other-config:hwaddr={}", frames::UPLINK_MAC)])?;
+        o.vsctl(&["--no-wait", "add-port", "br-phy", "up", "--", "set", "Interface", "up", "type=dpdk", &server(0, "up")])?;
+        o.vsctl(&["--no-wait", "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
+        o.vsctl(&["--no-wait", "add-port", "br-int", "pod", "--", "set", "Interface", "pod", "type=dpdk", &server(1, "pod")])?;
+        o.vsctl(&[
+            "--no-wait",
+            "add-port",
+            "br-int",
+            "vxlan0",
+            "--",
+            "set",
+            "Interface",
+            "vxlan0",
+            "type=vxlan",
+            "options:remote_ip=flow",
+            &format!("options:key={}", node.vni.get()),
+            &format!("options:dst_port={}", node.vxlan_port),
+            &format!("options:local_ip={}", node.public_ip),
+        ])?;
+        // flannel's behaviour as OpenFlow: the kernel node routes pod traffic through flannel.1 (TTL - 1,
+        // MACs rewritten), one rule per local pod and one per remote subnet.
+        let mut flows = String::from("table=0,priority=0,actions=drop\n");
+        let vtep = node.vtep_mac;
+        for p in frames::inputs(0, 0).pods {
+            let _ = writeln!(
+                flows,
+                "table=0,priority=10,in_port=vxlan0,ip,dl_dst={vtep},nw_dst={},actions=mod_dl_src:{vtep},mod_dl_dst:{},dec_ttl,output:pod",
+                p.ip, p.mac
+            );
+        }
+        for i in 0..peers {
+            let p = frames::peer(i);
+            let _ = writeln!(
+                flows,
+                "table=0,priority=10,in_port=pod,ip,nw_dst={},actions=set_field:{}->tun_dst,mod_dl_src:{vtep},mod_dl_dst:{},dec_ttl,output:vxlan0",
+                p.subnet, p.public_ip, p.vtep_mac
+            );
+        }
+        std::fs::write(dir.join("flows.txt"), flows)?;
+        Ok(o)
+    }
+
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"].into_iter().map(|k| (k, self.dir.clone())).collect()
+    }
+
+    fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new("ovs-vsctl")
+            .arg(format!("--db=unix:{}", self.dir.join("db.sock").display()))
+            .arg("--timeout=60")
+            .args(args)
+            .envs(self.env()))
+    }
+
+    fn appctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new("ovs-appctl").arg("-t").arg(self.dir.join("ovs-vswitchd.ctl")).args(args).envs(self.env()))
+    }
+
+    /// Start ovs-vswitchd and bring the tunnel endpoint, its route and next hop, and the flows up.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let node = frames::node();
+        let log = std::fs::File::create(self.dir.join("ovs-vswitchd.out"))?;
+        let ctl = self.dir.join("ovs-vswitchd.ctl");
+        // A stopped ovs-vswitchd leaves its memif listening sockets behind; a server will not reuse them.
+        for f in [ctl.clone(), self.dir.join("up.sock"), self.dir.join("pod.sock")] {
+            let _ = std::fs::remove_file(f);
+        }
+        self.vswitchd = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns, VSWITCHD])
+                .arg(format!("unix:{}", self.dir.join("db.sock").display()))
+                .arg(format!("--unixctl={}", ctl.display()))
+                .arg(format!("--log-file={}", self.dir.join("ovs-vswitchd.log").display()))
+                .envs(self.env())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting ovs-vswitchd-dpdk")?,
+        );
+        let t = Instant::now();
+        let socks = [self.dir.join("up.sock"), self.dir.join("pod.sock"), self.dir.join("br-int.mgmt")];
+        while !socks.iter().all(|s| s.exists()) {
+            if t.elapsed() > Duration::from_secs(60) {
+                let log = std::fs::read_to_string(self.dir.join("ovs-vswitchd.log")).unwrap_or_default();
+                bail!("ovs-vswitchd did not bring its ports up in 60 s:\n{log}");
+            }
+            if let Some(Ok(Some(st))) = self.vswitchd.as_mut().map(|c| c.try_wait()) {
+                let log = std::fs::read_to_string(self.dir.join("ovs-vswitchd.log")).unwrap_or_default();
+                bail!("ovs-vswitchd exited ({st}):\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ul = node.underlay_net.prefix_len();
+        run(Command::new("ip").args(["netns", "exec", &self.ns, "sh", "-ec"]).arg(format!(
+            "ip link set br-phy up
+             ip addr replace {}/{ul} dev br-phy
+             ip link set br-int up",
+            node.public_ip
+        )))?;
+        // The peers (172.16.0.2 + i) through the one next hop; a /14 beats the connected /12.
+        let t = Instant::now();
+        loop {
+            match self.appctl(&["ovs/route/add", "172.16.0.0/14", "br-phy", NEXT_HOP_IP]) {
+                Ok(_) => break,
+                // The route table learns br-phy's address asynchronously.
+                Err(e) if t.elapsed() > Duration::from_secs(10) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        self.appctl(&["tnl/neigh/set", "br-phy", NEXT_HOP_IP, &frames::NEXT_HOP_MAC.to_string()])?;
+        let mgmt = format!("unix:{}", self.dir.join("br-int.mgmt").display());
+        // The flows name the ports, which ovs-vswitchd adds after it opens the bridge.
+        let t = Instant::now();
+        while !run(Command::new("ovs-ofctl").args(["show", &mgmt]))
+            .map(|s| s.contains("(pod)") && s.contains("(vxlan0)"))
+            .unwrap_or(false)
+        {
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("br-int has no pod and vxlan0 ports after 30 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run(Command::new("ovs-ofctl").args(["--bundle", "replace-flows", &mgmt]).arg(self.dir.join("flows.txt")))?;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        stop(&mut self.vswitchd);
+    }
+
+    /// ovs-vswitchd's log (for a failure report).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ovs-vswitchd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for OvsSwitch {
+    fn drop(&mut self) {
+        stop(&mut self.vswitchd);
+        stop(&mut self.ovsdb);
+        if !self.ns.is_empty() {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
