@@ -13,6 +13,7 @@ PACKAGES=(
   iproute2 tcpdump ethtool iputils-ping procps psmisc  # the netns lab
   python3 python3-scapy python3-venv   # frames built by scapy in tests; a venv for the TRex client
   prometheus                           # scrapes weftd in the observability test; promtool lints
+  openvswitch-switch-dpdk              # the OVS-DPDK baseline of the benchmarks (and their smoke test)
   curl                                 # HTTP checks of /metrics, /healthz, /readyz
 )
 

@@ -61,8 +61,9 @@ fn benches(c: &mut Criterion) {
             )
         });
         // Destinations spread over every peer: each lookup is a hash probe, not a cache hit.
-        let dsts: Vec<u32> =
-            (0..BURST as u32).map(|i| frames::peer(i * (peers / BURST as u32).max(1) % peers).subnet.addr_u32() + 2).collect();
+        let dsts: Vec<u32> = (0..BURST as u32)
+            .map(|i| frames::peer(i * (peers / BURST as u32).max(1) % peers).subnet.addr_u32() + 2)
+            .collect();
         g.bench_function(format!("lookup/{peers}"), |b| {
             b.iter(|| {
                 for d in &dsts {

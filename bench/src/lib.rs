@@ -2,7 +2,7 @@
 //! invocation and reported as ratios, because absolute figures on a shared 2-core machine are noise.
 
 pub mod frames;
-pub mod stats;
 pub mod kernel;
-pub mod replay;
 pub mod ovs;
+pub mod replay;
+pub mod stats;

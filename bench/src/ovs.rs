@@ -42,7 +42,11 @@ pub struct OvsSwitch {
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?}: {}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim());
+        bail!(
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -73,16 +77,9 @@ impl OvsSwitch {
         std::fs::create_dir_all(&dir)?;
         let ns = format!("wbo-{tag}");
         let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
-        let gen_vdevs = [0, 1].map(|i| {
-            format!("net_memif{i},role=client,socket={},socket-abstract=no", sock(["up", "pod"][i]))
-        });
-        let mut o = OvsSwitch {
-            ns: String::new(),
-            dir: dir.clone(),
-            ovsdb: None,
-            vswitchd: None,
-            gen_vdevs,
-        };
+        let gen_vdevs =
+            [0, 1].map(|i| format!("net_memif{i},role=client,socket={},socket-abstract=no", sock(["up", "pod"][i])));
+        let mut o = OvsSwitch { ns: String::new(), dir: dir.clone(), ovsdb: None, vswitchd: None, gen_vdevs };
         run(Command::new("ip").args(["netns", "add", &ns]))?;
         o.ns = ns.clone();
         run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]))?;
@@ -129,12 +126,36 @@ impl OvsSwitch {
             "other_config:dpdk-socket-limit=512",
             &format!("other_config:dpdk-extra=--no-pci --file-prefix=ovs-{tag} --huge-unlink --no-telemetry"),
         ])?;
-        let server = |i: usize, n: &str| format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no", sock(n));
+        let server = |i: usize, n: &str| {
+            format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no", sock(n))
+        };
         o.vsctl(&["--no-wait", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
         o.vsctl(&["--no-wait", "set", "bridge", "br-phy", &format!("other-config:hwaddr={}", frames::UPLINK_MAC)])?;
-        o.vsctl(&["--no-wait", "add-port", "br-phy", "up", "--", "set", "Interface", "up", "type=dpdk", &server(0, "up")])?;
+        o.vsctl(&[
+            "--no-wait",
+            "add-port",
+            "br-phy",
+            "up",
+            "--",
+            "set",
+            "Interface",
+            "up",
+            "type=dpdk",
+            &server(0, "up"),
+        ])?;
         o.vsctl(&["--no-wait", "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
-        o.vsctl(&["--no-wait", "add-port", "br-int", "pod", "--", "set", "Interface", "pod", "type=dpdk", &server(1, "pod")])?;
+        o.vsctl(&[
+            "--no-wait",
+            "add-port",
+            "br-int",
+            "pod",
+            "--",
+            "set",
+            "Interface",
+            "pod",
+            "type=dpdk",
+            &server(1, "pod"),
+        ])?;
         o.vsctl(&[
             "--no-wait",
             "add-port",

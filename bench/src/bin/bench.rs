@@ -65,6 +65,9 @@ enum Cmd {
         /// NDR/PDR search per run instead of one full-speed trial.
         #[arg(long)]
         search: bool,
+        /// Offered rate in Mpps for the trials (0 = full speed).
+        #[arg(long, default_value_t = 0.0)]
+        rate_mpps: f64,
     },
     /// Write the benchmark frames to a pcap (for Pktgen's -s, TRex's pcap streams, or tcpdump).
     Pcap {
@@ -217,6 +220,7 @@ struct PairRun<'a> {
     flows: u32,
     transport: Transport,
     search: bool,
+    rate_mpps: f64,
 }
 
 /// Stop a child with SIGINT (so DPDK closes its ports and sockets), then SIGKILL if it lingers.
@@ -245,7 +249,10 @@ impl PairRun<'_> {
                 ([m(0, "up", "server"), m(1, "pod", "server")], [m(0, "up", "client"), m(1, "pod", "client")], vec![])
             }
             Transport::Vhost => (
-                [format!("net_vhost0,iface={},queues=1", sock("up")), format!("net_vhost1,iface={},queues=1", sock("pod"))],
+                [
+                    format!("net_vhost0,iface={},queues=1", sock("up")),
+                    format!("net_vhost1,iface={},queues=1", sock("pod")),
+                ],
                 [
                     format!("net_virtio_user0,path={},queues=1", sock("up")),
                     format!("net_virtio_user1,path={},queues=1", sock("pod")),
@@ -281,7 +288,7 @@ impl PairRun<'_> {
         cmd.args(["--mode", &name(self.mode), "--uplink", &names[0], "--pod", &names[1]])
             .args(["--peers", &self.peers.to_string(), "--flows", &self.flows.to_string()])
             .args(["--size", &self.size.to_string(), "--seconds", &self.r.seconds.to_string()])
-            .args(["--rx-queues", &rx_queues.to_string()]);
+            .args(["--rx-queues", &rx_queues.to_string(), "--rate-mpps", &self.rate_mpps.to_string()]);
         if self.search {
             cmd.arg("--search");
         }
@@ -342,7 +349,8 @@ impl PairRun<'_> {
                 c
             }
         };
-        let mut child = cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let mut child =
+            cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {cmd:?}"))?;
         let socks = [dir.join("up.sock"), dir.join("pod.sock")];
         let t = Instant::now();
         while !socks.iter().all(|s| s.exists()) {
@@ -373,7 +381,14 @@ fn med(runs: &[serde_json::Value], f: impl Fn(&serde_json::Value) -> Option<f64>
     median(&mut v).unwrap_or(0.0)
 }
 
-fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[u32], duts: &[Dut]) -> anyhow::Result<Vec<serde_json::Value>> {
+fn pair(
+    r: &Runner,
+    reps: usize,
+    base: PairRun<'_>,
+    modes: &[GenMode],
+    peers: &[u32],
+    duts: &[Dut],
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     let mut duts = duts.to_vec();
     duts.sort();
@@ -411,7 +426,11 @@ fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[
             }
             let lat = |q: &'static str| {
                 move |v: &serde_json::Value| {
-                    if base.search { v["ndr"]["latency_us"][q].as_f64() } else { v["latency_us"][q].as_f64() }
+                    if base.search {
+                        v["ndr"]["latency_us"][q].as_f64()
+                    } else {
+                        v["latency_us"][q].as_f64()
+                    }
                 }
             };
             let mut row = serde_json::json!({
@@ -424,6 +443,9 @@ fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[
                 let mut j = serde_json::json!({
                     "mpps": mpps, "loss_ratio": med(&runs[i], |v| v["loss_ratio"].as_f64()),
                     "latency_p50_us": med(&runs[i], lat("p50")), "latency_p99_us": med(&runs[i], lat("p99")),
+                    "lost": runs[i].iter().filter_map(|v| v["lost"].as_u64()).sum::<u64>(),
+                    "sent": runs[i].iter().filter_map(|v| v["sent"].as_u64()).sum::<u64>(),
+                    "reordered": runs[i].iter().filter_map(|v| v["reordered"].as_u64()).sum::<u64>(),
                 });
                 if base.search {
                     j["ndr_mpps"] = med(&runs[i], |v| v["ndr_mpps"].as_f64()).into();
@@ -445,7 +467,11 @@ fn pair(r: &Runner, reps: usize, base: PairRun<'_>, modes: &[GenMode], peers: &[
                     v["latency_p50_us"].as_f64().unwrap_or(0.0),
                     v["latency_p99_us"].as_f64().unwrap_or(0.0),
                     if base.search {
-                        format!(", NDR {:.3}, PDR {:.3}", v["ndr_mpps"].as_f64().unwrap_or(0.0), v["pdr_mpps"].as_f64().unwrap_or(0.0))
+                        format!(
+                            ", NDR {:.3}, PDR {:.3}",
+                            v["ndr_mpps"].as_f64().unwrap_or(0.0),
+                            v["pdr_mpps"].as_f64().unwrap_or(0.0)
+                        )
                     } else {
                         String::new()
                     }
@@ -532,11 +558,13 @@ fn main() -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Cmd::Pair { modes, peers, size, flows, duts, transport, search } => {
+        Cmd::Pair { modes, peers, size, flows, duts, transport, search, rate_mpps } => {
             if !dataplane::testing::is_root() {
-                bail!("weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)");
+                bail!(
+                    "weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)"
+                );
             }
-            let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search };
+            let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search, rate_mpps };
             results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
         }
         Cmd::Pcap { mode, peers, flows, size, out } => {
