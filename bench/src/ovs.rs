@@ -67,8 +67,15 @@ fn stop(child: &mut Option<Child>) {
 }
 
 impl OvsSwitch {
-    /// Database, bridges, ports and the flow file for `peers` remote VTEPs; ovs-vswitchd not started.
+    /// Database, bridges, ports and the flow file for `peers` remote VTEPs, wired to weft-gen over memif;
+    /// ovs-vswitchd not started.
     pub fn new(tag: &str, peers: u32, pmd_cpu: u32) -> anyhow::Result<OvsSwitch> {
+        Self::with_ports(tag, peers, pmd_cpu, None)
+    }
+
+    /// The same with the uplink and pod ports on the given DPDK devargs instead of memif servers (the
+    /// in-process topology: a `net_pcap` replay in, `net_null` out).
+    pub fn with_ports(tag: &str, peers: u32, pmd_cpu: u32, ports: Option<[String; 2]>) -> anyhow::Result<OvsSwitch> {
         if !Path::new(VSWITCHD).exists() {
             bail!("{VSWITCHD} missing: apt-get install openvswitch-switch-dpdk (make setup does)");
         }
@@ -126,9 +133,10 @@ impl OvsSwitch {
             "other_config:dpdk-socket-limit=512",
             &format!("other_config:dpdk-extra=--no-pci --file-prefix=ovs-{tag} --huge-unlink --no-telemetry"),
         ])?;
-        let server = |i: usize, n: &str| {
-            format!("options:dpdk-devargs=net_memif{i},role=server,socket={},socket-abstract=no", sock(n))
-        };
+        let [up_dev, pod_dev] = ports.unwrap_or_else(|| {
+            [0, 1].map(|i| format!("net_memif{i},role=server,socket={},socket-abstract=no", sock(["up", "pod"][i])))
+        });
+        let server = |dev: &str| format!("options:dpdk-devargs={dev}");
         o.vsctl(&["--no-wait", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
         o.vsctl(&["--no-wait", "set", "bridge", "br-phy", &format!("other-config:hwaddr={}", frames::UPLINK_MAC)])?;
         o.vsctl(&[
@@ -141,7 +149,7 @@ impl OvsSwitch {
             "Interface",
             "up",
             "type=dpdk",
-            &server(0, "up"),
+            &server(&up_dev),
         ])?;
         o.vsctl(&["--no-wait", "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
         o.vsctl(&[
@@ -154,7 +162,7 @@ impl OvsSwitch {
             "Interface",
             "pod",
             "type=dpdk",
-            &server(1, "pod"),
+            &server(&pod_dev),
         ])?;
         o.vsctl(&[
             "--no-wait",
@@ -233,8 +241,12 @@ impl OvsSwitch {
                 .context("starting ovs-vswitchd-dpdk")?,
         );
         let t = Instant::now();
-        let socks = [self.dir.join("up.sock"), self.dir.join("pod.sock"), self.dir.join("br-int.mgmt")];
-        while !socks.iter().all(|s| s.exists()) {
+        let mgmt = format!("unix:{}", self.dir.join("br-int.mgmt").display());
+        // The flows name the ports, which ovs-vswitchd adds after it opens the bridge.
+        while !run(Command::new("ovs-ofctl").args(["show", &mgmt]))
+            .map(|s| s.contains("(pod)") && s.contains("(vxlan0)"))
+            .unwrap_or(false)
+        {
             if t.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(self.dir.join("ovs-vswitchd.log")).unwrap_or_default();
                 bail!("ovs-vswitchd did not bring its ports up in 60 s:\n{log}");
@@ -263,20 +275,30 @@ impl OvsSwitch {
             }
         }
         self.appctl(&["tnl/neigh/set", "br-phy", NEXT_HOP_IP, &frames::NEXT_HOP_MAC.to_string()])?;
-        let mgmt = format!("unix:{}", self.dir.join("br-int.mgmt").display());
-        // The flows name the ports, which ovs-vswitchd adds after it opens the bridge.
-        let t = Instant::now();
-        while !run(Command::new("ovs-ofctl").args(["show", &mgmt]))
-            .map(|s| s.contains("(pod)") && s.contains("(vxlan0)"))
-            .unwrap_or(false)
-        {
-            if t.elapsed() > Duration::from_secs(30) {
-                bail!("br-int has no pod and vxlan0 ports after 30 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         run(Command::new("ovs-ofctl").args(["--bundle", "replace-flows", &mgmt]).arg(self.dir.join("flows.txt")))?;
         Ok(())
+    }
+
+    /// Packets the two DPDK ports sent, together: what OVS forwarded. Read live from ovs-vswitchd
+    /// (`ovs-ofctl dump-ports`); the database's statistics column lags by its 5 s update interval.
+    pub fn tx_packets(&self) -> anyhow::Result<u64> {
+        let mut sum = 0;
+        for (bridge, port) in [("br-phy", "up"), ("br-int", "pod")] {
+            let mgmt = format!("unix:{}", self.dir.join(format!("{bridge}.mgmt")).display());
+            let out = run(Command::new("ovs-ofctl").args(["dump-ports", &mgmt, port]))?;
+            sum += tx_pkts(&out).with_context(|| format!("no tx pkts for {port} in: {out}"))?;
+        }
+        Ok(sum)
+    }
+
+    /// The datapath flows (for a failure report).
+    pub fn datapath_flows(&self) -> String {
+        self.appctl(&["dpctl/dump-flows"]).unwrap_or_else(|e| e.to_string())
+    }
+
+    /// OVS's statistics of a port, as ovs-vsctl prints them.
+    pub fn port_stats(&self, port: &str) -> String {
+        self.vsctl(&["get", "Interface", port, "statistics"]).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {
@@ -289,6 +311,12 @@ impl OvsSwitch {
     }
 }
 
+/// The `tx pkts=N` of an `ovs-ofctl dump-ports` reply for one port.
+fn tx_pkts(reply: &str) -> Option<u64> {
+    let rest = &reply[reply.find("tx pkts=")? + "tx pkts=".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 impl Drop for OvsSwitch {
     fn drop(&mut self) {
         stop(&mut self.vswitchd);
@@ -297,5 +325,21 @@ impl Drop for OvsSwitch {
             let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tx_pkts;
+
+    #[test]
+    fn parse_dump_ports_tx() {
+        let reply = "OFPST_PORT reply (xid=0x2): 1 ports
+  port  up: rx pkts=12, bytes=768, drop=0, errs=0, frame=?, over=?, crc=?
+           tx pkts=4242, bytes=474, drop=0, errs=0, coll=?
+           duration=5.1s
+";
+        assert_eq!(tx_pkts(reply), Some(4242));
+        assert_eq!(tx_pkts("port up: rx pkts=1"), None);
     }
 }

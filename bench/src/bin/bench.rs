@@ -96,6 +96,9 @@ enum Cmd {
         /// Flows (distinct frames replayed).
         #[arg(long, default_value_t = 256)]
         flows: u32,
+        /// Baselines, comma-separated: testpmd (io), ovs (OVS-DPDK).
+        #[arg(long, value_delimiter = ',', default_value = "testpmd,ovs")]
+        baselines: Vec<Dut>,
     },
 }
 
@@ -183,27 +186,72 @@ impl Runner {
     }
 }
 
+/// Run every contender once per repetition, alternating, and report medians; the last one is weft and
+/// is reported as a ratio to each of the others.
+type Contender<'a> = (&'a str, Box<dyn FnMut(usize) -> anyhow::Result<f64> + 'a>);
+
+fn compare_many(name: &str, reps: usize, mut who: Vec<Contender<'_>>) -> anyhow::Result<serde_json::Value> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); who.len()];
+    for rep in 0..reps {
+        let mut line = format!("{name} rep {rep}:");
+        for (i, (label, run)) in who.iter_mut().enumerate() {
+            let v = run(rep)?;
+            line += &format!(" {label} {:.2} Mpps", v / 1e6);
+            samples[i].push(v);
+        }
+        println!("{line}");
+    }
+    let meds: Vec<f64> = samples.iter_mut().map(|v| median(v).unwrap_or(0.0)).collect();
+    let weft = *meds.last().unwrap_or(&0.0);
+    let mut j = serde_json::json!({"bench": name, "reps": reps});
+    let mut line = format!("{name}:");
+    for ((label, _), m) in who.iter().zip(&meds) {
+        j[format!("{label}_mpps")] = (m / 1e6).into();
+        line += &format!(" {label} {:.2} Mpps", m / 1e6);
+    }
+    for ((label, _), m) in who.iter().zip(&meds).take(who.len() - 1) {
+        let ratio = if *m > 0.0 { weft / m } else { 0.0 };
+        j[format!("ratio_vs_{label}")] = ratio.into();
+        line += &format!(", weft/{label} {ratio:.3}");
+    }
+    println!("{line}");
+    Ok(j)
+}
+
 fn compare(
     name: &str,
     base: &str,
     reps: usize,
-    mut tp: impl FnMut(usize) -> anyhow::Result<f64>,
-    mut wf: impl FnMut(usize) -> anyhow::Result<f64>,
+    tp: impl FnMut(usize) -> anyhow::Result<f64>,
+    wf: impl FnMut(usize) -> anyhow::Result<f64>,
 ) -> anyhow::Result<serde_json::Value> {
-    let (mut t, mut w) = (Vec::new(), Vec::new());
-    for rep in 0..reps {
-        let a = tp(rep)?;
-        let b = wf(rep)?;
-        println!("{name} rep {rep}: {base} {:.2} Mpps, weft {:.2} Mpps", a / 1e6, b / 1e6);
-        t.push(a);
-        w.push(b);
+    let mut j = compare_many(name, reps, vec![(base, Box::new(tp)), ("weft", Box::new(wf))])?;
+    j["baseline"] = base.into();
+    j["baseline_mpps"] = j[format!("{base}_mpps")].clone();
+    j["ratio"] = j[format!("ratio_vs_{base}")].clone();
+    Ok(j)
+}
+
+/// OVS-DPDK fed from memory: started, left a second to warm up, its own TX counters (what it forwarded)
+/// sampled each second.
+fn ovs_in_process(r: &Runner, peers: u32, ports: [String; 2], rep: usize) -> anyhow::Result<f64> {
+    let mut o = weft_bench::ovs::OvsSwitch::with_ports(&format!("{}-{rep}", r.tag), peers, r.lcore, Some(ports))?;
+    o.start()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut last = (Instant::now(), o.tx_packets()?);
+    let mut v = Vec::new();
+    for _ in 0..r.seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = (Instant::now(), o.tx_packets()?);
+        v.push(now.1.saturating_sub(last.1) as f64 / (now.0 - last.0).as_secs_f64());
+        last = now;
     }
-    let (t, w) = (median(&mut t).unwrap_or(0.0), median(&mut w).unwrap_or(0.0));
-    let ratio = if t > 0.0 { w / t } else { 0.0 };
-    println!("{name}: {base} {:.2} Mpps, weft {:.2} Mpps, ratio {ratio:.3}", t / 1e6, w / 1e6);
-    Ok(
-        serde_json::json!({"bench": name, "baseline": base, "baseline_mpps": t / 1e6, "weft_mpps": w / 1e6, "ratio": ratio, "reps": reps}),
-    )
+    if std::env::var_os("WEFT_BENCH_DEBUG").is_some() {
+        eprintln!("ovs up: {}\novs pod: {}", o.port_stats("up").trim(), o.port_stats("pod").trim());
+        eprintln!("{}\n{}", o.datapath_flows(), o.log());
+    }
+    o.stop();
+    Ok(median(&mut steady(v)).unwrap_or(0.0))
 }
 
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
@@ -577,7 +625,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
         }
-        Cmd::Fwd { modes, peers, size, flows } => {
+        Cmd::Fwd { modes, peers, size, flows, baselines } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
             std::fs::create_dir_all(&dir)?;
             for &peers in &peers {
@@ -595,13 +643,21 @@ fn main() -> anyhow::Result<()> {
                     };
                     let pre = ["--mode".to_string(), name(mode), "--peers".into(), peers.to_string()];
                     let title = format!("{} ({peers} peers, {flows} flows, {size} B inner)", name(mode));
-                    let mut row = compare(
-                        &title,
-                        "testpmd io",
-                        cli.reps,
-                        |rep| r.testpmd(rep, &vdevs),
-                        |rep| r.weft("weft-fwdbench", rep, &pre, &vdevs),
-                    )?;
+                    let mut who: Vec<Contender<'_>> = Vec::new();
+                    if baselines.contains(&Dut::Testpmd) {
+                        who.push(("testpmd", Box::new(|rep| r.testpmd(rep, &vdevs))));
+                    }
+                    if baselines.contains(&Dut::Ovs) {
+                        let ports = [vdevs[0].clone(), vdevs[1].clone()];
+                        let ports = if mode == GenMode::Encap { [ports[1].clone(), ports[0].clone()] } else { ports };
+                        let r = &r;
+                        who.push(("ovs", Box::new(move |rep| ovs_in_process(r, peers, ports.clone(), rep))));
+                    }
+                    if baselines.iter().any(|b| !matches!(b, Dut::Testpmd | Dut::Ovs)) {
+                        bail!("--baselines: in-process baselines are testpmd and ovs (the kernel runs in `pair`)");
+                    }
+                    who.push(("weft", Box::new(|rep| r.weft("weft-fwdbench", rep, &pre, &vdevs))));
+                    let mut row = compare_many(&title, cli.reps, who)?;
                     row["topology"] = "in-process: net_pcap replay -> net_null".into();
                     row["mode"] = name(mode).into();
                     row["peers"] = peers.into();
