@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint bench-io bench-fwd clean
+.PHONY: setup build test demo lint bench-io bench-fwd bench-pair bench-micro clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,7 +26,15 @@ bench-io: build
 	./target/release/weft-bench io
 
 bench-fwd: build
-	./target/release/weft-bench fwd
+	./target/release/weft-bench fwd --modes decap,encap,mixed
+
+# Two processes: weft-gen drives testpmd io, OVS-DPDK, weft (memif) and the kernel (af_packet veths).
+bench-pair: build
+	./target/release/weft-bench pair --modes decap,encap,mixed
+
+# Criterion microbenchmarks of the per-packet work: ns and cycles per packet.
+bench-micro: setup
+	$(CARGO) bench -p weft-bench --bench packet
 
 clean:
 	$(CARGO) clean

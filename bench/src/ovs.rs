@@ -53,16 +53,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 
 fn stop(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
+        crate::stop_child(&mut c, "-TERM");
     }
 }
 

@@ -431,7 +431,7 @@ impl Lab {
         ];
         args.extend(mode_args);
         let child = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
-        self.children.push((node.ns.clone(), child));
+        self.children.push((weftd_label(&node.ns), child));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self.weftctl(node, &["status"]).is_ok() {
@@ -473,25 +473,29 @@ impl Lab {
 
     /// The PID of the weftd running in `ns` (`ip netns exec` execs it, so the child's PID is weftd's).
     pub fn pid_of(&self, ns: &str) -> Option<u32> {
-        self.children.iter().find(|(n, _)| n == ns).map(|(_, c)| c.id())
+        self.children.iter().find(|(n, _)| *n == weftd_label(ns)).map(|(_, c)| c.id())
     }
 
     /// SIGKILL one weftd by its PID.
     pub fn kill_weftd(&mut self, ns: &str) {
+        let label = weftd_label(ns);
         for (n, c) in self.children.iter_mut() {
-            if n == ns {
+            if *n == label {
                 let _ = c.kill();
                 let _ = c.wait();
             }
         }
-        self.children.retain(|(n, _)| n != ns);
+        self.children.retain(|(n, _)| *n != label);
     }
 
     /// Stop one weftd (SIGTERM, then SIGKILL after 5 s) by its PID.
     pub fn stop_weftd(&mut self, ns: &str) {
         let mut keep = Vec::new();
+        let label = weftd_label(ns);
         for (n, mut c) in std::mem::take(&mut self.children) {
-            if n == ns {
+            // Only weftd: a pod process in the same namespace (a DPDK pod owning its vhost-user socket)
+            // lives on across a weftd restart, as it would on a real node.
+            if n == label {
                 terminate(&mut c);
             } else {
                 keep.push((n, c));
@@ -543,6 +547,11 @@ impl Lab {
         self.children.push((ns.to_owned(), child));
         Ok(())
     }
+}
+
+/// How the lab names the weftd of a namespace among the processes it started.
+fn weftd_label(ns: &str) -> String {
+    format!("weftd@{ns}")
 }
 
 /// SIGTERM (through kill(1): no unsafe here), wait up to 5 s, then SIGKILL.

@@ -6,7 +6,7 @@
 //! Each on one forwarding lcore, alternating runs, medians of the per-second samples.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -271,20 +271,6 @@ struct PairRun<'a> {
     rate_mpps: f64,
 }
 
-/// Stop a child with SIGINT (so DPDK closes its ports and sockets), then SIGKILL if it lingers.
-fn stop_child(child: &mut Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 impl PairRun<'_> {
     /// (device-under-test vdevs, generator vdevs, generator's extra EAL args) for the transport.
     fn wiring(&self, dir: &Path) -> ([String; 2], [String; 2], Vec<String>) {
@@ -403,14 +389,14 @@ impl PairRun<'_> {
         let t = Instant::now();
         while !socks.iter().all(|s| s.exists()) {
             if t.elapsed() > Duration::from_secs(60) || matches!(child.try_wait(), Ok(Some(_))) {
-                stop_child(&mut child);
+                weft_bench::stop_child(&mut child, "-INT");
                 let log = std::fs::read_to_string(dir.join("dut.log")).unwrap_or_default();
                 bail!("{} did not open its sockets:\n{log}", name(dut));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let res = self.gen(None, rep, &gen_vdevs, &extra, 1);
-        stop_child(&mut child);
+        weft_bench::stop_child(&mut child, "-INT");
         let _ = std::fs::remove_dir_all(&dir);
         res
     }
