@@ -128,6 +128,8 @@ impl OvsSwitch {
             [0, 1].map(|i| format!("net_memif{i},role=server,socket={},socket-abstract=no", sock(["up", "pod"][i])))
         });
         let server = |dev: &str| format!("options:dpdk-devargs={dev}");
+        // The benchmark underlay's MTU, so full-size pod frames fit once encapsulated (as for weft).
+        let mtu = format!("mtu_request={}", node.underlay_mtu);
         o.vsctl(&["--no-wait", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
         o.vsctl(&["--no-wait", "set", "bridge", "br-phy", &format!("other-config:hwaddr={}", frames::UPLINK_MAC)])?;
         o.vsctl(&[
@@ -141,6 +143,7 @@ impl OvsSwitch {
             "up",
             "type=dpdk",
             &server(&up_dev),
+            &mtu,
         ])?;
         o.vsctl(&["--no-wait", "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
         o.vsctl(&[
@@ -154,6 +157,7 @@ impl OvsSwitch {
             "pod",
             "type=dpdk",
             &server(&pod_dev),
+            &mtu,
         ])?;
         o.vsctl(&[
             "--no-wait",
