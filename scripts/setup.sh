@@ -49,16 +49,7 @@ fi
 cur=$(cat /proc/sys/vm/nr_hugepages)
 if [ "$cur" -lt "$HUGEPAGES_MIN" ]; then
   echo "$HUGEPAGES_MIN" > /proc/sys/vm/nr_hugepages
-  # The TRex stateless client (PyPI lbr-trex-client), so the TRex profile test loads bench/trex/ as TRex
-# would; in a venv of its own (it bundles an old scapy that must not shadow Debian's).
-TREX_VENV=${WEFT_TREX_VENV:-/opt/weft/trex-venv}
-if ! "$TREX_VENV/bin/python" -c 'import lbr_trex_client' 2>/dev/null; then
-  say "installing lbr-trex-client into $TREX_VENV"
-  /usr/bin/python3 -m venv "$TREX_VENV"
-  "$TREX_VENV/bin/pip" install -q --disable-pip-version-check lbr-trex-client==3.4.0
-fi
-
-cur=$(cat /proc/sys/vm/nr_hugepages)
+  cur=$(cat /proc/sys/vm/nr_hugepages)
   if [ "$cur" -lt "$HUGEPAGES_MIN" ]; then
     echo "setup: asked for $HUGEPAGES_MIN hugepages, the kernel gave $cur (memory too fragmented?)" >&2
     exit 1

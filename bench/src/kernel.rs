@@ -18,7 +18,7 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::frames;
 
@@ -33,14 +33,7 @@ pub struct KernelNode {
 }
 
 fn sh(ns: &str, script: &str) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-ec", script])
-        .output()
-        .with_context(|| format!("running a script in netns {ns}"))?;
-    if !out.status.success() {
-        bail!("in netns {ns}: {}\n{script}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    dataplane::lab::exec(ns, &["sh", "-ec", script]).map(|_| ())
 }
 
 impl KernelNode {

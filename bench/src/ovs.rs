@@ -40,15 +40,7 @@ pub struct OvsSwitch {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    dataplane::lab::run(cmd).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn stop(child: &mut Option<Child>) {

@@ -22,7 +22,8 @@ use weft_config::{Lease, SubnetKey};
 /// The lab's underlay: 192.168.77.0/24 inside the lab's own namespaces only.
 pub const UNDERLAY_PREFIX: &str = "192.168.77";
 
-fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+/// Run a command to completion; an error (with its stderr and stdout) unless it exits 0.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(

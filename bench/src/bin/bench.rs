@@ -46,17 +46,8 @@ enum Cmd {
     /// Two processes: weft-gen drives each device under test over memif or vhost-user (the kernel over
     /// af_packet veths) and measures what comes back: Mpps, loss, latency; NDR/PDR with --search.
     Pair {
-        /// decap, encap, mixed (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
-        modes: Vec<GenMode>,
-        /// Table sizes (remote VTEPs), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10")]
-        peers: Vec<u32>,
-        /// Pod-side frame size in bytes.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        #[arg(long, default_value_t = 256)]
-        flows: u32,
+        #[command(flatten)]
+        traffic: Traffic,
         /// Devices under test, comma-separated: testpmd (io), ovs (OVS-DPDK), weft, kernel.
         #[arg(long, value_delimiter = ',', default_value = "testpmd,ovs,weft,kernel")]
         duts: Vec<Dut>,
@@ -84,22 +75,29 @@ enum Cmd {
     },
     /// Decap, encap and mixed Mpps vs testpmd io, replayed from memory into a sink, in one process.
     Fwd {
-        /// decap, encap, mixed (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
-        modes: Vec<GenMode>,
-        /// Remote VTEPs in the table: one or more sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10")]
-        peers: Vec<u32>,
-        /// Inner frame size in bytes.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        /// Flows (distinct frames replayed).
-        #[arg(long, default_value_t = 256)]
-        flows: u32,
+        #[command(flatten)]
+        traffic: Traffic,
         /// Baselines, comma-separated: testpmd (io), ovs (OVS-DPDK).
         #[arg(long, value_delimiter = ',', default_value = "testpmd,ovs")]
         baselines: Vec<Dut>,
     },
+}
+
+/// The traffic matrix of `fwd` and `pair`.
+#[derive(Debug, clap::Args)]
+struct Traffic {
+    /// decap, encap, mixed (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
+    modes: Vec<GenMode>,
+    /// Table sizes (remote VTEPs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    peers: Vec<u32>,
+    /// Pod-side frame size in bytes (VXLAN frames are 50 bytes longer).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Flows (distinct frames) per direction.
+    #[arg(long, default_value_t = 256)]
+    flows: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -592,7 +590,7 @@ fn main() -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Cmd::Pair { modes, peers, size, flows, duts, transport, search, rate_mpps } => {
+        Cmd::Pair { traffic: Traffic { modes, peers, size, flows }, duts, transport, search, rate_mpps } => {
             if !dataplane::testing::is_root() {
                 bail!(
                     "weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)"
@@ -611,7 +609,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
         }
-        Cmd::Fwd { modes, peers, size, flows, baselines } => {
+        Cmd::Fwd { traffic: Traffic { modes, peers, size, flows }, baselines } => {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
             std::fs::create_dir_all(&dir)?;
             for &peers in &peers {
