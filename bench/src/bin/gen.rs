@@ -88,6 +88,10 @@ struct Sender {
 }
 
 impl Sender {
+    fn new(tx: TxQueue, frames: Vec<Vec<u8>>, stamp_at: usize) -> Sender {
+        Sender { tx, frames, stamp_at, pending: Burst::new(), next_frame: 0, next_seq: 0, sent: 0 }
+    }
+
     /// Stamp and send up to `budget` frames; returns how many the port took.
     #[inline]
     fn send(&mut self, pool: &Mempool, budget: usize, trial: u64, side: u64) -> usize {
@@ -322,24 +326,8 @@ fn main() -> anyhow::Result<()> {
     uplink.start()?;
     pod.start()?;
     let (utx, ptx) = (utx.remove(0), ptx.remove(0));
-    let decap = |tx| Sender {
-        tx,
-        frames: frames::decap_frames(cli.peers, cli.flows, cli.size),
-        stamp_at: STAMP_AT_VXLAN,
-        pending: Burst::new(),
-        next_frame: 0,
-        next_seq: 0,
-        sent: 0,
-    };
-    let encap = |tx| Sender {
-        tx,
-        frames: frames::encap_frames(cli.peers, cli.flows, cli.size),
-        stamp_at: STAMP_AT_POD,
-        pending: Burst::new(),
-        next_frame: 0,
-        next_seq: 0,
-        sent: 0,
-    };
+    let decap = |tx| Sender::new(tx, frames::decap_frames(cli.peers, cli.flows, cli.size), STAMP_AT_VXLAN);
+    let encap = |tx| Sender::new(tx, frames::encap_frames(cli.peers, cli.flows, cli.size), STAMP_AT_POD);
     let (senders, receivers) = match cli.mode {
         Mode::Decap => (vec![decap(utx)], prx),
         Mode::Encap => (vec![encap(ptx)], urx),
