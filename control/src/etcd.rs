@@ -15,6 +15,8 @@ use std::time::Duration;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
+
+use crate::members::Members;
 use weft_config::{Ipv4Net, Lease, MacAddr, NetworkConfig, SubnetKey};
 
 use crate::allocate::{choose_subnet, Choice};
@@ -83,6 +85,7 @@ pub enum ControlEvent {
 /// Counters and state for status and metrics.
 #[derive(Debug, Default)]
 pub struct ControlStatus {
+    /// True only while the watch is live on a member that has a leader.
     pub connected: AtomicBool,
     pub revision: AtomicI64,
     pub resyncs: AtomicU64,
@@ -94,12 +97,47 @@ pub struct ControlStatus {
     pub conflicts: AtomicU64,
     /// Set while our subnet's key names another node (u32 of its PublicIP; 0 when ours).
     pub claimed_by: std::sync::atomic::AtomicU32,
+    /// Calls that failed on one member and were tried again on another.
+    pub rpc_retries: AtomicU64,
+    /// Calls that failed on every member (the session is then rebuilt).
+    pub rpc_failures: AtomicU64,
+    /// Times weft moved to another member.
+    pub failovers: AtomicU64,
+    /// Watches established (one per session; a steady connection keeps one).
+    pub watches: AtomicU64,
+    /// The last thing that went wrong talking to etcd (a member, a TLS handshake), for status.
+    last_error: std::sync::Mutex<String>,
+}
+
+impl ControlStatus {
+    pub fn set_last_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 type Res<T> = Result<T, etcd_client::Error>;
 
-fn log(msg: impl AsRef<str>) {
+pub(crate) fn log(msg: impl AsRef<str>) {
     eprintln!("weft-control: {}", msg.as_ref());
+}
+
+/// An error with its chain of causes (a TLS failure is three levels down a transport error).
+pub(crate) fn cause(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
 }
 
 fn now_unix() -> i64 {
@@ -117,18 +155,30 @@ fn random() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Why `wait_acquired` returned without a lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcquireError {
+    #[error("no lease from etcd within {0:?}")]
+    NotYet(Duration),
+    #[error("{0}")]
+    Fatal(String),
+    #[error("the control thread has stopped")]
+    Stopped,
+}
+
 /// The control thread.
 #[derive(Debug)]
 pub struct ControlHandle {
     pub events: mpsc::Receiver<ControlEvent>,
     pub status: Arc<ControlStatus>,
     stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControlHandle {
     /// Wait for the first `Acquired` (peers that arrive before it are returned too).
-    pub fn wait_acquired(&self, timeout: Duration) -> Result<(NetworkConfig, Ipv4Net, Vec<RemoteLease>), String> {
+    pub fn wait_acquired(&self, timeout: Duration) -> Result<(NetworkConfig, Ipv4Net, Vec<RemoteLease>), AcquireError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut peers = Vec::new();
         loop {
@@ -142,15 +192,18 @@ impl ControlHandle {
                     return Ok((network, subnet, peers));
                 }
                 Ok(ControlEvent::Peers(p)) => peers = p,
-                Ok(ControlEvent::Fatal(e)) => return Err(e),
-                Err(_) => return Err(format!("no lease from etcd within {timeout:?}")),
+                Ok(ControlEvent::Fatal(e)) => return Err(AcquireError::Fatal(e)),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(AcquireError::NotYet(timeout)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(AcquireError::Stopped),
             }
         }
     }
 
-    /// Stop the thread (the lease stays in etcd, as flanneld leaves it, so a restart reuses it).
+    /// Stop the thread at once, abandoning any call in flight (the lease stays in etcd, as flanneld
+    /// leaves it, so a restart reuses it).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -160,7 +213,49 @@ impl ControlHandle {
 impl Drop for ControlHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
+}
+
+/// gRPC keepalive: etcd sends GOAWAY ("too many pings") to clients that ping more often than its
+/// `--grpc-keepalive-min-time` (5 s by default) or while no stream is open, so weft pings every 10 s and
+/// only while a stream (the watch) is open. A member that stops answering is noticed within 15 s;
+/// a member that loses its leader cancels the watch itself (require-leader).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each unary call; a stalled member costs at most this before the call moves on.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The client options for every member: TLS (with the system's roots when no CA file is given), user,
+/// keepalive that etcd accepts, timeouts, and require-leader.
+fn connect_options(cfg: &EtcdConfig) -> Res<ConnectOptions> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(CALL_TIMEOUT)
+        .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+        .with_keep_alive_while_idle(false)
+        .with_tcp_keepalive(Duration::from_secs(30))
+        .with_require_leader(true);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    if cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+        let mut tls = TlsOptions::new();
+        tls = match &cfg.cafile {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(etcd_client::Error::IoError)?;
+                tls.ca_certificate(etcd_client::Certificate::from_pem(pem))
+            }
+            None => tls.with_native_roots(),
+        };
+        if let (Some(c), Some(k)) = (&cfg.certfile, &cfg.keyfile) {
+            let cert = std::fs::read(c).map_err(etcd_client::Error::IoError)?;
+            let key = std::fs::read(k).map_err(etcd_client::Error::IoError)?;
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Ok(opts)
 }
 
 /// Start the control thread.
@@ -168,8 +263,9 @@ pub fn start(cfg: EtcdConfig, id: Identity) -> ControlHandle {
     let (tx, rx) = mpsc::channel();
     let status = Arc::new(ControlStatus::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
     let thread = {
-        let (status, stop) = (status.clone(), stop.clone());
+        let (status, stop, wake) = (status.clone(), stop.clone(), wake.clone());
         std::thread::Builder::new()
             .name("weft-control".into())
             .spawn(move || {
@@ -180,11 +276,25 @@ pub fn start(cfg: EtcdConfig, id: Identity) -> ControlHandle {
                         return;
                     }
                 };
-                rt.block_on(Controller { cfg, id, tx, status, stop }.run());
+                let opts = match connect_options(&cfg) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let _ = tx.send(ControlEvent::Fatal(format!("etcd client options: {}", cause(&e))));
+                        return;
+                    }
+                };
+                let members = Members::new(cfg.endpoints.clone(), opts, status.clone());
+                let ctl = Controller { cfg, id, tx, status, stop, members };
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = ctl.run() => {}
+                        _ = wake.notified() => {}
+                    }
+                });
             })
             .ok()
     };
-    ControlHandle { events: rx, status, stop, thread }
+    ControlHandle { events: rx, status, stop, wake, thread }
 }
 
 struct Controller {
@@ -193,6 +303,7 @@ struct Controller {
     tx: mpsc::Sender<ControlEvent>,
     status: Arc<ControlStatus>,
     stop: Arc<AtomicBool>,
+    members: Members,
 }
 
 /// Our lease as held.
@@ -200,11 +311,24 @@ struct Held {
     network: NetworkConfig,
     subnet: Ipv4Net,
     lease_id: i64,
+    ttl: i64,
     renew_at: tokio::time::Instant,
 }
 
+/// Reconnect back-off: short enough that a lease lost while etcd was away is retaken within 2 s of
+/// etcd answering again.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A session whose watch stayed up this long was healthy: the back-off starts from the bottom again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// How a session ended.
+enum SessionEnd {
+    /// Re-list and watch again (compaction, our lease retaken).
+    Resync,
+    /// The member or the connection failed; `healthy` says whether the watch had been up for long.
+    Broken { error: etcd_client::Error, healthy: bool },
+}
 
 impl Controller {
     fn stopped(&self) -> bool {
@@ -219,46 +343,49 @@ impl Controller {
         format!("{}{}", self.subnets_prefix(), SubnetKey(subnet))
     }
 
-    async fn connect(&self) -> Res<Client> {
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
-            opts = opts.with_user(u.clone(), p.clone());
-        }
-        if self.cfg.cafile.is_some() || self.cfg.certfile.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &self.cfg.cafile {
-                let pem = std::fs::read(ca).map_err(etcd_client::Error::IoError)?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+    /// Run an idempotent call on a healthy member, and on the next healthy ones while it fails for a
+    /// reason another member might not have.
+    async fn call<T, F, Fut>(&mut self, mut f: F) -> Res<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Res<T>>,
+    {
+        let mut last = None;
+        for _ in 0..self.members.len() {
+            let Some(c) = self.members.healthy().await else { break };
+            match f(c).await {
+                Ok(v) => return Ok(v),
+                Err(e) if crate::members::worth_another_member(&e) => {
+                    self.status.rpc_retries.fetch_add(1, Ordering::Relaxed);
+                    log(format!("etcd member {}: {}; trying another", self.members.current_url(), cause(&e)));
+                    self.status.set_last_error(format!("{}: {}", self.members.current_url(), cause(&e)));
+                    self.members.skip_current();
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
             }
-            if let (Some(c), Some(k)) = (&self.cfg.certfile, &self.cfg.keyfile) {
-                let cert = std::fs::read(c).map_err(etcd_client::Error::IoError)?;
-                let key = std::fs::read(k).map_err(etcd_client::Error::IoError)?;
-                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
-            }
-            opts = opts.with_tls(tls);
         }
-        Client::connect(&self.cfg.endpoints, Some(opts)).await
+        self.status.rpc_failures.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| etcd_client::Error::EndpointError("no etcd member answers with a leader".into())))
     }
 
-    /// Connect, retrying with back-off until it works or we are stopped.
-    async fn connect_retrying(&self) -> Option<Client> {
+    async fn get(&mut self, key: String, opts: Option<GetOptions>) -> Res<etcd_client::GetResponse> {
+        self.call(move |mut c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.get(key, opts).await }
+        })
+        .await
+    }
+
+    /// Wait until some member answers with a leader, retrying with back-off; None when stopped.
+    async fn wait_for_etcd(&mut self) -> Option<()> {
         let mut backoff = BACKOFF_MIN;
         loop {
             if self.stopped() {
                 return None;
             }
-            match self.connect().await {
-                Ok(mut c) => {
-                    // The client connects lazily; make one request to know.
-                    if c.status().await.is_ok() {
-                        self.status.connected.store(true, Ordering::Relaxed);
-                        return Some(c);
-                    }
-                }
-                Err(e) => log(format!("etcd {:?}: {e}; retrying in {backoff:?}", self.cfg.endpoints)),
+            if self.members.healthy().await.is_some() {
+                return Some(());
             }
             self.status.connected.store(false, Ordering::Relaxed);
             tokio::time::sleep(backoff).await;
@@ -267,14 +394,14 @@ impl Controller {
     }
 
     /// `<prefix>/config`, retried every second until it exists and parses.
-    async fn network_config(&self, client: &mut Client) -> Option<NetworkConfig> {
+    async fn network_config(&mut self) -> Option<NetworkConfig> {
         let key = format!("{}/config", self.cfg.prefix.trim_end_matches('/'));
         let mut said = String::new();
         loop {
             if self.stopped() {
                 return None;
             }
-            let msg = match client.get(key.as_str(), None).await {
+            let msg = match self.get(key.clone(), None).await {
                 Ok(r) => match r.kvs().first() {
                     None => format!("waiting for the network config: {key} does not exist (write it with etcdctl put {key} '{{\"Network\":\"10.244.0.0/16\",\"Backend\":{{\"Type\":\"vxlan\"}}}}')"),
                     Some(kv) => match NetworkConfig::from_json(&String::from_utf8_lossy(kv.value())) {
@@ -282,7 +409,7 @@ impl Controller {
                         Err(e) => format!("{key}: {e}; waiting for a valid config"),
                     },
                 },
-                Err(e) => format!("reading {key}: {e}"),
+                Err(e) => format!("reading {key}: {}", cause(&e)),
             };
             if msg != said {
                 log(&msg);
@@ -294,19 +421,17 @@ impl Controller {
 
     /// Every key under the subnets prefix: parsed leases, and the subnets whose values do not parse
     /// (still taken). Returns the revision of the read.
-    async fn list(&self, client: &mut Client) -> Res<(i64, BTreeMap<Ipv4Net, Option<Lease>>, HashMap<Ipv4Net, i64>)> {
-        let resp = client.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())).await?;
+    async fn list(&mut self) -> Res<(i64, BTreeMap<Ipv4Net, Option<Lease>>)> {
+        let resp = self.get(self.subnets_prefix(), Some(GetOptions::new().with_prefix())).await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut all = BTreeMap::new();
-        let mut etcd_leases = HashMap::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             if let Some((net, lease)) = self.parse_kv(&key, kv.value()) {
-                etcd_leases.insert(net, kv.lease());
                 all.insert(net, lease);
             }
         }
-        Ok((rev, all, etcd_leases))
+        Ok((rev, all))
     }
 
     /// A subnet key and its value; bad ones are logged with the key and counted.
@@ -336,12 +461,10 @@ impl Controller {
 
     /// Take a subnet: ours if we have one, else the previous one if free, else a free one. Lost races
     /// are retried with another subnet (flanneld exits there).
-    async fn acquire(
-        &self,
-        client: &mut Client,
-        network: &NetworkConfig,
-        prefer: Option<Ipv4Net>,
-    ) -> Res<Option<Held>> {
+    ///
+    /// The transaction is not retried on another member by itself: if it committed before the answer
+    /// was lost, the next round's list shows the key as ours and takes it again under a new etcd lease.
+    async fn acquire(&mut self, network: &NetworkConfig, prefer: Option<Ipv4Net>) -> Res<Option<Held>> {
         let previous = prefer.or_else(|| SubnetFile::read_previous(&self.id.subnet_file).map(|f| f.subnet));
         let mut avoid = Vec::new();
         let value = self.our_value(network);
@@ -349,7 +472,7 @@ impl Controller {
             if self.stopped() {
                 return Ok(None);
             }
-            let (_, all, _) = self.list(client).await?;
+            let (_, all) = self.list().await?;
             let existing: HashMap<Ipv4Net, Lease> = all
                 .iter()
                 .map(|(n, l)| {
@@ -374,7 +497,7 @@ impl Controller {
             let subnet = choice.subnet();
             let key = self.key_of(subnet);
             let ttl = self.id.lease_ttl.as_secs().max(2) as i64;
-            let grant = client.lease_grant(ttl, None).await?;
+            let grant = self.call(move |mut c| async move { c.lease_grant(ttl, None).await }).await?;
             let put = TxnOp::put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(grant.id())));
             let txn = match choice {
                 // Ours already: rewrite it under the new etcd lease (as flanneld renews: new TTL).
@@ -383,7 +506,19 @@ impl Controller {
                     Txn::new().when([Compare::version(key.as_str(), CompareOp::Equal, 0)]).and_then([put])
                 }
             };
-            if client.txn(txn).await?.succeeded() {
+            let Some(mut client) = self.members.healthy().await else {
+                return Err(etcd_client::Error::EndpointError("no etcd member answers with a leader".into()));
+            };
+            let committed = match client.txn(txn).await {
+                Ok(r) => r.succeeded(),
+                Err(e) => {
+                    if crate::members::worth_another_member(&e) {
+                        self.members.skip_current();
+                    }
+                    return Err(e);
+                }
+            };
+            if committed {
                 log(format!(
                     "holding {subnet} ({choice:?}) as {} with VtepMAC {}",
                     self.id.public_ip, self.id.vtep_mac
@@ -397,10 +532,12 @@ impl Controller {
                     network: network.clone(),
                     subnet,
                     lease_id: grant.id(),
+                    ttl,
                     renew_at: self.renew_deadline(ttl),
                 }));
             }
-            let _ = client.lease_revoke(grant.id()).await;
+            let id = grant.id();
+            let _ = self.call(move |mut c| async move { c.lease_revoke(id).await }).await;
             log(format!("lost the race for {subnet}; trying another subnet"));
             avoid.push(subnet);
         }
@@ -413,19 +550,28 @@ impl Controller {
         tokio::time::Instant::now() + wait
     }
 
-    /// Renew: keep-alive resets the TTL. False when the lease is gone (expired or revoked).
-    async fn renew(&self, client: &mut Client, held: &mut Held) -> Res<bool> {
-        let (mut keeper, mut stream) = client.lease_keep_alive(held.lease_id).await?;
-        keeper.keep_alive().await?;
-        let ttl = match stream.message().await? {
-            Some(r) => r.ttl(),
-            None => 0,
-        };
-        if ttl <= 0 {
-            return Ok(false);
+    /// Whether our etcd lease is still alive (its remaining TTL is positive).
+    async fn lease_alive(&mut self, id: i64) -> Res<bool> {
+        let r = self.call(move |mut c| async move { c.lease_time_to_live(id, None).await }).await?;
+        Ok(r.ttl() > 0)
+    }
+
+    /// Renew: a keep-alive resets the TTL. False when the lease is gone (expired or revoked): etcd
+    /// answers a keep-alive for an unknown lease with TTL 0, which etcd-client reports as an error of
+    /// its own kind; that is confirmed with a TimeToLive before the lease is given up.
+    async fn renew(&mut self, held: &mut Held) -> Res<bool> {
+        let id = held.lease_id;
+        match self.call(move |mut c| async move { c.lease_keep_alive(id).await.map(|_| ()) }).await {
+            Ok(()) => {}
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => {
+                if !self.lease_alive(id).await? {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        self.status.lease_expiry.store(now_unix() + ttl, Ordering::Relaxed);
-        held.renew_at = self.renew_deadline(ttl);
+        self.status.lease_expiry.store(now_unix() + held.ttl, Ordering::Relaxed);
+        held.renew_at = self.renew_deadline(held.ttl);
         Ok(true)
     }
 
@@ -443,19 +589,17 @@ impl Controller {
             .collect()
     }
 
-    async fn run(self) {
-        let Some(mut client) = self.connect_retrying().await else { return };
-        let Some(network) = self.network_config(&mut client).await else { return };
+    async fn run(mut self) {
+        self.wait_for_etcd().await;
+        let Some(network) = self.network_config().await else { return };
         let mut held = loop {
-            match self.acquire(&mut client, &network, None).await {
+            match self.acquire(&network, None).await {
                 Ok(Some(h)) => break h,
                 Ok(None) => return,
                 Err(e) => {
-                    log(format!("acquiring a lease: {e}; retrying in 1 s"));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Some(c) = self.connect_retrying().await {
-                        client = c;
-                    } else {
+                    log(format!("acquiring a lease: {}; retrying", cause(&e)));
+                    tokio::time::sleep(BACKOFF_MAX).await;
+                    if self.wait_for_etcd().await.is_none() {
                         return;
                     }
                 }
@@ -468,20 +612,29 @@ impl Controller {
         let mut need_list = true;
         let mut backoff = BACKOFF_MIN;
         while !self.stopped() {
-            let r = self.session(&mut client, &mut held, &mut all, &mut sent, &mut rev, &mut need_list).await;
+            let end = self.session(&mut held, &mut all, &mut sent, &mut rev, &mut need_list).await;
+            self.status.connected.store(false, Ordering::Relaxed);
             if self.stopped() {
                 break;
             }
-            if let Err(e) = r {
-                self.status.connected.store(false, Ordering::Relaxed);
-                log(format!("etcd: {e}; resuming in {backoff:?} (forwarding continues on the last table)"));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                if let Ok(c) = self.connect().await {
-                    client = c;
+            match end {
+                SessionEnd::Resync => backoff = BACKOFF_MIN,
+                SessionEnd::Broken { error, healthy } => {
+                    if healthy {
+                        backoff = BACKOFF_MIN;
+                    }
+                    let why = cause(&error);
+                    self.status.set_last_error(why.clone());
+                    log(format!("etcd: {why}; resuming in {backoff:?} (forwarding continues on the last table)"));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if crate::members::worth_another_member(&error) {
+                        self.members.skip_current();
+                    }
+                    if self.wait_for_etcd().await.is_none() {
+                        break;
+                    }
                 }
-            } else {
-                backoff = BACKOFF_MIN;
             }
         }
     }
@@ -494,44 +647,91 @@ impl Controller {
         }
     }
 
-    /// List (when needed), then watch from the next revision, renewing the lease on time. Returns Ok
-    /// when a resync is needed, Err when the connection broke.
+    /// Our key as etcd holds it now (not as the watch last said): gone, or not on our lease, means
+    /// the lease expired or was deleted while we could not see it.
+    async fn check_own_key(&mut self, held: &mut Held) -> Res<bool> {
+        let resp = self.get(self.key_of(held.subnet), None).await?;
+        let Some(kv) = resp.kvs().first() else { return Ok(false) };
+        let lease = Lease::from_json(&String::from_utf8_lossy(kv.value())).ok();
+        if lease.as_ref().is_some_and(|l| l.public_ip != self.id.public_ip) {
+            self.check_claim(lease.as_ref());
+            return Ok(true); // another node's: reported, not fought
+        }
+        self.check_claim(lease.as_ref());
+        if kv.lease() != held.lease_id {
+            return Ok(false);
+        }
+        self.lease_alive(held.lease_id).await
+    }
+
+    /// List (when needed), then watch from the next revision, renewing the lease on time.
     async fn session(
-        &self,
-        client: &mut Client,
+        &mut self,
         held: &mut Held,
         all: &mut BTreeMap<Ipv4Net, Option<Lease>>,
         sent: &mut Option<Vec<RemoteLease>>,
         rev: &mut i64,
         need_list: &mut bool,
-    ) -> Res<()> {
+    ) -> SessionEnd {
+        let broken = |error| SessionEnd::Broken { error, healthy: false };
+        // Whatever happened while we could not see etcd, our lease is checked directly, not left to
+        // the watch replaying its deletion (it may have been compacted away, or etcd restored).
+        match self.check_own_key(held).await {
+            Ok(true) => {}
+            Ok(false) => {
+                log(format!("our lease on {} is gone from etcd (expired or deleted)", held.subnet));
+                return match self.reacquire(held).await {
+                    Ok(()) => SessionEnd::Resync,
+                    Err(e) => broken(e),
+                };
+            }
+            Err(e) => return broken(e),
+        }
         if *need_list {
-            let (r, listed, _) = self.list(client).await?;
+            let (r, listed) = match self.list().await {
+                Ok(x) => x,
+                Err(e) => return broken(e),
+            };
             *all = listed;
             *rev = r;
             *need_list = false;
             self.status.revision.store(r, Ordering::Relaxed);
-            if !all.contains_key(&held.subnet) {
-                self.reacquire(client, held).await?;
-                return Ok(());
-            }
             self.publish(all, held, sent);
         }
-        self.status.connected.store(true, Ordering::Relaxed);
+        let Some(mut client) = self.members.healthy().await else {
+            return broken(etcd_client::Error::EndpointError("no etcd member answers with a leader".into()));
+        };
         let opts = WatchOptions::new().with_prefix().with_start_revision(*rev + 1).with_progress_notify();
-        let (_watcher, mut stream) = client.watch(self.subnets_prefix(), Some(opts)).await?;
+        let mut stream = match client.watch(self.subnets_prefix(), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => return broken(e),
+        };
+        let since = tokio::time::Instant::now();
+        let broken = |error| SessionEnd::Broken { error, healthy: since.elapsed() >= HEALTHY_AFTER };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let Some(resp) = msg? else {
-                        return Err(etcd_client::Error::WatchError("watch stream ended".into()));
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return broken(etcd_client::Error::WatchError("watch stream ended".into())),
+                        Err(e) => return broken(e),
                     };
-                    if resp.compact_revision() != 0 || resp.canceled() {
-                        log(format!("watch from revision {} cancelled (compacted to {}): re-listing", *rev + 1, resp.compact_revision()));
+                    if resp.created() {
+                        // The watch is live on a member with a leader (require-leader would refuse it
+                        // otherwise, and cancels it when the leader is lost).
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        self.status.watches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if resp.compact_revision() != 0 {
+                        log(format!("watch from revision {} compacted to {}: re-listing", *rev + 1, resp.compact_revision()));
                         self.status.resyncs.fetch_add(1, Ordering::Relaxed);
                         *need_list = true;
-                        return Ok(());
+                        return SessionEnd::Resync;
+                    }
+                    if resp.canceled() {
+                        let why = resp.cancel_reason().to_string();
+                        return broken(etcd_client::Error::WatchError(format!("watch cancelled by {}: {why}", self.members.current_url())));
                     }
                     let mut ours_gone = false;
                     for ev in resp.events() {
@@ -562,28 +762,34 @@ impl Controller {
                         *rev = (*rev).max(h.revision());
                     }
                     self.status.revision.store(*rev, Ordering::Relaxed);
-                    if ours_gone {
-                        self.reacquire(client, held).await?;
-                        return Ok(());
+                    // A delete followed by a put in the same response (our own retake, replayed) is
+                    // not a loss: what counts is whether the key is there after all the events.
+                    if ours_gone && !all.contains_key(&held.subnet) {
+                        return match self.reacquire(held).await {
+                            Ok(()) => SessionEnd::Resync,
+                            Err(e) => broken(e),
+                        };
                     }
                     self.publish(all, held, sent);
                 }
                 _ = tick.tick() => {
                     if self.stopped() {
-                        return Ok(());
+                        return SessionEnd::Resync;
                     }
                     if tokio::time::Instant::now() >= held.renew_at {
-                        match self.renew(client, held).await {
+                        match self.renew(held).await {
                             Ok(true) => {}
                             Ok(false) => {
                                 log(format!("our lease on {} expired: taking it again", held.subnet));
-                                self.reacquire(client, held).await?;
-                                return Ok(());
+                                return match self.reacquire(held).await {
+                                    Ok(()) => SessionEnd::Resync,
+                                    Err(e) => broken(e),
+                                };
                             }
                             Err(e) => {
-                                // Try again in a minute (or sooner when the connection comes back).
-                                held.renew_at = tokio::time::Instant::now() + Duration::from_secs(60).min(self.id.lease_ttl / 4);
-                                return Err(e);
+                                // Try again soon; the reconnect checks the lease directly.
+                                held.renew_at = tokio::time::Instant::now() + Duration::from_secs(1);
+                                return broken(e);
                             }
                         }
                     }
@@ -610,12 +816,12 @@ impl Controller {
     }
 
     /// Our key is gone (deleted or expired): take a lease again, the same subnet if it is free.
-    async fn reacquire(&self, client: &mut Client, held: &mut Held) -> Res<()> {
+    async fn reacquire(&mut self, held: &mut Held) -> Res<()> {
         self.status.claimed_by.store(0, Ordering::Relaxed);
         log(format!("!!! our lease {} disappeared from etcd; taking it again", self.key_of(held.subnet)));
         self.status.reacquired.fetch_add(1, Ordering::Relaxed);
         let network = held.network.clone();
-        if let Some(h) = self.acquire(client, &network, Some(held.subnet)).await? {
+        if let Some(h) = self.acquire(&network, Some(held.subnet)).await? {
             if h.subnet != held.subnet {
                 log(format!("!!! {} is taken now; this node moved to {}", held.subnet, h.subnet));
             }

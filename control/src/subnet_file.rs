@@ -10,7 +10,6 @@
 //! FLANNEL_SUBNET is the first host address with the subnet's prefix length; FLANNEL_MTU is the
 //! underlay MTU minus the 50 bytes of VXLAN encapsulation.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -65,16 +64,7 @@ impl SubnetFile {
 
     /// Write the file atomically: a temporary file in the same directory, fsync, rename.
     pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("subnet.env");
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.render().as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        weft_config::state::write_atomic(path, self.render().as_bytes())
     }
 
     /// Read the previous subnet from `path`, if any.

@@ -10,7 +10,9 @@ use weft_control::etcd::{start, ControlEvent, ControlHandle, EtcdConfig, Identit
 use weft_control::testing::EtcdServer;
 
 const PREFIX: &str = "/coreos.com/network";
-const CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+/// Nodes under test take subnets up to 10.244.50.0/24; the peers that tests write sit above that, so a
+/// node can never draw a test peer's subnet by chance.
+const CONFIG: &str = r#"{"Network":"10.244.0.0/16","SubnetMax":"10.244.50.0","Backend":{"Type":"vxlan"}}"#;
 
 /// A test's own directory (subnet files), removed when the test ends, also when it fails.
 struct TmpDir(PathBuf);
@@ -378,4 +380,234 @@ fn oversized_values_and_a_compaction_storm() {
     // No hot loop (flannel #2470): a live watch is not cancelled by compactions behind it.
     let resyncs = h.status.resyncs.load(std::sync::atomic::Ordering::Relaxed);
     assert!(resyncs <= 2, "{resyncs} re-lists for 50 compactions");
+}
+
+fn status(h: &ControlHandle) -> &weft_control::etcd::ControlStatus {
+    &h.status
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn connected(h: &ControlHandle) -> bool {
+    h.status.connected.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Wait until `pred` holds, polling; the time it took.
+fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !pred() {
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+/// Whether `key` exists and is attached to an etcd lease that is still alive.
+fn key_on_live_lease(etcd: &EtcdServer, key: &str) -> bool {
+    let Ok(json) = etcd.etcdctl(&["get", key, "-w", "json"]) else { return false };
+    let Some(lease) = json.split("\"lease\":").nth(1).and_then(|s| s.split([',', '}']).next()) else { return false };
+    let Ok(id) = lease.trim().parse::<i64>() else { return false };
+    let Ok(ttl) = etcd.etcdctl(&["lease", "timetolive", &format!("{id:x}")]) else { return false };
+    // A renewed lease shows a remaining TTL of 0 s or more (rounded down); an expired one, -1.
+    ttl.split("remaining(").nth(1).and_then(|s| s.split('s').next()).and_then(|s| s.parse::<i64>().ok()).unwrap_or(-1)
+        >= 0
+}
+
+/// Issue #11.1: with one member of three dead, no call fails: the dead member is left for a healthy one
+/// (etcd-client alone kept it in its balancer and a quarter of the calls failed).
+#[test]
+fn a_dead_member_fails_no_call() {
+    let mut etcd = EtcdServer::cluster(3).unwrap();
+    etcd.put(&format!("{PREFIX}/config"), CONFIG).unwrap();
+    let dir = tmpdir("deadmember");
+    let mut id = identity(1, &dir);
+    // Renewals every second: many calls while the member is dead.
+    id.lease_ttl = Duration::from_secs(3);
+    id.renew_margin = Duration::from_secs(2);
+    let h = node(&etcd, id);
+    let (_, subnet, _) = h.wait_acquired(Duration::from_secs(15)).unwrap();
+    wait_until("watch up", Duration::from_secs(10), || connected(&h));
+    // The member weft uses first is the first endpoint: kill it.
+    etcd.members[0].kill();
+    let failures_before = load(&status(&h).rpc_failures);
+    for i in 0..10u8 {
+        let s = format!("{PREFIX}/subnets/10.244.{}.0-24", 100 + i);
+        etcd.put(&s, &lease_value(&format!("192.168.77.{}", 100 + i), "02:00:00:00:00:c8")).unwrap();
+        wait_peers(&h, &[], Duration::from_secs(10), |p| p.iter().any(|x| x.public_ip.octets()[3] == 100 + i));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(key_on_live_lease(&etcd, &key(subnet)), "lease renewed on the live members");
+    assert_eq!(load(&status(&h).rpc_failures), failures_before, "no call failed on every member");
+    assert_eq!(load(&status(&h).reacquired), 0, "the lease was never lost");
+    assert!(load(&status(&h).failovers) >= 1, "moved off the dead member");
+    assert!(connected(&h));
+    eprintln!(
+        "dead member: {} calls retried on another member, {} failed, {} failovers",
+        load(&status(&h).rpc_retries),
+        load(&status(&h).rpc_failures) - failures_before,
+        load(&status(&h).failovers)
+    );
+    h.stop();
+}
+
+/// Issue #11.2: an idle watch stays up: keepalive pings that etcd accepts (its default
+/// --grpc-keepalive-min-time is 5 s; pinging every 2 s made it send GOAWAY every ~8 s).
+#[test]
+fn an_idle_watch_stays_up() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("idle");
+    let h = node(&etcd, identity(1, &dir));
+    h.wait_acquired(Duration::from_secs(10)).unwrap();
+    wait_until("watch up", Duration::from_secs(10), || connected(&h));
+    let watches = load(&status(&h).watches);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(25) {
+        assert!(connected(&h), "watch went down after {:?} of idling", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(load(&status(&h).watches), watches, "the watch was never re-established");
+    assert!(!etcd.members[0].log().contains("too_many_pings"), "etcd complained about our pings");
+    h.stop();
+}
+
+/// Issue #11.3: a lease that expired while etcd did not answer (a hung member, SIGSTOP) is retaken,
+/// same subnet, soon after etcd answers again: found by checking the key directly, not by waiting for
+/// the watch or the next renewal.
+#[test]
+fn a_lease_lost_while_etcd_hung_is_retaken() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("hung");
+    let mut id = identity(1, &dir);
+    id.lease_ttl = Duration::from_secs(4);
+    id.renew_margin = Duration::from_secs(2);
+    let h = node(&etcd, id);
+    let (_, subnet, _) = h.wait_acquired(Duration::from_secs(10)).unwrap();
+    etcd.members[0].pause();
+    std::thread::sleep(Duration::from_secs(7)); // well past the TTL
+    etcd.members[0].resume();
+    let took = wait_until("lease retaken", Duration::from_secs(10), || {
+        load(&status(&h).reacquired) >= 1 && key_on_live_lease(&etcd, &key(subnet))
+    });
+    eprintln!("lease retaken {took:?} after etcd answered again");
+    assert!(took < Duration::from_secs(4), "retaken after {took:?}");
+    assert_eq!(etcd.get(&key(subnet)).unwrap().unwrap(), lease_value("192.168.77.1", "02:77:00:00:00:01"));
+    // And held from then on.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        key_on_live_lease(&etcd, &key(subnet)),
+        "renewed after the retake: {:?}",
+        etcd.etcdctl(&["get", &key(subnet), "-w", "json"])
+    );
+    h.stop();
+}
+
+/// Issue #11.3 with three endpoints: every member hung past the TTL; the lease is held at the end.
+#[test]
+fn a_lease_lost_while_a_cluster_hung_is_retaken() {
+    let etcd = EtcdServer::cluster(3).unwrap();
+    etcd.put(&format!("{PREFIX}/config"), CONFIG).unwrap();
+    let dir = tmpdir("hung3");
+    let mut id = identity(1, &dir);
+    id.lease_ttl = Duration::from_secs(4);
+    id.renew_margin = Duration::from_secs(2);
+    let h = node(&etcd, id);
+    let (_, subnet, _) = h.wait_acquired(Duration::from_secs(15)).unwrap();
+    for m in &etcd.members {
+        m.pause();
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    for m in &etcd.members {
+        m.resume();
+    }
+    let took = wait_until("lease held after the cluster hung", Duration::from_secs(20), || {
+        key_on_live_lease(&etcd, &key(subnet))
+    });
+    eprintln!("three members: lease held {took:?} after they answered again");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(key_on_live_lease(&etcd, &key(subnet)), "held past more than a TTL after the outage");
+    assert_eq!(etcd.get(&key(subnet)).unwrap().unwrap(), lease_value("192.168.77.1", "02:77:00:00:00:01"));
+    h.stop();
+}
+
+/// Issue #11.1: a watch on a member that lost its leader is noticed (require-leader), and
+/// `connected` says so; when the cluster has a leader again, the watch comes back.
+#[test]
+fn a_member_without_a_leader_is_not_connected() {
+    let mut etcd = EtcdServer::cluster(3).unwrap();
+    etcd.put(&format!("{PREFIX}/config"), CONFIG).unwrap();
+    let dir = tmpdir("noleader");
+    let h = node(&etcd, identity(1, &dir));
+    h.wait_acquired(Duration::from_secs(15)).unwrap();
+    wait_until("watch up", Duration::from_secs(10), || connected(&h));
+    // Member 0 (the one in use) stays up but loses its quorum, so its leader.
+    etcd.members[1].kill();
+    etcd.members[2].kill();
+    let took = wait_until("leader loss noticed", Duration::from_secs(15), || !connected(&h));
+    eprintln!("leader loss noticed after {took:?}");
+    etcd.members[1].restart().unwrap();
+    etcd.members[2].restart().unwrap();
+    etcd.wait_healthy(Duration::from_secs(20)).unwrap();
+    etcd.put(&format!("{PREFIX}/subnets/10.244.99.0-24"), &lease_value("192.168.77.99", "02:00:00:00:00:99")).unwrap();
+    wait_peers(&h, &[], Duration::from_secs(15), |p| p.iter().any(|x| x.public_ip.octets()[3] == 99));
+    wait_until("watch up again", Duration::from_secs(10), || connected(&h));
+    h.stop();
+}
+
+/// Issue #11.6: stopping the control thread does not wait for a call in flight to a hung etcd.
+#[test]
+fn stop_is_prompt_while_etcd_hangs() {
+    let etcd = etcd_with_config(CONFIG);
+    let dir = tmpdir("stop");
+    let h = node(&etcd, identity(1, &dir));
+    h.wait_acquired(Duration::from_secs(10)).unwrap();
+    etcd.members[0].pause();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    h.stop();
+    etcd.members[0].resume();
+    assert!(t0.elapsed() < Duration::from_secs(1), "stop took {:?}", t0.elapsed());
+}
+
+/// A CA, and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=weft-test-ca 2>&1");
+    run("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>&1");
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext 2>&1");
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// Issue #11.8: etcd over TLS with --etcd-cafile works; without it (the system's roots, which do not
+/// know this CA) the handshake fails and the cause is reported, not swallowed.
+#[test]
+fn tls_with_and_without_the_ca() {
+    let dir = tmpdir("tls");
+    let (ca, cert, key_file) = make_certs(&dir);
+    let args: Vec<String> = ["--cert-file", cert.to_str().unwrap(), "--key-file", key_file.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let etcd = EtcdServer::cluster_with(1, "https", &args, Some(&ca)).unwrap();
+    etcd.put(&format!("{PREFIX}/config"), CONFIG).unwrap();
+    assert!(etcd.endpoints()[0].starts_with("https://"));
+
+    let good = start(
+        EtcdConfig { endpoints: etcd.endpoints(), cafile: Some(ca.clone()), ..EtcdConfig::default() },
+        identity(1, &dir),
+    );
+    let (_, subnet, _) = good.wait_acquired(Duration::from_secs(15)).unwrap();
+    assert!(etcd.get(&key(subnet)).unwrap().is_some());
+    good.stop();
+
+    let bad = start(EtcdConfig { endpoints: etcd.endpoints(), ..EtcdConfig::default() }, identity(2, &dir));
+    assert!(bad.wait_acquired(Duration::from_secs(3)).is_err(), "an unknown CA must not be trusted");
+    let why = bad.status.last_error();
+    assert!(why.to_lowercase().contains("certificate"), "the TLS cause is reported: {why:?}");
+    bad.stop();
 }

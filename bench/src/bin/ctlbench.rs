@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             renew_margin: Duration::from_secs(600),
         },
     );
-    let (_, subnet, peers) = h.wait_acquired(Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+    let (_, subnet, peers) = h.wait_acquired(Duration::from_secs(30))?;
     let mut peers = peers;
     while peers.len() < cli.leases as usize {
         match h.events.recv_timeout(Duration::from_secs(10)) {

@@ -68,6 +68,15 @@ struct Cli {
     /// Unix socket for weftctl. Default /run/weft/weftd.sock.
     #[arg(long)]
     api_socket: Option<PathBuf>,
+    /// A group (name or id) whose members may use the API socket besides root.
+    #[arg(long)]
+    api_group: Option<String>,
+    /// Allow the API's debugging verbs (pausing a worker).
+    #[arg(long)]
+    debug_api: bool,
+    /// Directory for pods' vhost-user sockets. Default /run/weft-vhost.
+    #[arg(long)]
+    vhost_dir: Option<PathBuf>,
     /// Never sleep when idle (benchmarks, dedicated cores).
     #[arg(long)]
     busy_poll: bool,
@@ -94,8 +103,13 @@ struct Cli {
     etcd_keyfile: Option<PathBuf>,
     #[arg(long)]
     etcd_username: Option<String>,
+    /// etcd password; better from a file (--etcd-password-file) or the environment
+    /// (WEFTD_ETCD_PASSWORD or FLANNELD_ETCD_PASSWORD), which `ps` does not show.
     #[arg(long)]
     etcd_password: Option<String>,
+    /// A file holding the etcd password.
+    #[arg(long)]
+    etcd_password_file: Option<PathBuf>,
     /// flannel's subnet file. Default /run/flannel/subnet.env.
     #[arg(long)]
     subnet_file: Option<PathBuf>,
@@ -150,6 +164,8 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
         etcd_keyfile,
         etcd_username,
         etcd_password,
+        etcd_password_file,
+        vhost_dir,
         subnet_file,
         subnet_lease_renew_margin
     );
@@ -162,6 +178,15 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
     if cli.busy_poll {
         f.busy_poll = Some(true);
     }
+    if cli.debug_api {
+        f.debug_api = Some(true);
+    }
+    if let Some(g) = &cli.api_group {
+        f.api_group = Some(group_id(g)?);
+    }
+    if f.etcd_password.is_none() && f.etcd_password_file.is_none() {
+        f.etcd_password = ["WEFTD_ETCD_PASSWORD", "FLANNELD_ETCD_PASSWORD"].iter().find_map(|v| std::env::var(v).ok());
+    }
     for (i, p) in cli.peers.iter().enumerate() {
         let parts: Vec<&str> = p.split(',').collect();
         let [subnet, public_ip, vtep_mac] = parts[..] else {
@@ -173,6 +198,21 @@ fn merge(cli: Cli) -> anyhow::Result<NodeFile> {
         f.peers.push(PeerFile { subnet: subnet.into(), public_ip: public_ip.into(), vtep_mac: vtep_mac.into() });
     }
     Ok(f)
+}
+
+/// A group by name (from /etc/group) or number.
+fn group_id(g: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = g.parse() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(g)).then(|| f.nth(1).and_then(|id| id.parse().ok())).flatten()
+        })
+        .ok_or_else(|| anyhow::anyhow!("api_group: no group {g:?} in /etc/group: give a group name or id"))
 }
 
 /// etcd mode: take a lease in flannel's schema first; the dataplane starts on the subnet it gives.
@@ -212,7 +252,7 @@ fn join_etcd(f: &mut NodeFile, stop: &AtomicBool) -> anyhow::Result<EtcdMode> {
                 f.apply_lease(&network, subnet);
                 return Ok(EtcdMode { control, peers });
             }
-            Err(e) if e.starts_with("no lease") => continue,
+            Err(weft_control::etcd::AcquireError::NotYet(_)) => continue,
             Err(e) => anyhow::bail!("etcd: {e}"),
         }
     }
