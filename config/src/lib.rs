@@ -7,6 +7,7 @@ pub mod mac;
 pub mod net;
 pub mod network;
 pub mod node;
+pub mod state;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
 pub use mac::{MacAddr, MacParseError};

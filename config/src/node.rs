@@ -46,6 +46,12 @@ pub struct NodeFile {
     pub lcores: Option<String>,
     pub eal_args: Option<Vec<String>>,
     pub api_socket: Option<PathBuf>,
+    /// A group (numeric id) whose members may use the API besides root.
+    pub api_group: Option<u32>,
+    /// Allow the API's debugging verbs (pausing a worker).
+    pub debug_api: Option<bool>,
+    /// Where vhost-user sockets of pods are made (not the API socket's private directory).
+    pub vhost_dir: Option<PathBuf>,
     pub busy_poll: Option<bool>,
     pub mbufs: Option<u32>,
     /// Where /metrics, /healthz and /readyz are served.
@@ -58,6 +64,8 @@ pub struct NodeFile {
     pub etcd_keyfile: Option<PathBuf>,
     pub etcd_username: Option<String>,
     pub etcd_password: Option<String>,
+    /// The password from a file (kept out of `ps` and of the config file).
+    pub etcd_password_file: Option<PathBuf>,
     pub subnet_file: Option<PathBuf>,
     /// Minutes before the lease's expiry to renew it (flannel's default 60).
     pub subnet_lease_renew_margin: Option<u64>,
@@ -190,6 +198,9 @@ pub struct NodeSettings {
     pub lcores: String,
     pub eal_args: Vec<String>,
     pub api_socket: PathBuf,
+    pub api_group: Option<u32>,
+    pub debug_api: bool,
+    pub vhost_dir: PathBuf,
     pub busy_poll: bool,
     pub mbufs: u32,
     pub metrics_addr: std::net::SocketAddr,
@@ -282,8 +293,34 @@ impl NodeFile {
                 }
             }
         }
-        if self.etcd_username.is_some() != self.etcd_password.is_some() {
-            return Err(bad("etcd_username", "etcd_username and etcd_password go together"));
+        let https = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+        if https != 0 && https != endpoints.len() {
+            return Err(bad("etcd_endpoints", format!("{endpoints:?} mixes http:// and https://: use one scheme")));
+        }
+        if https == 0 {
+            for (field, given) in [("etcd_cafile", &self.etcd_cafile), ("etcd_certfile", &self.etcd_certfile)] {
+                if given.is_some() {
+                    return Err(bad(
+                        field,
+                        format!("{field} is for TLS but etcd_endpoints {endpoints:?} are http://: use https:// endpoints or drop {field}"),
+                    ));
+                }
+            }
+        }
+        if self.etcd_password.is_some() && self.etcd_password_file.is_some() {
+            return Err(bad("etcd_password_file", "etcd_password and etcd_password_file exclude each other: give one"));
+        }
+        let password = match &self.etcd_password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| bad("etcd_password_file", format!("{}: {e}", p.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            None => self.etcd_password.clone(),
+        };
+        if self.etcd_username.is_some() != password.is_some() {
+            return Err(bad("etcd_username", "etcd_username and etcd_password (or etcd_password_file) go together"));
         }
         let margin = self.subnet_lease_renew_margin.unwrap_or(60);
         if margin == 0 || margin >= 24 * 60 {
@@ -299,7 +336,7 @@ impl NodeFile {
             certfile: self.etcd_certfile.clone(),
             keyfile: self.etcd_keyfile.clone(),
             username: self.etcd_username.clone(),
-            password: self.etcd_password.clone(),
+            password,
             subnet_file: self.subnet_file.clone().unwrap_or_else(|| PathBuf::from("/run/flannel/subnet.env")),
             renew_margin_minutes: margin,
             ip_masq: self.ip_masq.unwrap_or(false),
@@ -407,6 +444,17 @@ impl NodeFile {
             spec.vhost_client = p.vhost_client;
             pods.push(spec);
         }
+        let api_socket = self.api_socket.clone().unwrap_or_else(|| PathBuf::from("/run/weft/weftd.sock"));
+        let vhost_dir = self.vhost_dir.clone().unwrap_or_else(|| PathBuf::from("/run/weft-vhost"));
+        if api_socket.parent() == Some(vhost_dir.as_path()) {
+            return Err(bad(
+                "vhost_dir",
+                format!(
+                    "{} also holds the API socket: give pods' vhost-user sockets a directory of their own",
+                    vhost_dir.display()
+                ),
+            ));
+        }
         Ok(NodeSettings {
             network,
             subnet_len,
@@ -423,7 +471,10 @@ impl NodeFile {
             workers,
             lcores,
             eal_args: self.eal_args.clone().unwrap_or_default(),
-            api_socket: self.api_socket.clone().unwrap_or_else(|| PathBuf::from("/run/weft/weftd.sock")),
+            api_socket,
+            api_group: self.api_group,
+            debug_api: self.debug_api.unwrap_or(false),
+            vhost_dir,
             busy_poll: self.busy_poll.unwrap_or(false),
             mbufs,
             metrics_addr,
@@ -518,6 +569,28 @@ netns = "web-ns"
         f.subnet_lease_renew_margin = Some(0);
         assert!(f.etcd().unwrap_err().to_string().starts_with("subnet_lease_renew_margin:"));
         f.subnet_lease_renew_margin = None;
+        // Contradictory TLS flags are refused at start, naming both.
+        f.etcd_cafile = Some("/etc/hostname".into());
+        let e = f.etcd().unwrap_err().to_string();
+        assert!(e.starts_with("etcd_cafile:") && e.contains("etcd_endpoints"), "{e}");
+        f.etcd_endpoints = Some("https://a:1,http://b:2".into());
+        assert!(f.etcd().unwrap_err().to_string().starts_with("etcd_endpoints:"));
+        f.etcd_endpoints = Some("https://a:1,https://b:2".into());
+        assert!(f.etcd().is_ok(), "a CA file with https endpoints");
+        f.etcd_cafile = None;
+        f.etcd_endpoints = None;
+        // The password from a file, not the command line.
+        let pw = std::env::temp_dir().join(format!("weft-pw-{}", std::process::id()));
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        f.etcd_username = Some("weft".into());
+        f.etcd_password_file = Some(pw.clone());
+        assert_eq!(f.etcd().unwrap().password.as_deref(), Some("s3cret"));
+        f.etcd_password = Some("other".into());
+        assert!(f.etcd().unwrap_err().to_string().starts_with("etcd_password_file:"));
+        std::fs::remove_file(&pw).unwrap();
+        f.etcd_password = None;
+        f.etcd_password_file = None;
+        f.etcd_username = None;
         let net = crate::NetworkConfig::from_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":3}}"#)
             .unwrap();
         f.apply_lease(&net, "10.244.9.0/24".parse().unwrap());
