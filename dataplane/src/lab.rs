@@ -426,7 +426,11 @@ impl Lab {
             "--api-socket".into(),
             node.api_socket.display().to_string(),
             "--state-dir".into(),
-            self.dir.join(format!("{}-state", node.ns)).display().to_string(),
+            self.state_dir(node).display().to_string(),
+            "--vhost-dir".into(),
+            self.dir.join(format!("{}-vhost", node.ns)).display().to_string(),
+            // The lab pauses workers to test the health check.
+            "--debug-api".into(),
             "--mbufs".into(),
             "8191".into(),
         ];
@@ -489,20 +493,33 @@ impl Lab {
         self.children.retain(|(n, _)| *n != label);
     }
 
-    /// Stop one weftd (SIGTERM, then SIGKILL after 5 s) by its PID.
-    pub fn stop_weftd(&mut self, ns: &str) {
+    /// Stop one weftd (SIGTERM, then SIGKILL after 5 s) by its PID: how long it took to exit, and
+    /// whether it had to be killed.
+    pub fn stop_weftd(&mut self, ns: &str) -> (Duration, bool) {
         let mut keep = Vec::new();
         let label = weftd_label(ns);
+        let mut took = (Duration::ZERO, false);
         for (n, mut c) in std::mem::take(&mut self.children) {
             // Only weftd: a pod process in the same namespace (a DPDK pod owning its vhost-user socket)
             // lives on across a weftd restart, as it would on a real node.
             if n == label {
-                terminate(&mut c);
+                took = terminate(&mut c);
             } else {
                 keep.push((n, c));
             }
         }
         self.children = keep;
+        took
+    }
+
+    /// weftd's state directory for a node.
+    pub fn state_dir(&self, node: &WeftNode) -> PathBuf {
+        self.dir.join(format!("{}-state", node.ns))
+    }
+
+    /// A namespace name of this lab's (deleted with it once made by [`Lab::add_ns`]).
+    pub fn ns_name(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
     }
 
     /// A DPDK pod: `dpdk-testpmd --forward-mode=icmpecho` on `net_virtio_user` at `socket` with the pod's
@@ -556,18 +573,21 @@ fn weftd_label(ns: &str) -> String {
 }
 
 /// SIGTERM (through kill(1): no unsafe here), wait up to 5 s, then SIGKILL.
-fn terminate(c: &mut Child) {
+/// SIGTERM, then SIGKILL after 5 s; how long it took, and whether it had to be killed.
+fn terminate(c: &mut Child) -> (Duration, bool) {
     // `ip netns exec` execs the command, so the child's PID is the program's.
+    let t0 = Instant::now();
     let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = t0 + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = c.try_wait() {
-            return;
+            return (t0.elapsed(), false);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let _ = c.kill();
     let _ = c.wait();
+    (t0.elapsed(), true)
 }
 
 impl Drop for Lab {

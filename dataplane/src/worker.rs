@@ -309,31 +309,58 @@ impl Worker {
     #[cold]
     fn take_commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                WorkerCommand::Attach { port, tx, rx } => {
-                    let idx = port.0 as usize % MAX_PORTS;
-                    self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
-                    self.pod_rx.extend(rx);
-                }
-                WorkerCommand::Detach { port, done } => {
-                    let idx = port.0 as usize % MAX_PORTS;
-                    if let Some(mut slot) = self.slots[idx].take() {
-                        let freed = slot.buf.free_all();
-                        bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
-                    }
-                    self.pod_rx.retain(|q| q.port_id() != port);
-                    let _ = done.send(());
-                }
-                WorkerCommand::SendOnUplink { frame } => {
-                    if let Some(mut m) = self.pool.alloc() {
-                        if m.set_data(&frame).is_some() {
-                            self.enqueue(self.uplink, m);
-                        }
-                    }
-                }
-                WorkerCommand::Pause(d) => std::thread::sleep(d.min(Duration::from_secs(60))),
-                WorkerCommand::Stop => return false,
+            if !self.apply(cmd) {
+                return false;
             }
+        }
+        true
+    }
+
+    /// One control message; false on Stop.
+    #[cold]
+    fn apply(&mut self, cmd: WorkerCommand) -> bool {
+        match cmd {
+            WorkerCommand::Attach { port, tx, rx } => {
+                let idx = port.0 as usize % MAX_PORTS;
+                self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
+                self.pod_rx.extend(rx);
+            }
+            WorkerCommand::Detach { port, done } => {
+                let idx = port.0 as usize % MAX_PORTS;
+                if let Some(mut slot) = self.slots[idx].take() {
+                    let freed = slot.buf.free_all();
+                    bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
+                }
+                self.pod_rx.retain(|q| q.port_id() != port);
+                let _ = done.send(());
+            }
+            WorkerCommand::SendOnUplink { frame } => {
+                if let Some(mut m) = self.pool.alloc() {
+                    if m.set_data(&frame).is_some() {
+                        self.enqueue(self.uplink, m);
+                    }
+                }
+            }
+            WorkerCommand::Pause(d) => {
+                // Not polling, but still listening for Stop, so a paused worker never holds up a
+                // shutdown; other messages wait for the end of the pause, as they would behind a
+                // busy worker.
+                let until = std::time::Instant::now() + d.min(Duration::from_secs(60));
+                let mut later = Vec::new();
+                while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                    match self.commands.recv_timeout(left) {
+                        Ok(WorkerCommand::Stop) => return false,
+                        Ok(c) => later.push(c),
+                        Err(_) => break,
+                    }
+                }
+                for c in later {
+                    if !self.apply(c) {
+                        return false;
+                    }
+                }
+            }
+            WorkerCommand::Stop => return false,
         }
         true
     }

@@ -767,3 +767,100 @@ fn pods_come_back_after_a_restart() {
     wait_ping(&lab, tap.1);
     wait_ping(&lab, vh_ip);
 }
+
+/// Issue #11.6 and #11.7: SIGTERM ends weftd within 5 s while a worker is paused and clients hold the
+/// API and metrics open; a pod deleted while a worker was busy stays deleted after a restart; a corrupt
+/// pods.json is moved aside and reported (not overwritten); a pod whose restore fails stays in the state
+/// file, is reported, and comes back once it can.
+#[test]
+fn shutdown_and_pod_state_under_trouble() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let pod = lab.tap_pod(&n1, "pa").unwrap();
+    assert_ping(&k3.pod_ns, pod.1, &lab, &[&n1]);
+
+    // A delete while the worker is busy (paused) times out, but is durable at once.
+    lab.weftctl(&n1, &["debug", "pause-worker", "0", "--seconds", "10"]).unwrap();
+    let e = lab.weftctl(&n1, &["pod", "del", "pa"]).unwrap_err().to_string();
+    assert!(e.contains("did not release"), "{e}");
+    let saved = std::fs::read_to_string(lab.state_dir(&n1).join("pods.json")).unwrap();
+    assert!(!saved.contains("\"pa\""), "the deleted pod is out of the state file: {saved}");
+    // A second pause while one is under way is refused, not queued.
+    let e = lab.weftctl(&n1, &["debug", "pause-worker", "0"]).unwrap_err().to_string();
+    assert!(e.contains("under way"), "{e}");
+    // Idle clients on the API socket and on the metrics port.
+    let idle: Vec<_> = (0..10).map(|_| std::os::unix::net::UnixStream::connect(&n1.api_socket).unwrap()).collect();
+    let holder = lab.ns_name("holder.log");
+    lab.spawn(
+        &n1.ns,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import socket,time\nss=[socket.create_connection(('127.0.0.1',9109)) for _ in range(20)]\ntime.sleep(30)",
+        ],
+        &lab.dir.join(holder),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (took, killed) = lab.stop_weftd(&n1.ns);
+    eprintln!("SIGTERM with a paused worker and 30 idle clients: exited in {took:?}");
+    assert!(!killed && took < std::time::Duration::from_secs(5), "SIGTERM took {took:?} (killed: {killed})");
+    drop(idle);
+
+    // Restart: the deleted pod does not come back.
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let pods = lab.weftctl(&n1, &["pod", "list"]).unwrap();
+    assert_eq!(pods.as_array().unwrap().len(), 0, "{pods}");
+    lab.stop_weftd(&n1.ns);
+
+    // A corrupt state file: moved aside, reported on /readyz and in status, never overwritten.
+    let state = lab.state_dir(&n1);
+    std::fs::write(state.join("pods.json"), "{ not json").unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (code, body) = http_get(&n1.ns, "http://127.0.0.1:9109/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("did not parse"), "{body}");
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pods.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let (_, metrics) = http_get(&n1.ns, "http://127.0.0.1:9109/metrics");
+    assert!(metrics.contains("weft_state_file_problem 1"), "metric");
+    lab.tap_pod(&n1, "pb").unwrap();
+    assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), "{ not json", "kept as it was");
+    lab.stop_weftd(&n1.ns);
+
+    // A pod whose restore fails (its namespace is not there yet) is kept, reported, and retried.
+    let ghost = lab.ns_name("ghost");
+    let text = std::fs::read_to_string(state.join("pods.json")).unwrap();
+    let mut pods: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut g = pods[0].clone();
+    g["name"] = "pg".into();
+    g["ip"] = "10.244.1.77".into();
+    g["netns"] = ghost.clone().into();
+    g["mac"] = "02:00:00:00:77:77".into();
+    pods.as_array_mut().unwrap().push(g);
+    std::fs::write(state.join("pods.json"), pods.to_string()).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (code, body) = http_get(&n1.ns, "http://127.0.0.1:9109/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("pg"), "{body}");
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    assert_eq!(st["state"]["pods_not_restored"][0], "pg", "{st}");
+    assert!(std::fs::read_to_string(state.join("pods.json")).unwrap().contains("\"pg\""), "kept in the file");
+    // A new pod cannot take its address meanwhile.
+    let e = lab.weftctl(&n1, &["pod", "add", "pc", "--kind", "tap", "--ip", "10.244.1.77"]).unwrap_err();
+    assert!(e.to_string().contains("already used"), "{e}");
+    lab.add_ns(&ghost).unwrap();
+    let t0 = std::time::Instant::now();
+    while http_get(&n1.ns, "http://127.0.0.1:9109/readyz").0 != 200 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "pg never restored");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_ping(&k3.pod_ns, "10.244.1.77".parse().unwrap(), &lab, &[&n1]);
+}

@@ -14,6 +14,9 @@ struct Cli {
     /// weftd's API socket.
     #[arg(long, default_value = "/run/weft/weftd.sock")]
     api_socket: PathBuf,
+    /// Seconds to wait for weftd's answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -89,9 +92,14 @@ fn run() -> anyhow::Result<()> {
     let mut s = UnixStream::connect(&cli.api_socket).with_context(|| {
         format!("connecting to weftd at {} (is it running? --api-socket)", cli.api_socket.display())
     })?;
+    let timeout = Some(std::time::Duration::from_secs(cli.timeout.max(1)));
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
     writeln!(s, "{}", serde_json::to_string(&req)?)?;
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .with_context(|| format!("no answer from weftd within {} s (--timeout)", cli.timeout))?;
     let resp: serde_json::Value = serde_json::from_str(&line).context("weftd's answer is not JSON")?;
     if resp["ok"].as_bool() == Some(true) {
         println!("{}", serde_json::to_string_pretty(&resp["result"])?);

@@ -1,9 +1,8 @@
 //! weftd's control API: one JSON request per line on a unix socket, one JSON response line back.
-//! `weftctl` is its client.
+//! `weftctl` is its client. Only root (or the group given by `--api-group`) may connect; the debugging
+//! verbs answer only with `--debug-api`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use weft_config::node::PodSpec;
 
+use super::mgmt::{ApiAccess, ApiServer, Mgmt};
 use super::{pods, Shared};
 use crate::packet::DropReason;
 use crate::worker::MAX_PORTS;
@@ -41,51 +41,42 @@ pub enum Request {
     },
 }
 
-pub(super) struct ApiServer {
-    path: PathBuf,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The longest pause the debugging verb grants.
+pub const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// Serve the API on `path` (see [`super::mgmt`] for what a client may cost).
+pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> anyhow::Result<ApiServer> {
+    let access = ApiAccess { group: shared.settings.api_group };
+    let handler = Arc::new(move |line: &str| {
+        let resp = match serde_json::from_str::<Request>(line) {
+            Ok(req) => handle(&shared, req),
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        resp.to_string()
+    });
+    ApiServer::serve(mgmt, path, access, handler)
+        .with_context(|| format!("api_socket {}: cannot listen", path.display()))
 }
 
-impl ApiServer {
-    pub fn shutdown(mut self) {
-        // The accept loop checks the stop flag when it wakes; a connection wakes it.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// Pause a worker, if the debugging verbs are on and no pause is under way.
+fn pause(shared: &Shared, worker: usize, seconds: u64) -> anyhow::Result<Value> {
+    if !shared.settings.debug_api {
+        anyhow::bail!("debugging verbs are off: start weftd with --debug-api to use them");
     }
-}
-
-pub(super) fn serve(shared: Arc<Shared>, path: &Path) -> anyhow::Result<ApiServer> {
-    super::socket_dir(path)?;
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("api_socket {}: cannot listen", path.display()))?;
-    let thread = std::thread::Builder::new().name("weft-api".into()).spawn(move || {
-        for conn in listener.incoming() {
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-            let mut reader = BufReader::new(match conn.try_clone() {
-                Ok(c) => c,
-                Err(_) => continue,
-            });
-            let mut line = String::new();
-            let mut writer = conn;
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                let resp = match serde_json::from_str::<Request>(line.trim()) {
-                    Ok(req) => handle(&shared, req),
-                    Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
-                };
-                if writeln!(writer, "{resp}").is_err() {
-                    break;
-                }
-                line.clear();
-            }
-        }
-    })?;
-    Ok(ApiServer { path: path.to_owned(), thread: Some(thread) })
+    let w = shared
+        .workers
+        .get(worker)
+        .ok_or_else(|| anyhow::anyhow!("no worker {worker}: there are {}", shared.workers.len()))?;
+    let d = Duration::from_secs(seconds).min(MAX_PAUSE);
+    let mut until = super::lock(&shared.paused_until);
+    let now = std::time::Instant::now();
+    if until.is_some_and(|t| t > now) {
+        anyhow::bail!("a pause is under way; one at a time");
+    }
+    w.try_send(crate::worker::WorkerCommand::Pause(d))
+        .map_err(|_| anyhow::anyhow!("worker {worker} is busy or gone"))?;
+    *until = Some(now + d);
+    Ok(json!({"paused": worker, "seconds": d.as_secs()}))
 }
 
 fn handle(shared: &Shared, req: Request) -> Value {
@@ -99,13 +90,7 @@ fn handle(shared: &Shared, req: Request) -> Value {
         Request::PodDel { name } => pods::del(shared, &name).map(|info| json!(info)),
         Request::PodList => Ok(json!(pods::list(shared))),
         Request::Status => Ok(status(shared)),
-        Request::DebugPauseWorker { worker, seconds } => match shared.workers.get(worker) {
-            Some(w) => w
-                .send(crate::worker::WorkerCommand::Pause(Duration::from_secs(seconds)))
-                .map(|_| json!({"paused": worker, "seconds": seconds}))
-                .map_err(|_| anyhow::anyhow!("worker {worker} is gone")),
-            None => Err(anyhow::anyhow!("no worker {worker}: there are {}", shared.workers.len())),
-        },
+        Request::DebugPauseWorker { worker, seconds } => pause(shared, worker, seconds),
     };
     match r {
         Ok(v) => json!({"ok": true, "result": v}),
@@ -179,6 +164,14 @@ fn status(shared: &Shared) -> Value {
             "reacquired": e.reacquired.load(Ordering::Relaxed),
             "conflicts": e.conflicts.load(Ordering::Relaxed),
             "claimed_by": Some(e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0).map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
+            "rpc_retries": e.rpc_retries.load(Ordering::Relaxed),
+            "rpc_failures": e.rpc_failures.load(Ordering::Relaxed),
+            "failovers": e.failovers.load(Ordering::Relaxed),
+            "last_error": Some(e.last_error()).filter(|s| !s.is_empty()),
         })),
+        "state": {
+            "pods_file_problem": super::lock(&shared.state_problem).clone(),
+            "pods_not_restored": pods::pending(shared),
+        },
     })
 }

@@ -7,8 +7,7 @@
 //! units, `_total` for counters.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,9 +16,11 @@ use anyhow::Context;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
 use super::{lock, pods, Shared};
 use crate::packet::DropReason;
 use crate::worker::MAX_PORTS;
+use hyper::StatusCode;
 
 /// A worker whose loop counter has not moved for this long is stalled.
 /// With the health check collecting fresh at each request, a stall shows within 1 s (+ one request).
@@ -55,7 +56,15 @@ fn describe() {
     describe_gauge!("weft_unresolved_next_hops", "Underlay next hops without a MAC yet");
     describe_gauge!("weft_table_generation", "Generation of the newest published table");
     describe_gauge!("weft_worker_up", "1 while the worker makes progress, 0 when stalled");
-    describe_gauge!("weft_etcd_connected", "1 while etcd answers");
+    describe_gauge!("weft_etcd_connected", "1 while the watch is live on an etcd member that has a leader");
+    describe_counter!(
+        "weft_etcd_rpc_retries_total",
+        "etcd calls that failed on one member and were retried on another"
+    );
+    describe_counter!("weft_etcd_rpc_failures_total", "etcd calls that failed on every member");
+    describe_counter!("weft_etcd_failovers_total", "Times weft moved to another etcd member");
+    describe_gauge!("weft_state_file_problem", "1 when pods.json could not be read (moved aside) or written");
+    describe_gauge!("weft_pods_not_restored", "Pods of the last run whose restore failed (retried)");
     describe_gauge!("weft_etcd_revision", "Last etcd revision seen by the watch");
     describe_counter!("weft_etcd_resyncs_total", "Full re-lists after a compacted or cancelled watch");
     describe_counter!(
@@ -140,6 +149,8 @@ impl Collector {
         gauge!("weft_pods").set(snap.pods.len() as f64);
         gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);
         gauge!("weft_table_generation").set(snap.generation as f64);
+        gauge!("weft_state_file_problem").set(if lock(&shared.state_problem).is_some() { 1.0 } else { 0.0 });
+        gauge!("weft_pods_not_restored").set(pods::pending(shared).len() as f64);
         if let Some(e) = &shared.etcd_status {
             gauge!("weft_etcd_connected").set(if e.connected.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
             gauge!("weft_etcd_revision").set(e.revision.load(Ordering::Relaxed) as f64);
@@ -147,6 +158,9 @@ impl Collector {
             counter!("weft_etcd_bad_values_total").absolute(e.bad_values.load(Ordering::Relaxed));
             counter!("weft_etcd_lease_reacquired_total").absolute(e.reacquired.load(Ordering::Relaxed));
             counter!("weft_etcd_lease_conflicts_total").absolute(e.conflicts.load(Ordering::Relaxed));
+            counter!("weft_etcd_rpc_retries_total").absolute(e.rpc_retries.load(Ordering::Relaxed));
+            counter!("weft_etcd_rpc_failures_total").absolute(e.rpc_failures.load(Ordering::Relaxed));
+            counter!("weft_etcd_failovers_total").absolute(e.failovers.load(Ordering::Relaxed));
             gauge!("weft_lease_expiry_timestamp_seconds").set(e.lease_expiry.load(Ordering::Relaxed) as f64);
         }
     }
@@ -165,72 +179,36 @@ impl Collector {
     }
 }
 
-pub(super) struct MetricsServer {
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    pub fn shutdown(self, addr: SocketAddr) {
-        // The accept loop checks the stop flag when it wakes; a connection wakes it.
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Start the collector and the HTTP endpoint.
-pub(super) fn serve(shared: Arc<Shared>, addr: SocketAddr) -> anyhow::Result<MetricsServer> {
+/// Start the collector and the HTTP endpoint on the management runtime.
+pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle: PrometheusHandle = recorder.handle();
     // One recorder per process; a second weftd in one process (tests) keeps the first.
     let _ = metrics::set_global_recorder(recorder);
     describe();
     gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => crate::dpdk::dpdk_version()).set(1.0);
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("metrics_addr {addr}: cannot listen (port in use?)"))?;
     let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
     let ticker = {
         let (shared, collector) = (shared.clone(), collector.clone());
         std::thread::Builder::new().name("weft-metrics".into()).spawn(move || {
             while !shared.stop.load(Ordering::Relaxed) {
                 lock(&collector).collect(&shared);
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(200));
             }
         })?
     };
-    let server = std::thread::Builder::new().name("weft-http".into()).spawn(move || {
-        for conn in listener.incoming() {
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = respond(conn, &shared, &collector, &handle);
-        }
-    })?;
-    Ok(MetricsServer { threads: vec![ticker, server] })
+    let handler: HttpHandler = Arc::new(move |path: &str| route(path, &shared, &collector, &handle));
+    serve_http(mgmt, addr, handler).with_context(|| format!("metrics_addr {addr}: cannot listen (port in use?)"))?;
+    Ok(ticker)
 }
 
-fn respond(
-    conn: TcpStream,
-    shared: &Shared,
-    collector: &Mutex<Collector>,
-    handle: &PrometheusHandle,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Skip the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, ctype, body) = match path.split('?').next().unwrap_or(path) {
+fn route(path: &str, shared: &Shared, collector: &Mutex<Collector>, handle: &PrometheusHandle) -> HttpAnswer {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    match path {
         "/metrics" => {
             lock(collector).collect(shared);
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", handle.render())
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", handle.render())
         }
         "/healthz" => {
             let stalled = {
@@ -239,16 +217,16 @@ fn respond(
                 c.stalled()
             };
             if stalled.is_empty() {
-                ("200 OK", "text/plain", format!("ok: {} workers making progress\n", shared.counters.len()))
+                (StatusCode::OK, TEXT, format!("ok: {} workers making progress\n", shared.counters.len()))
             } else {
                 let who: Vec<String> =
                     stalled.iter().map(|(w, d)| format!("worker {w} stalled for {:.1} s", d.as_secs_f64())).collect();
-                ("503 Service Unavailable", "text/plain", who.join("\n") + "\n")
+                (unavailable, TEXT, who.join("\n") + "\n")
             }
         }
         "/readyz" => {
-            // Ready once the lease is held (the dataplane only starts after it in etcd mode) and
-            // every worker forwards with a published table.
+            // Ready once the lease is held (the dataplane only starts after it in etcd mode), every
+            // worker forwards with a published table, and the pods of the last run are all back.
             let unready: Vec<usize> = shared
                 .counters
                 .iter()
@@ -260,29 +238,24 @@ fn respond(
                 shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
             let claimed =
                 shared.etcd_status.as_ref().map(|e| e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0);
+            let state_problem = lock(&shared.state_problem).clone();
+            let pending = pods::pending(shared);
             if let Some(ip) = claimed {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    format!("our subnet's key is claimed by {}\n", std::net::Ipv4Addr::from(ip)),
-                )
-            } else if unready.is_empty() && !etcd_lost {
-                ("200 OK", "text/plain", "ready\n".to_string())
+                (unavailable, TEXT, format!("our subnet's key is claimed by {}\n", std::net::Ipv4Addr::from(ip)))
             } else if etcd_lost {
-                ("503 Service Unavailable", "text/plain", "our subnet lease has expired\n".to_string())
+                (unavailable, TEXT, "our subnet lease has expired\n".to_string())
+            } else if !unready.is_empty() {
+                (unavailable, TEXT, format!("workers without a table yet: {unready:?}\n"))
+            } else if let Some(p) = state_problem {
+                (unavailable, TEXT, format!("{p}\n"))
+            } else if !pending.is_empty() {
+                (unavailable, TEXT, format!("pods of the last run not restored yet: {}\n", pending.join(", ")))
             } else {
-                ("503 Service Unavailable", "text/plain", format!("workers without a table yet: {unready:?}\n"))
+                (StatusCode::OK, TEXT, "ready\n".to_string())
             }
         }
-        _ => ("404 Not Found", "text/plain", "weftd serves /metrics, /healthz and /readyz\n".to_string()),
-    };
-    let mut w = conn;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    w.flush()
+        _ => (StatusCode::NOT_FOUND, TEXT, "weftd serves /metrics, /healthz and /readyz\n".to_string()),
+    }
 }
 
 fn unix_now() -> i64 {

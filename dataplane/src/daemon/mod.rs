@@ -4,6 +4,7 @@
 
 pub mod api;
 mod metrics;
+pub mod mgmt;
 mod pods;
 mod slowpath;
 
@@ -40,6 +41,15 @@ pub struct Shared {
     pub pool: Arc<Mempool>,
     pub uplink: Port,
     pods: Mutex<BTreeMap<String, pods::PodRuntime>>,
+    /// Pods of the last run whose restore failed: kept in the state file, retried, reported.
+    pending: Mutex<BTreeMap<String, PodInfo>>,
+    /// Pods deleted while a worker did not let go of their queues in time: their ports stay open
+    /// (closing a port a worker polls would crash it) until the workers have stopped.
+    detaching: Mutex<Vec<pods::PodRuntime>>,
+    /// Why the pod state file could not be used or written (reported on /readyz and in status).
+    state_problem: Mutex<Option<String>>,
+    /// Until when a worker is paused by the debugging verb (one pause at a time).
+    paused_until: Mutex<Option<std::time::Instant>>,
     next_vdev: AtomicU32,
     pub stop: Arc<AtomicBool>,
     pub etcd_status: Option<Arc<weft_control::etcd::ControlStatus>>,
@@ -79,7 +89,16 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
     if let Ok(text) = std::fs::read_to_string(&path) {
         match text.trim().parse() {
             Ok(m) => return Ok(m),
-            Err(e) => eprintln!("weftd: ignoring {}: {e}; generating a new VtepMAC", path.display()),
+            Err(e) => {
+                // Kept for a person to look at, never overwritten.
+                let aside = weft_config::state::move_aside(&path)
+                    .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
+                eprintln!(
+                    "weftd: !!! {}: {e}; moved to {}; generating a new VtepMAC (peers learn it from the lease)",
+                    path.display(),
+                    aside.display()
+                );
+            }
         }
     }
     let mut b = [0u8; 6];
@@ -87,7 +106,8 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
     let m = MacAddr::local_from_bytes(b);
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("state_dir {}: cannot create it", state_dir.display()))?;
-    std::fs::write(&path, format!("{m}\n")).with_context(|| format!("writing {}", path.display()))?;
+    weft_config::state::write_atomic(&path, format!("{m}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(m)
 }
 
@@ -207,6 +227,10 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         pool,
         uplink,
         pods: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(BTreeMap::new()),
+        detaching: Mutex::new(Vec::new()),
+        state_problem: Mutex::new(None),
+        paused_until: Mutex::new(None),
         next_vdev: AtomicU32::new(0),
         stop: stop.clone(),
         etcd_status: etcd.as_ref().map(|e| e.control.status.clone()),
@@ -236,10 +260,17 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     }
     pods::restore(&shared);
     // The API answers only once the pods of the config and of the previous run are attached.
-    let api = api::serve(shared.clone(), &settings.api_socket)?;
-    let metrics = metrics::serve(shared.clone(), settings.metrics_addr)?;
+    let mgmt = mgmt::Mgmt::new().context("starting the management runtime")?;
+    let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
+    let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
 
+    let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
+        if std::time::Instant::now() >= retry_at {
+            // Pods whose restore failed (their netns not there yet, say) are tried again.
+            pods::retry_pending(&shared);
+            retry_at = std::time::Instant::now() + Duration::from_secs(5);
+        }
         let Some(e) = &etcd else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
@@ -258,8 +289,13 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         }
     }
     eprintln!("weftd: stopping");
+    let t0 = std::time::Instant::now();
+    // Clients first: whatever they are doing is abandoned (a pod add in flight finds the workers gone).
+    mgmt.shutdown(Duration::from_millis(500));
+    drop(api);
     for s in &shared.workers {
-        let _ = s.send(WorkerCommand::Stop);
+        // A paused worker takes Stop from inside its pause.
+        let _ = s.send_timeout(WorkerCommand::Stop, Duration::from_secs(1));
     }
     for h in handles {
         if let Err(e) = h.join() {
@@ -267,25 +303,16 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         }
     }
     let _ = slow.join();
-    api.shutdown();
-    metrics.shutdown(settings.metrics_addr);
+    let _ = ticker.join();
     pods::remove_all(&shared);
     let _ = shared.uplink.stop();
     drop(shared);
-    let _ = std::fs::remove_file(&settings.api_socket);
     if let Some(e) = etcd {
         // The lease stays in etcd (as flanneld leaves it): a restart takes the same subnet again.
         e.control.stop();
     }
     drop(eal);
-    Ok(())
-}
-
-/// Make the directory a unix socket lives in.
-fn socket_dir(path: &Path) -> anyhow::Result<()> {
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
+    eprintln!("weftd: stopped in {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -303,7 +330,14 @@ mod tests {
         let given: MacAddr = "02:11:22:33:44:55".parse().unwrap();
         assert_eq!(load_or_create_vtep_mac(Some(given), &dir).unwrap(), given, "configured wins");
         std::fs::write(dir.join("vtep_mac"), "garbage").unwrap();
-        assert!(load_or_create_vtep_mac(None, &dir).unwrap().is_local_unicast(), "a corrupt file is replaced");
+        assert!(load_or_create_vtep_mac(None, &dir).unwrap().is_local_unicast(), "a corrupt file: a new MAC");
+        let aside: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("vtep_mac.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+        assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), "garbage");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

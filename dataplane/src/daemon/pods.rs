@@ -61,7 +61,9 @@ fn ip_cmd(args: &[&str]) -> anyhow::Result<()> {
 /// The next free pod address: from the second host address up, skipping the gateway and broadcast.
 fn allocate_ip(shared: &Shared, wanted: Option<Ipv4Addr>) -> anyhow::Result<Ipv4Addr> {
     let subnet = shared.node.subnet;
-    let used: Vec<Ipv4Addr> = shared.inputs().pods.iter().map(|p| p.ip).collect();
+    // Pods whose restore is pending keep their addresses.
+    let mut used: Vec<Ipv4Addr> = shared.inputs().pods.iter().map(|p| p.ip).collect();
+    used.extend(lock(&shared.pending).values().map(|p| p.ip));
     if let Some(ip) = wanted {
         if !subnet.contains(ip) || ip == subnet.addr() || ip == subnet.last_addr() || ip == shared.node.gateway_ip() {
             bail!(
@@ -82,7 +84,7 @@ fn allocate_ip(shared: &Shared, wanted: Option<Ipv4Addr>) -> anyhow::Result<Ipv4
 }
 
 pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
-    if lock(&shared.pods).contains_key(&spec.name) {
+    if lock(&shared.pods).contains_key(&spec.name) || lock(&shared.pending).contains_key(&spec.name) {
         bail!("pod {:?} exists already", spec.name);
     }
     let ip = allocate_ip(shared, spec.ip)?;
@@ -98,7 +100,9 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
             (format!("net_tap{n},iface={iface}"), iface)
         }
         PodKind::Vhost => {
-            let dir = shared.settings.api_socket.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            // Pods' sockets live apart from the API socket (whose directory is private to root).
+            let dir = &shared.settings.vhost_dir;
+            std::fs::create_dir_all(dir).with_context(|| format!("vhost_dir {}: cannot create it", dir.display()))?;
             let sock = dir.join(format!("{}.sock", spec.name));
             if spec.vhost_client {
                 // The pod owns the socket; net_vhost's client retries until it can connect.
@@ -159,15 +163,26 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
 }
 
 pub(super) fn del(shared: &Shared, name: &str) -> anyhow::Result<PodInfo> {
+    if let Some(info) = lock(&shared.pending).remove(name) {
+        save(shared); // a pod whose restore failed: forgetting it is all there is to do
+        return Ok(info);
+    }
     let Some(rt) = lock(&shared.pods).remove(name) else { bail!("no pod named {name:?}") };
     let port: PortId = rt.port.id();
     shared.update(|t| t.pods.retain(|p| p.name != name));
+    // Durable before anything can fail: the pod does not come back after a restart.
+    save(shared);
     let (done_tx, done_rx) = bounded(shared.workers.len());
     for w in &shared.workers {
-        let _ = w.send(WorkerCommand::Detach { port, done: done_tx.clone() });
+        let _ = w.send_timeout(WorkerCommand::Detach { port, done: done_tx.clone() }, Duration::from_secs(1));
     }
     for _ in 0..shared.workers.len() {
-        done_rx.recv_timeout(Duration::from_secs(5)).map_err(|_| anyhow!("a worker did not release port {port}"))?;
+        if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            // Closing a port that a worker still polls would crash it: keep the port open until the
+            // workers let go of it (at the latest when they stop).
+            lock(&shared.detaching).push(rt);
+            bail!("pod {name:?} is out of the tables and the state file, but a worker did not release port {port} within 5 s; the port is closed when it does (at the latest at shutdown)");
+        }
     }
     let info = rt.info.clone();
     // Last handle: stops and closes the port (its queues' mbufs go back to the pool) and removes the
@@ -176,7 +191,6 @@ pub(super) fn del(shared: &Shared, name: &str) -> anyhow::Result<PodInfo> {
     if info.kind == "vhost" && !info.vhost_client {
         let _ = std::fs::remove_file(&info.iface);
     }
-    save(shared);
     Ok(info)
 }
 
@@ -184,35 +198,69 @@ fn state_file(shared: &Shared) -> PathBuf {
     shared.settings.state_dir.join("pods.json")
 }
 
-/// Keep the pod list in the state directory (written atomically), for restarts.
+/// Keep the pod list (attached pods and pods whose restore is pending) in the state directory,
+/// written atomically and durably, for restarts.
 fn save(shared: &Shared) {
     let path = state_file(shared);
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(&list(shared)).unwrap_or_default();
-    let written = std::fs::create_dir_all(&shared.settings.state_dir)
-        .and_then(|_| std::fs::write(&tmp, text))
-        .and_then(|_| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        eprintln!("weftd: saving pods to {}: {e}", path.display());
+    let mut all = list(shared);
+    all.extend(lock(&shared.pending).values().cloned());
+    let text = serde_json::to_string_pretty(&all).unwrap_or_default();
+    match weft_config::state::write_atomic(&path, text.as_bytes()) {
+        Ok(()) => {
+            let mut p = lock(&shared.state_problem);
+            if p.as_deref().is_some_and(|s| s.starts_with("cannot write")) {
+                *p = None;
+            }
+        }
+        Err(e) => {
+            eprintln!("weftd: !!! saving pods to {}: {e}", path.display());
+            *lock(&shared.state_problem) = Some(format!("cannot write {}: {e}", path.display()));
+        }
     }
 }
 
 /// Pods of a previous run (from the state directory) that are not attached yet: attach them again with
-/// their old address and MAC.
+/// their old address and MAC. A file that does not parse is moved aside and reported; a pod whose
+/// restore fails stays in the file and is tried again.
 pub(super) fn restore(shared: &Shared) {
     let path = state_file(shared);
-    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            eprintln!("weftd: !!! {}: {e}; pods not restored", path.display());
+            *lock(&shared.state_problem) = Some(format!("cannot read {}: {e}", path.display()));
+            return;
+        }
+    };
     let saved: Vec<PodInfo> = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("weftd: {}: {e}; not restoring pods", path.display());
+            let msg = match weft_config::state::move_aside(&path) {
+                Ok(to) => format!(
+                    "{} did not parse ({e}); moved to {} for inspection; its pods were not restored",
+                    path.display(),
+                    to.display()
+                ),
+                Err(m) => format!("{} did not parse ({e}) and could not be moved aside ({m})", path.display()),
+            };
+            eprintln!("weftd: !!! {msg}");
+            *lock(&shared.state_problem) = Some(msg);
             return;
         }
     };
     for p in saved {
-        if lock(&shared.pods).contains_key(&p.name) {
-            continue;
+        if !lock(&shared.pods).contains_key(&p.name) {
+            lock(&shared.pending).insert(p.name.clone(), p);
         }
+    }
+    retry_pending(shared);
+}
+
+/// Try the pending restores again.
+pub(super) fn retry_pending(shared: &Shared) {
+    let pending: Vec<PodInfo> = lock(&shared.pending).values().cloned().collect();
+    for p in pending {
         let spec = PodSpec {
             name: p.name.clone(),
             kind: if p.kind == "vhost" { PodKind::Vhost } else { PodKind::Tap },
@@ -221,11 +269,21 @@ pub(super) fn restore(shared: &Shared) {
             vhost_client: p.vhost_client,
             mac: p.mac.parse().ok(),
         };
+        // Out of the pending list while it is tried, so the address is free for it.
+        lock(&shared.pending).remove(&p.name);
         match add(shared, spec) {
             Ok(info) => eprintln!("weftd: pod {} restored at {} ({})", info.name, info.ip, info.iface),
-            Err(e) => eprintln!("weftd: pod {} not restored: {e:#}", p.name),
+            Err(e) => {
+                eprintln!("weftd: pod {} not restored yet: {e:#}; trying again in 5 s", p.name);
+                lock(&shared.pending).insert(p.name.clone(), p);
+            }
         }
     }
+}
+
+/// Names of the pods whose restore is pending.
+pub(super) fn pending(shared: &Shared) -> Vec<String> {
+    lock(&shared.pending).keys().cloned().collect()
 }
 
 pub(super) fn list(shared: &Shared) -> Vec<PodInfo> {
@@ -234,6 +292,7 @@ pub(super) fn list(shared: &Shared) -> Vec<PodInfo> {
 
 /// At shutdown, after the workers stopped: close every pod port.
 pub(super) fn remove_all(shared: &Shared) {
+    lock(&shared.detaching).clear();
     let all = std::mem::take(&mut *lock(&shared.pods));
     for (_, rt) in all {
         if rt.info.kind == "vhost" && !rt.info.vhost_client {
