@@ -15,6 +15,8 @@ PACKAGES=(
   prometheus                           # scrapes weftd in the observability test; promtool lints
   openvswitch-switch-dpdk              # the OVS-DPDK baseline of the benchmarks (and their smoke test)
   curl                                 # HTTP checks of /metrics, /healthz, /readyz
+  openssl                              # certificates for the etcd TLS test
+  util-linux                           # setpriv: the API test runs a client as another user
 )
 
 say() { printf 'setup: %s\n' "$*"; }
