@@ -9,7 +9,7 @@ use dataplane::dpdk::{Burst, Eal, LcoreId, Mempool, Port, PortConfig, BURST_SIZE
 use dataplane::testing::{check_dpdk_preconditions, vdev_eal_args};
 use dataplane::wire::{pcap, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kernel-vxlan-ping.pcap");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kernel-vxlan-ping.pcap");
 
 struct Env {
     _eal: Eal,

@@ -66,7 +66,7 @@ fn buf(f: &[u8]) -> VecBuf {
 
 /// The kernel's frame arriving at its receiver, and a pod frame leaving it, as seeds.
 fn seeds() -> (Vec<u8>, Vec<u8>, dataplane::tables::Snapshot) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kernel-vxlan-ping.pcap");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kernel-vxlan-ping.pcap");
     let bytes = std::fs::read(path).unwrap();
     let frames: Vec<Vec<u8>> = PcapReader::new(&bytes).unwrap().map(|r| r.unwrap().data.to_vec()).collect();
     let vxlan = frames[0].clone();

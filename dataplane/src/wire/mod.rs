@@ -60,7 +60,7 @@ pub(crate) mod testdata {
     /// The two frames of `shared/fixtures/kernel-vxlan-ping.pcap` (an ICMP echo request 10.244.1.2 ->
     /// 10.244.2.2 through two Linux kernel VXLAN nodes, and its reply), read from the file at test time.
     pub fn kernel_vxlan_ping() -> Vec<Vec<u8>> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kernel-vxlan-ping.pcap");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kernel-vxlan-ping.pcap");
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
         super::pcap::PcapReader::new(&bytes)
             .unwrap_or_else(|e| panic!("fixture {path}: {e}"))
