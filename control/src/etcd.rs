@@ -680,10 +680,7 @@ impl Controller {
             Ok(true) => {}
             Ok(false) => {
                 log(format!("our lease on {} is gone from etcd (expired or deleted)", held.subnet));
-                return match self.reacquire(held).await {
-                    Ok(()) => SessionEnd::Resync,
-                    Err(e) => broken(e),
-                };
+                return self.reacquire(held).await.map_or_else(broken, |()| SessionEnd::Resync);
             }
             Err(e) => return broken(e),
         }
@@ -765,10 +762,7 @@ impl Controller {
                     // A delete followed by a put in the same response (our own retake, replayed) is
                     // not a loss: what counts is whether the key is there after all the events.
                     if ours_gone && !all.contains_key(&held.subnet) {
-                        return match self.reacquire(held).await {
-                            Ok(()) => SessionEnd::Resync,
-                            Err(e) => broken(e),
-                        };
+                        return self.reacquire(held).await.map_or_else(broken, |()| SessionEnd::Resync);
                     }
                     self.publish(all, held, sent);
                 }
@@ -781,10 +775,7 @@ impl Controller {
                             Ok(true) => {}
                             Ok(false) => {
                                 log(format!("our lease on {} expired: taking it again", held.subnet));
-                                return match self.reacquire(held).await {
-                                    Ok(()) => SessionEnd::Resync,
-                                    Err(e) => broken(e),
-                                };
+                                return self.reacquire(held).await.map_or_else(broken, |()| SessionEnd::Resync);
                             }
                             Err(e) => {
                                 // Try again soon; the reconnect checks the lease directly.
