@@ -11,6 +11,7 @@ build: setup
 	$(CARGO) build --release --workspace --all-targets
 
 lint: setup
+	bash scripts/check-layers.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -33,7 +33,7 @@ pub struct KernelNode {
 }
 
 fn sh(ns: &str, script: &str) -> anyhow::Result<()> {
-    dataplane::lab::exec(ns, &["sh", "-ec", script]).map(|_| ())
+    testkit::lab::exec(ns, &["sh", "-ec", script]).map(|_| ())
 }
 
 impl KernelNode {

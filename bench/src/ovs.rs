@@ -40,7 +40,7 @@ pub struct OvsSwitch {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    dataplane::lab::run(cmd).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    testkit::lab::run(cmd).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn stop(child: &mut Option<Child>) {

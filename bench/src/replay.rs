@@ -24,14 +24,14 @@ pub struct Outcome {
 /// Replay `corpus` into the uplink (`mode` "decap") or a pod port ("encap") for `seconds` and check
 /// every frame was forwarded or counted as expected.
 pub fn replay_and_check(fwdbench: &Path, mode: &str, corpus: &[Expect<'_>], seconds: u64) -> anyhow::Result<Outcome> {
-    dataplane::testing::check_dpdk_preconditions(256).map_err(|e| anyhow::anyhow!("{e}"))?;
+    testkit::eal::check_dpdk_preconditions(256).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tag = format!("weft-replay-{}-{mode}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
     let pcap = dir.join("corpus.pcap");
     std::fs::write(&pcap, dataplane::wire::pcap::write_pcap(corpus.iter().map(|c| c.0)))?;
     let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".to_string()];
-    let eal = dataplane::testing::vdev_eal_args(&tag, "0,1", &vdevs);
+    let eal = testkit::eal::vdev_eal_args(&tag, "0,1", &vdevs);
     let out = Command::new(fwdbench)
         .args(["--mode", mode, "--peers", "10", "--seconds", &seconds.to_string(), "--"])
         .args(&eal)

@@ -10,7 +10,7 @@ use std::process::Command;
 
 #[test]
 fn every_device_under_test_returns_every_frame_at_a_low_rate() {
-    if let Err(e) = dataplane::testing::check_dpdk_preconditions(512) {
+    if let Err(e) = testkit::eal::check_dpdk_preconditions(512) {
         panic!("{e}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_weft-bench"))

@@ -3,13 +3,12 @@
 //! every error names the field that is wrong.
 
 pub mod lease;
-pub mod mac;
-pub mod net;
 pub mod network;
 pub mod node;
 pub mod state;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
-pub use mac::{MacAddr, MacParseError};
-pub use net::{Ipv4Net, NetParseError};
 pub use network::{NetworkConfig, NetworkConfigError, DEFAULT_VXLAN_PORT};
+pub use weft_wire::mac;
+pub use weft_wire::net;
+pub use weft_wire::{Ipv4Net, MacAddr, MacParseError, NetParseError};

@@ -5,4 +5,3 @@ pub mod allocate;
 pub mod etcd;
 pub mod members;
 pub mod subnet_file;
-pub mod testing;

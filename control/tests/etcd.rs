@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use testkit::etcd::EtcdServer;
 use weft_config::{Ipv4Net, MacAddr};
 use weft_control::etcd::{start, ControlEvent, ControlHandle, EtcdConfig, Identity, RemoteLease};
-use weft_control::testing::EtcdServer;
 
 const PREFIX: &str = "/coreos.com/network";
 /// Nodes under test take subnets up to 10.244.50.0/24; the peers that tests write sit above that, so a

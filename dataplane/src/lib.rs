@@ -1,12 +1,12 @@
-//! weft's dataplane: the safe DPDK layer ([`dpdk`]), DPDK-agnostic wire formats ([`wire`]), and the
-//! poll-mode packet paths of `weftd`.
+//! weft's fast path: the safe DPDK layer ([`dpdk`]), the tables the control side publishes ([`tables`]),
+//! the packet paths ([`packet`]) and the poll-mode workers ([`worker`]). The wire formats come from the
+//! DPDK-free `weft-wire` crate; the daemon around all this is the `weftd` crate.
 #![deny(unsafe_code)]
 
-pub mod daemon;
+/// The wire formats, from their own DPDK-free crate.
+pub use weft_wire as wire;
+
 pub mod dpdk;
-pub mod lab;
 pub mod packet;
 pub mod tables;
-pub mod testing;
-pub mod wire;
 pub mod worker;

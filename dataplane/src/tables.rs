@@ -466,7 +466,7 @@ pub(crate) mod tests {
     /// The template is the kernel frame's first 64 bytes but for the per-packet fields.
     #[test]
     fn emit_template_matches_kernel_headers() {
-        let frames = crate::wire::testdata::kernel_vxlan_ping();
+        let frames = testkit::fixtures::kernel_vxlan_ping();
         let k = &frames[0];
         let t = EncapTemplate::build(&node1(), &peer2(), NODE2_UPLINK);
         let per_packet = [

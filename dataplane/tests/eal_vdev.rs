@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use dataplane::dpdk::{Burst, Eal, LcoreId, Mempool, Port, PortConfig, BURST_SIZE};
-use dataplane::testing::{check_dpdk_preconditions, vdev_eal_args};
 use dataplane::wire::{pcap, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
+use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kernel-vxlan-ping.pcap");
 

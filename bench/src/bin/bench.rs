@@ -141,7 +141,7 @@ struct Runner {
 
 impl Runner {
     fn eal(&self, who: &str, rep: usize, vdevs: &[String]) -> Vec<String> {
-        dataplane::testing::vdev_eal_args(
+        testkit::eal::vdev_eal_args(
             &format!("weft-bench-{who}-{}-{rep}", self.tag),
             &format!("0,{}", self.lcore),
             vdevs,
@@ -324,7 +324,7 @@ impl PairRun<'_> {
         if self.search {
             cmd.arg("--search");
         }
-        let mut eal = dataplane::testing::vdev_eal_args(&format!("weft-gen-{}-{rep}", self.r.tag), "0", vdevs);
+        let mut eal = testkit::eal::vdev_eal_args(&format!("weft-gen-{}-{rep}", self.r.tag), "0", vdevs);
         if !extra.is_empty() {
             eal.retain(|a| a != "--huge-unlink");
             eal.extend(extra.iter().cloned());
@@ -591,7 +591,7 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Cmd::Pair { traffic: Traffic { modes, peers, size, flows }, duts, transport, search, rate_mpps } => {
-            if !dataplane::testing::is_root() {
+            if !testkit::eal::is_root() {
                 bail!(
                     "weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)"
                 );

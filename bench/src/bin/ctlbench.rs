@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use dataplane::tables::{Peer, SnapshotCell, TableInputs};
+use testkit::etcd::EtcdServer;
 use weft_bench::stats::median;
 use weft_config::{Lease, MacAddr};
 use weft_control::etcd::{start, ControlEvent, EtcdConfig, Identity};
-use weft_control::testing::EtcdServer;
 
 #[derive(Debug, Parser)]
 struct Cli {

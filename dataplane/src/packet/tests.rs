@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 use super::*;
 use crate::tables::tests::{inputs, node1, peer2, NODE2_UPLINK};
 use crate::tables::{Node, Peer, PodEntry, TableInputs};
-use crate::wire::testdata::kernel_vxlan_ping;
+use testkit::fixtures::kernel_vxlan_ping;
 
 const POD_A_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 1, 2]);
 const POD_B_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 2, 2]);

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use dataplane::daemon::{load_or_create_vtep_mac, EtcdMode};
 use weft_config::node::{NodeFile, PeerFile};
 use weft_control::etcd::{EtcdConfig, Identity};
+use weftd::daemon::{load_or_create_vtep_mac, EtcdMode};
 
 #[derive(Debug, Parser)]
 #[command(name = "weftd", about = "flannel-compatible VXLAN dataplane on DPDK")]
@@ -272,7 +272,7 @@ fn start(matches: clap::ArgMatches) -> anyhow::Result<()> {
         Some(join_etcd(&mut f, &stop)?)
     };
     let settings = f.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
-    dataplane::daemon::run(settings, etcd, stop)
+    weftd::daemon::run(settings, etcd, stop)
 }
 
 fn main() {

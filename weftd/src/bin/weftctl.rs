@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dataplane::daemon::api::Request;
+use weftd::daemon::api::Request;
 
 #[derive(Debug, Parser)]
 #[command(name = "weftctl", version, about = "Control a running weftd")]

@@ -13,7 +13,7 @@
 use super::{checksum, get_u16, set_u16, Result, WireError};
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;
     pub const CHECKSUM: Field = 2..4;

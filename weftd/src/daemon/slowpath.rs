@@ -11,8 +11,8 @@ use crossbeam::channel::Receiver;
 use weft_config::MacAddr;
 
 use super::Shared;
-use crate::packet::arp_request;
-use crate::worker::WorkerCommand;
+use dataplane::packet::arp_request;
+use dataplane::worker::WorkerCommand;
 
 /// How often an unresolved next hop is asked for again.
 const RETRY: Duration = Duration::from_millis(500);

@@ -21,10 +21,10 @@ use crossbeam::utils::CachePadded;
 use weft_config::node::NodeSettings;
 use weft_config::MacAddr;
 
-use crate::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
-use crate::tables::{Node, Peer, SnapshotCell, TableInputs};
-use crate::wire::Vni;
-use crate::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
+use dataplane::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
+use dataplane::tables::{Node, Peer, SnapshotCell, TableInputs};
+use dataplane::wire::Vni;
+use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
 use weft_control::etcd::ControlEvent;
 
 pub use pods::PodInfo;
@@ -238,7 +238,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     eprintln!(
         "weftd: {} ({}) up: subnet {} public_ip {} uplink {} ({}) vtep_mac {} workers {} api {}",
         env!("CARGO_PKG_VERSION"),
-        crate::dpdk::dpdk_version(),
+        dataplane::dpdk::dpdk_version(),
         settings.subnet,
         settings.public_ip,
         uplink_name,

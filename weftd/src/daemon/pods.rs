@@ -16,9 +16,9 @@ use weft_config::node::{PodKind, PodSpec};
 use weft_config::MacAddr;
 
 use super::{lock, Shared};
-use crate::dpdk::{Port, PortConfig, PortId};
-use crate::tables::PodEntry;
-use crate::worker::WorkerCommand;
+use dataplane::dpdk::{Port, PortConfig, PortId};
+use dataplane::tables::PodEntry;
+use dataplane::worker::WorkerCommand;
 
 /// What `weftctl pod add` prints, and what weftd keeps in `state_dir/pods.json` to restore its pods after
 /// a restart (same address, same MAC; tap interfaces are made again, vhost clients reconnect).

@@ -1,7 +1,7 @@
 //! Prometheus `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`, off the workers' threads.
 //!
 //! Workers never call into the exporter: they bump their own single-writer counters (see
-//! [`crate::worker::WorkerCounters`]); a collector thread reads those with relaxed loads once a second and
+//! [`dataplane::worker::WorkerCounters`]); a collector thread reads those with relaxed loads once a second and
 //! on every scrape, and sets the `metrics` facade's values (counters as absolute values), which
 //! `metrics-exporter-prometheus` renders. Names follow Prometheus conventions: `weft_` prefix, base
 //! units, `_total` for counters.
@@ -18,8 +18,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
 use super::{lock, pods, Shared};
-use crate::packet::DropReason;
-use crate::worker::MAX_PORTS;
+use dataplane::packet::DropReason;
+use dataplane::worker::MAX_PORTS;
 use hyper::StatusCode;
 
 /// A worker whose loop counter has not moved for this long is stalled.
@@ -186,7 +186,8 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> anyho
     // One recorder per process; a second weftd in one process (tests) keeps the first.
     let _ = metrics::set_global_recorder(recorder);
     describe();
-    gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => crate::dpdk::dpdk_version()).set(1.0);
+    gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => dataplane::dpdk::dpdk_version())
+        .set(1.0);
     let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
     let ticker = {
         let (shared, collector) = (shared.clone(), collector.clone());

@@ -19,7 +19,7 @@ use std::fmt;
 use super::{Result, WireError};
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const FLAGS: usize = 0;
     pub const RESERVED1: Field = 1..4;
     pub const VNI: Field = 4..7;

@@ -14,8 +14,8 @@ use weft_config::node::PodSpec;
 
 use super::mgmt::{ApiAccess, ApiServer, Mgmt};
 use super::{pods, Shared};
-use crate::packet::DropReason;
-use crate::worker::MAX_PORTS;
+use dataplane::packet::DropReason;
+use dataplane::worker::MAX_PORTS;
 
 /// A request to weftd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,7 +73,7 @@ fn pause(shared: &Shared, worker: usize, seconds: u64) -> anyhow::Result<Value> 
     if until.is_some_and(|t| t > now) {
         anyhow::bail!("a pause is under way; one at a time");
     }
-    w.try_send(crate::worker::WorkerCommand::Pause(d))
+    w.try_send(dataplane::worker::WorkerCommand::Pause(d))
         .map_err(|_| anyhow::anyhow!("worker {worker} is busy or gone"))?;
     *until = Some(now + d);
     Ok(json!({"paused": worker, "seconds": d.as_secs()}))
@@ -100,14 +100,14 @@ fn handle(shared: &Shared, req: Request) -> Value {
 
 fn status(shared: &Shared) -> Value {
     let snap = shared.cell.load_full();
-    let sum = |f: &dyn Fn(&crate::worker::WorkerCounters) -> u64| shared.counters.iter().map(|c| f(c)).sum::<u64>();
+    let sum = |f: &dyn Fn(&dataplane::worker::WorkerCounters) -> u64| shared.counters.iter().map(|c| f(c)).sum::<u64>();
     let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
     ports.extend(pods::ports(shared));
     let ports: Vec<Value> = ports
         .into_iter()
         .map(|(id, name, kind)| {
             let i = id.0 as usize % MAX_PORTS;
-            let get = |a: fn(&crate::worker::WorkerCounters) -> &[std::sync::atomic::AtomicU64; MAX_PORTS]| {
+            let get = |a: fn(&dataplane::worker::WorkerCounters) -> &[std::sync::atomic::AtomicU64; MAX_PORTS]| {
                 sum(&|c| a(c)[i].load(Ordering::Relaxed))
             };
             json!({

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use super::{get_ipv4, get_u16, set_u16, MacAddr, Result, WireError};
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const HTYPE: Field = 0..2;
     pub const PTYPE: Field = 2..4;
     pub const HLEN: usize = 4;

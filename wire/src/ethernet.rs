@@ -9,7 +9,7 @@
 
 use super::{get_u16, set_u16, Result, WireError};
 
-pub use weft_config::MacAddr;
+pub use crate::mac::MacAddr;
 
 /// EtherType values weft acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ impl EtherType {
 }
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const DST: Field = 0..6;
     pub const SRC: Field = 6..12;
     pub const ETHERTYPE: Field = 12..14;

@@ -98,7 +98,7 @@ pub const ETCD_PREFIX: &str = "/coreos.com/network";
 impl Lab {
     /// A new lab: checks root, creates the underlay namespace with bridge `br0`.
     pub fn new(weftd: &Path, weftctl: &Path) -> anyhow::Result<Lab> {
-        crate::testing::check_dpdk_preconditions(256).map_err(|e| anyhow!("{e}"))?;
+        crate::eal::check_dpdk_preconditions(256).map_err(|e| anyhow!("{e}"))?;
         let prefix = format!("wl{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("weft-lab-{prefix}"));
         let _ = fs::remove_dir_all(&dir);

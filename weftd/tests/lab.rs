@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use dataplane::lab::{ping, KernelNode, Lab, PeerLease, WeftNode};
+use testkit::lab::{ping, KernelNode, Lab, PeerLease, WeftNode};
 
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -138,7 +138,7 @@ fn tcp_transfer(lab: &mut Lab, server_ns: &str, server_ip: std::net::Ipv4Addr, c
     lab.spawn(server_ns, &["/usr/bin/python3", "-c", TCP_SERVER], &log).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
     let ip = server_ip.to_string();
-    let out = dataplane::lab::exec(client_ns, &["timeout", "60", "/usr/bin/python3", "-c", TCP_CLIENT, &ip]);
+    let out = testkit::lab::exec(client_ns, &["timeout", "60", "/usr/bin/python3", "-c", TCP_CLIENT, &ip]);
     assert!(
         out.is_ok(),
         "4 MiB TCP {client_ns} -> {server_ns}: {out:?}\nserver: {}",
@@ -159,7 +159,7 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
     // Pod MTU is underlay MTU - 50 = 1450. Give the pod a larger interface MTU so its own kernel lets
     // big DF packets out, as a misconfigured pod would: 1450 bytes pass, 1451 get fragmentation-needed
     // from the gateway, as the kernel's flannel.1 would answer.
-    dataplane::lab::exec(&c.pod1.0, &["ip", "link", "set", "wt-pa", "mtu", "1500"]).unwrap();
+    testkit::lab::exec(&c.pod1.0, &["ip", "link", "set", "wt-pa", "mtu", "1500"]).unwrap();
     let (sent, got) = ping(&c.pod1.0, c.k3.pod_ip, 2, Some(1450 - 28), true);
     assert_eq!((sent, got), (2, 2), "DF ping at the pod MTU passes");
     let out = std::process::Command::new("ip")
@@ -431,7 +431,7 @@ fn etcd_killed_under_traffic_loses_nothing() {
             .unwrap_or_default()
     });
     std::thread::sleep(std::time::Duration::from_secs(1));
-    dataplane::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "down"]).unwrap();
+    testkit::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "down"]).unwrap();
     let t0 = std::time::Instant::now();
     while lab.weftctl(&n1, &["status"]).unwrap()["etcd"]["connected"] != false {
         assert!(t0.elapsed() < std::time::Duration::from_secs(15), "a dead etcd link not noticed");
@@ -439,7 +439,7 @@ fn etcd_killed_under_traffic_loses_nothing() {
     }
     eprintln!("etcd link down noticed after {:?}", t0.elapsed());
     std::thread::sleep(std::time::Duration::from_secs(3));
-    dataplane::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "up"]).unwrap();
+    testkit::lab::exec(&lab.underlay_ns, &["ip", "link", "set", "mgmt0", "up"]).unwrap();
     let out = pinger.join().unwrap();
     let line = out.lines().find(|l| l.contains("transmitted")).unwrap_or_default().to_owned();
     eprintln!("during the cut: {line}");
@@ -543,7 +543,7 @@ fn prometheus_scrapes_weftd() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     // Pin the pod's gateway entry so the only frames weft sends to the pod are the ones we send.
-    dataplane::lab::exec(
+    testkit::lab::exec(
         &c.pod1.0,
         &["ip", "neigh", "replace", "10.244.1.1", "lladdr", &c.n1.vtep_mac, "dev", "wt-pa", "nud", "permanent"],
     )
@@ -553,7 +553,7 @@ fn prometheus_scrapes_weftd() {
     let before = prom_query(&ns, q);
     const N: u32 = 500;
     let send = format!("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range({N}):\n  s.sendto(b'x'*64,('{}',9))\n  time.sleep(0.001)", c.pod1.1);
-    dataplane::lab::exec(&c.k3.pod_ns, &["/usr/bin/python3", "-c", &send]).unwrap();
+    testkit::lab::exec(&c.k3.pod_ns, &["/usr/bin/python3", "-c", &send]).unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
     let after = prom_query(&ns, q);
     assert_eq!(after - before, N as f64, "Prometheus saw {before} -> {after} frames to the pod; sent {N}");

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use super::{checksum, get_u16, set_u16, Result, WireError};
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;
     pub const LENGTH: Field = 4..6;

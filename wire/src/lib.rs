@@ -1,4 +1,7 @@
-//! Wire formats weft reads and writes: Ethernet (with 802.1Q), ARP, IPv4, UDP, VXLAN and ICMPv4.
+//! Wire formats weft reads and writes: Ethernet (with 802.1Q), ARP, IPv4, UDP, VXLAN and ICMPv4, the
+//! value types that travel with them (`MacAddr`, `Ipv4Net`, `Vni`), and the packet buffer the packet paths
+//! work on. No DPDK: this crate is a crate so that the compiler keeps it that way, and its tests and
+//! fuzzers run without libdpdk.
 //!
 //! Zero-copy views over byte buffers in the manner of smoltcp's `wire` module: `Packet<T: AsRef<[u8]>>`
 //! with getters, setters where `T: AsMut<[u8]>`, a `field` table of offsets, and `new_checked` after which
@@ -8,21 +11,27 @@
 //! `compile_error!` fires unless a socket feature is on, which drags in its interface code), and it
 //! has no 802.1Q, VXLAN or RFC 1624 incremental checksum, which are most of what weft's fast path needs.
 //! The views here are small, have no dependencies, and compile to plain loads and stores.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod arp;
+pub mod buf;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod mac;
+pub mod net;
 pub mod pcap;
 pub mod udp;
 pub mod vxlan;
 
 pub use arp::ArpPacket;
+pub use buf::{PacketBuf, VecBuf};
 pub use ethernet::{EtherType, EthernetFrame, MacAddr};
 pub use icmpv4::Icmpv4Packet;
 pub use ipv4::Ipv4Packet;
+pub use mac::MacParseError;
+pub use net::{Ipv4Net, NetParseError};
 pub use udp::UdpPacket;
 pub use vxlan::{Vni, VxlanPacket};
 

@@ -20,7 +20,7 @@ use super::checksum;
 use super::{get_ipv4, get_u16, set_u16, Result, WireError};
 
 pub mod field {
-    use crate::wire::Field;
+    use crate::Field;
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;
     pub const TOTAL_LEN: Field = 2..4;

@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn parse_kernel_fixture() {
-        let frames = crate::wire::testdata::kernel_vxlan_ping();
+        let frames = crate::testdata::kernel_vxlan_ping();
         assert_eq!(frames.len(), 2);
     }
 }

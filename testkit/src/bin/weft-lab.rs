@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use dataplane::lab::{exec, ping, Lab};
+use testkit::lab::{exec, ping, Lab};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-lab", about = "weft's demo cluster in network namespaces")]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The layers of docs/ARCHITECTURE.md, checked on the dependency graph (not on comments): the wire formats,
+# the control side and the config know no DPDK, and no production crate depends on the test kit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+fail=0
+deps() { "$CARGO" tree --offline -q -p "$1" -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u | grep -vx "$1" || true; }
+for crate in weft-wire weft-config weft-control; do
+  if deps "$crate" | grep -qx 'dpdk-sys'; then
+    echo "layers: $crate depends on dpdk-sys (wire, config and control must build without DPDK)" >&2
+    "$CARGO" tree --offline -q -p "$crate" -e normal -i dpdk-sys >&2 || true
+    fail=1
+  fi
+done
+for crate in weft-wire weft-config weft-control weft-dataplane weftd; do
+  if deps "$crate" | grep -qx 'weft-testkit'; then
+    echo "layers: $crate depends on weft-testkit (the test kit is for tests, benchmarks and the demo only)" >&2
+    fail=1
+  fi
+done
+if deps weft-wire | grep -qE '^weft-'; then
+  echo "layers: weft-wire depends on another weft crate; it is the bottom layer" >&2
+  fail=1
+fi
+[ "$fail" = 0 ] && echo "layers: wire, config and control know no DPDK; no production crate uses the test kit"
+exit "$fail"
