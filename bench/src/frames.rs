@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use dataplane::tables::{EncapTemplate, Node, Peer, TableInputs, OUTER_LEN, TEMPLATE_LEN};
+use dataplane::tables::{tunnel, EncapTemplate, Node, Peer, TableInputs, OUTER_LEN};
 use dataplane::wire::{ipv4, EthernetFrame, Ipv4Packet, UdpPacket, Vni};
 use weft_config::{Ipv4Net, MacAddr};
 
@@ -144,19 +144,11 @@ pub fn decap_frames(peers: u32, flows: u32, inner_len: usize) -> Vec<Vec<u8>> {
                 ..node()
             };
             let us = Peer { subnet: me.subnet, public_ip: me.public_ip, vtep_mac: me.vtep_mac };
-            let t = EncapTemplate::build(&them, &us, me.uplink_mac);
-            let mut f = Vec::with_capacity(OUTER_LEN + inner.len());
-            f.extend_from_slice(&t.bytes);
-            f.extend_from_slice(&inner[14..]);
-            debug_assert_eq!(f.len(), OUTER_LEN + inner.len());
-            let total = (f.len() - 14) as u16;
-            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
-            ip.set_total_len(total);
-            ip.fill_checksum();
-            let mut u = UdpPacket::new_unchecked(&mut f[34..]);
-            u.set_src_port(32768 + (i % 28000) as u16);
-            u.set_len(total - 20);
-            let _ = TEMPLATE_LEN;
+            let t = EncapTemplate::build(&tunnel(&them, &us, me.uplink_mac));
+            let mut f = vec![0u8; OUTER_LEN];
+            f.extend_from_slice(&inner);
+            // The peer's frame as it would write it: ident 0, a source port per flow.
+            t.write(&mut f, 0, 32768 + (i % 28000) as u16);
             f
         })
         .collect()

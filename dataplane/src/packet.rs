@@ -8,10 +8,10 @@ use std::net::Ipv4Addr;
 use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
-use crate::tables::{at, EncapTemplate, PathCache, Snapshot, OUTER_LEN, TEMPLATE_LEN};
+use crate::tables::{EncapTemplate, PathCache, Snapshot, OUTER_LEN};
 use crate::wire::{
-    arp, checksum, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet,
-    Ipv4Packet, UdpPacket, VxlanPacket,
+    arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Ipv4Packet,
+    UdpPacket, VxlanPacket,
 };
 pub use crate::wire::{PacketBuf, VecBuf};
 
@@ -344,18 +344,7 @@ fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16) -> Verdict {
     Ipv4Packet::new_unchecked(&mut *inner_ip).decrement_ttl();
     let sport = flow_src_port(inner_ip);
     let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
-    let buf = m.data_mut();
-    let len = buf.len();
-    buf[..TEMPLATE_LEN].copy_from_slice(&t.bytes);
-    let ip_total = (len - ethernet::HEADER_LEN) as u16;
-    let udp_len = (len - at::UDP) as u16;
-    buf[at::IP_TOTAL_LEN..at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
-    buf[at::IP_IDENT..at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
-    let sum = t.ip_checksum_base as u32 + ip_total as u32 + ident as u32;
-    let csum = !checksum::sum(&[], sum);
-    buf[at::IP_CHECKSUM..at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
-    buf[at::UDP_SRC..at::UDP_SRC + 2].copy_from_slice(&sport.to_be_bytes());
-    buf[at::UDP_LEN..at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    t.write(m.data_mut(), ident, sport);
     Verdict::ToUplink
 }
 

@@ -15,25 +15,9 @@ use hashbrown::HashMap;
 use weft_config::{Ipv4Net, MacAddr};
 
 use crate::dpdk::PortId;
-use crate::wire::{checksum, ethernet, ipv4, EtherType, EthernetFrame, Ipv4Packet, UdpPacket, Vni, VxlanPacket};
+use crate::wire::Vni;
 
-/// Outer Ethernet + IPv4 + UDP + VXLAN.
-pub const OUTER_LEN: usize = 50;
-/// The encap template: the outer headers plus the inner Ethernet header that replaces the pod's.
-pub const TEMPLATE_LEN: usize = OUTER_LEN + ethernet::HEADER_LEN;
-/// Offsets inside the template.
-pub mod at {
-    pub const IP: usize = 14;
-    pub const IP_TOTAL_LEN: usize = IP + 2;
-    pub const IP_IDENT: usize = IP + 4;
-    pub const IP_CHECKSUM: usize = IP + 10;
-    pub const UDP: usize = 34;
-    pub const UDP_SRC: usize = UDP;
-    pub const UDP_LEN: usize = UDP + 4;
-    pub const INNER_ETH: usize = 50;
-}
-/// The outer IPv4 TTL (the kernel's default for VXLAN: the route's hop limit, 64).
-pub const OUTER_TTL: u8 = 64;
+pub use crate::wire::encap::{at, EncapTemplate, Tunnel, OUTER_LEN, OUTER_TTL, TEMPLATE_LEN};
 
 /// What this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,56 +89,17 @@ pub struct RemoteVtep {
     pub template: Option<EncapTemplate>,
 }
 
-/// The 64 bytes written in front of an inner IPv4 packet, with the outer IPv4 checksum computed with
-/// total length and identification zero, so encap only adds those two in (RFC 1624).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EncapTemplate {
-    pub bytes: [u8; TEMPLATE_LEN],
-    pub ip_checksum_base: u16,
-}
-
-impl EncapTemplate {
-    pub fn build(node: &Node, peer: &Peer, next_hop_mac: MacAddr) -> EncapTemplate {
-        let mut b = [0u8; TEMPLATE_LEN];
-        {
-            let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
-            eth.set_dst(next_hop_mac);
-            eth.set_src(node.uplink_mac);
-            eth.set_ethertype(EtherType::IPV4);
-        }
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut b[at::IP..]);
-            ip.set_version_and_header_len(ipv4::HEADER_LEN);
-            ip.set_dscp_ecn(0);
-            ip.set_total_len(0);
-            ip.set_ident(0);
-            // DF clear, as the kernel's VXLAN device sends by default (df unset).
-            ip.set_dont_frag(false);
-            ip.set_ttl(OUTER_TTL);
-            ip.set_protocol(ipv4::protocol::UDP);
-            ip.set_src(node.public_ip);
-            ip.set_dst(peer.public_ip);
-            ip.set_checksum(0);
-        }
-        let base = !checksum::checksum(&b[at::IP..at::IP + ipv4::HEADER_LEN]);
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut b[at::UDP..]);
-            udp.set_src_port(0);
-            udp.set_dst_port(node.vxlan_port);
-            udp.set_len(0);
-            // Zero: RFC 7348 says the UDP checksum SHOULD be sent as zero over IPv4 and receivers,
-            // Linux included, accept it; a full checksum would read every byte of every packet.
-            udp.set_checksum(0);
-        }
-        VxlanPacket::new_unchecked(&mut b[42..]).emit(node.vni);
-        {
-            let mut inner = EthernetFrame::new_unchecked(&mut b[at::INNER_ETH..]);
-            inner.set_dst(peer.vtep_mac);
-            inner.set_src(node.vtep_mac);
-            inner.set_ethertype(EtherType::IPV4);
-        }
-        // `base` is the one's-complement sum of the header with the variable fields zero.
-        EncapTemplate { bytes: b, ip_checksum_base: base }
+/// The tunnel to one peer through a next hop whose MAC is known.
+pub fn tunnel(node: &Node, peer: &Peer, next_hop_mac: MacAddr) -> Tunnel {
+    Tunnel {
+        src_mac: node.uplink_mac,
+        next_hop_mac,
+        src_ip: node.public_ip,
+        dst_ip: peer.public_ip,
+        dst_port: node.vxlan_port,
+        vni: node.vni,
+        inner_src_mac: node.vtep_mac,
+        inner_dst_mac: peer.vtep_mac,
     }
 }
 
@@ -340,7 +285,7 @@ impl TableInputs {
                 continue;
             }
             let next_hop = node.next_hop(p.public_ip);
-            let template = self.neighbours.get(&next_hop).map(|mac| EncapTemplate::build(&node, p, *mac));
+            let template = self.neighbours.get(&next_hop).map(|mac| EncapTemplate::build(&tunnel(&node, p, *mac)));
             if template.is_none() && !unresolved.contains(&next_hop) {
                 unresolved.push(next_hop);
             }
@@ -468,7 +413,7 @@ pub(crate) mod tests {
     fn emit_template_matches_kernel_headers() {
         let frames = testkit::fixtures::kernel_vxlan_ping();
         let k = &frames[0];
-        let t = EncapTemplate::build(&node1(), &peer2(), NODE2_UPLINK);
+        let t = EncapTemplate::build(&tunnel(&node1(), &peer2(), NODE2_UPLINK));
         let per_packet = [
             at::IP_TOTAL_LEN,
             at::IP_TOTAL_LEN + 1,

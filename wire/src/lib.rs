@@ -16,6 +16,7 @@
 pub mod arp;
 pub mod buf;
 pub mod checksum;
+pub mod encap;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
