@@ -275,8 +275,11 @@ impl PairRun<'_> {
         let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
         match self.transport {
             Transport::Memif => {
+                // 8192-slot rings (memif's default is 1024): at the smoke test's 50 kpps that is 160 ms of
+                // buffering, so a process descheduled on a busy 2-core machine loses nothing (with 1024
+                // slots, 20 ms, the low-rate check lost a burst now and then under a parallel build).
                 let m = |i: usize, n: &str, role: &str| {
-                    format!("net_memif{i},role={role},socket={},socket-abstract=no", sock(n))
+                    format!("net_memif{i},role={role},socket={},socket-abstract=no,rsize=13", sock(n))
                 };
                 ([m(0, "up", "server"), m(1, "pod", "server")], [m(0, "up", "client"), m(1, "pod", "client")], vec![])
             }
