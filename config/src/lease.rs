@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use crate::network::get_ci;
-use crate::{Ipv4Net, MacAddr};
+use crate::{Ipv4Net, MacAddr, Vni};
 
 /// A subnet as flannel names it in an etcd key: `10.244.1.0-24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,17 +66,17 @@ pub struct Lease {
 /// The VXLAN part of a lease: what a peer needs to send to that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VxlanLeaseData {
-    pub vni: u32,
+    pub vni: Vni,
     pub vtep_mac: MacAddr,
 }
 
 impl Lease {
     /// A vxlan lease with flannel's exact fields.
-    pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: MacAddr) -> Lease {
+    pub fn vxlan(public_ip: Ipv4Addr, vni: Vni, vtep_mac: MacAddr) -> Lease {
         Lease {
             public_ip,
             backend_type: "vxlan".into(),
-            backend_data: serde_json::json!({"VNI": vni, "VtepMAC": vtep_mac.to_string()}),
+            backend_data: serde_json::json!({"VNI": vni.get(), "VtepMAC": vtep_mac.to_string()}),
         }
     }
 
@@ -146,12 +146,14 @@ impl Lease {
             return Err(LeaseError::Field { field: "BackendData", why: "missing or not an object".into() });
         };
         let vni = match get_ci(o, "VNI") {
-            Some(Value::Number(n)) => n.as_u64().filter(|v| *v < 1 << 24).ok_or_else(|| LeaseError::Field {
-                field: "BackendData.VNI",
-                why: format!("{n} is not a 24-bit VNI"),
-            })? as u32,
+            Some(Value::Number(n)) => {
+                n.as_u64().and_then(|v| u32::try_from(v).ok()).and_then(Vni::new).ok_or_else(|| LeaseError::Field {
+                    field: "BackendData.VNI",
+                    why: format!("{n} is not a 24-bit VNI"),
+                })?
+            }
             // flannel's VNI defaults to 1 when the backend config leaves it unset.
-            None | Some(Value::Null) => 1,
+            None | Some(Value::Null) => Vni::ONE,
             Some(v) => {
                 return Err(LeaseError::Field { field: "BackendData.VNI", why: format!("must be a number, got {v}") })
             }
@@ -174,7 +176,7 @@ mod tests {
 
     #[test]
     fn emit_matches_flanneld_byte_for_byte() {
-        let l = Lease::vxlan(Ipv4Addr::new(192, 168, 100, 1), 1, "c6:d2:32:6f:8f:44".parse().unwrap());
+        let l = Lease::vxlan(Ipv4Addr::new(192, 168, 100, 1), Vni::ONE, "c6:d2:32:6f:8f:44".parse().unwrap());
         assert_eq!(l.to_json(), FLANNEL);
     }
 
@@ -183,7 +185,7 @@ mod tests {
         let l = Lease::from_json(FLANNEL).unwrap();
         assert_eq!(l.public_ip, Ipv4Addr::new(192, 168, 100, 1));
         let d = l.vxlan_data().unwrap();
-        assert_eq!((d.vni, d.vtep_mac.to_string().as_str()), (1, "c6:d2:32:6f:8f:44"));
+        assert_eq!((d.vni.get(), d.vtep_mac.to_string().as_str()), (1, "c6:d2:32:6f:8f:44"));
         assert_eq!(l.to_json(), FLANNEL);
     }
 
@@ -193,7 +195,7 @@ mod tests {
             r#"{"publicip":"10.0.0.2","backendtype":"vxlan","backenddata":{"vni":7,"vtepmac":"02:00:00:00:00:07"}}"#,
         )
         .unwrap();
-        assert_eq!(l.vxlan_data().unwrap().vni, 7);
+        assert_eq!(l.vxlan_data().unwrap().vni.get(), 7);
         let hg = Lease::from_json(r#"{"PublicIP":"10.0.0.3","BackendType":"host-gw"}"#).unwrap();
         assert!(!hg.is_vxlan());
         assert!(hg.vxlan_data().is_err());

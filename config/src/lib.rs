@@ -5,10 +5,12 @@
 pub mod lease;
 pub mod network;
 pub mod node;
+pub mod peer;
 pub mod state;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
 pub use network::{NetworkConfig, NetworkConfigError, DEFAULT_VXLAN_PORT};
+pub use peer::Peer;
 pub use weft_wire::mac;
 pub use weft_wire::net;
-pub use weft_wire::{Ipv4Net, MacAddr, MacParseError, NetParseError};
+pub use weft_wire::{Ipv4Net, MacAddr, MacParseError, NetParseError, Vni};

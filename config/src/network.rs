@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use crate::net::{mask, Ipv4Net};
+use crate::Vni;
 
 /// The UDP port the Linux kernel (and so flannel) uses for VXLAN unless told otherwise.
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;
@@ -24,7 +25,7 @@ pub struct NetworkConfig {
     pub subnet_len: u8,
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
-    pub vni: u32,
+    pub vni: Vni,
     pub port: u16,
 }
 
@@ -156,7 +157,7 @@ impl NetworkConfig {
 }
 
 /// flannel's `ParseBackendType` defaults a missing backend to "udp"; weft speaks vxlan only.
-fn parse_backend(v: Option<&Value>) -> Result<(u32, u16), NetworkConfigError> {
+fn parse_backend(v: Option<&Value>) -> Result<(Vni, u16), NetworkConfigError> {
     let obj = match v {
         None | Some(Value::Null) => {
             return Err(field_err(
@@ -185,9 +186,11 @@ fn parse_backend(v: Option<&Value>) -> Result<(u32, u16), NetworkConfigError> {
         }
     }
     let vni = match opt_u64(obj, "VNI").map_err(|_| field_err("Backend.VNI", "must be an integer"))? {
-        None | Some(0) => 1,
-        Some(v) if v >= 1 << 24 => return Err(field_err("Backend.VNI", format!("{v} does not fit in 24 bits"))),
-        Some(v) => v as u32,
+        None | Some(0) => Vni::ONE,
+        Some(v) => u32::try_from(v)
+            .ok()
+            .and_then(Vni::new)
+            .ok_or_else(|| field_err("Backend.VNI", format!("{v} does not fit in 24 bits")))?,
     };
     let port = match opt_u64(obj, "Port").map_err(|_| field_err("Backend.Port", "must be an integer"))? {
         None | Some(0) => DEFAULT_VXLAN_PORT,
@@ -215,14 +218,14 @@ mod tests {
         assert_eq!(c.subnet_len, 24);
         assert_eq!(c.subnet_min, Ipv4Addr::new(10, 244, 1, 0));
         assert_eq!(c.subnet_max, Ipv4Addr::new(10, 244, 255, 0));
-        assert_eq!((c.vni, c.port), (1, 8472));
+        assert_eq!((c.vni.get(), c.port), (1, 8472));
         assert_eq!(c.subnets().count(), 255);
     }
 
     #[test]
     fn parse_keys_case_insensitively() {
         let c = parse(r#"{"network":"10.244.0.0/16","subnetlen":26,"backend":{"type":"VXLAN","vni":42,"port":4789}}"#);
-        assert_eq!((c.subnet_len, c.vni, c.port), (26, 42, 4789));
+        assert_eq!((c.subnet_len, c.vni.get(), c.port), (26, 42, 4789));
     }
 
     #[test]

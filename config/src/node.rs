@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Ipv4Net, MacAddr};
+use crate::{Ipv4Net, MacAddr, Vni};
 
 /// The file as written; every field optional so flags can fill or override it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,14 +107,6 @@ fn bad(field: impl Into<String>, why: impl Into<String>) -> SettingError {
     SettingError { field: field.into(), why: why.into() }
 }
 
-/// A static peer (in static mode; with etcd, peers come from leases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaticPeer {
-    pub subnet: Ipv4Net,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: MacAddr,
-}
-
 /// How a pod attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodKind {
@@ -184,7 +176,7 @@ impl PodSpec {
 pub struct NodeSettings {
     pub network: Ipv4Net,
     pub subnet_len: u8,
-    pub vni: u32,
+    pub vni: Vni,
     pub vxlan_port: u16,
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
@@ -204,7 +196,7 @@ pub struct NodeSettings {
     pub busy_poll: bool,
     pub mbufs: u32,
     pub metrics_addr: std::net::SocketAddr,
-    pub peers: Vec<StaticPeer>,
+    pub peers: Vec<crate::Peer>,
     pub pods: Vec<PodSpec>,
 }
 
@@ -347,7 +339,7 @@ impl NodeFile {
     pub fn apply_lease(&mut self, network: &crate::NetworkConfig, subnet: Ipv4Net) {
         self.network = Some(network.network.to_string());
         self.subnet_len = Some(network.subnet_len);
-        self.vni = Some(network.vni);
+        self.vni = Some(network.vni.get());
         self.vxlan_port = Some(network.port);
         self.subnet = Some(subnet.to_string());
     }
@@ -382,9 +374,9 @@ impl NodeFile {
             return Err(bad("subnet_len", format!("{subnet_len} leaves no room for pods: use at most 30")));
         }
         let vni = self.vni.unwrap_or(1);
-        if vni == 0 || vni >= 1 << 24 {
-            return Err(bad("vni", format!("{vni} is not a VXLAN network identifier (1..16777215)")));
-        }
+        let vni = Vni::new(vni)
+            .filter(|v| v.get() != 0)
+            .ok_or_else(|| bad("vni", format!("{vni} is not a VXLAN network identifier (1..16777215)")))?;
         let vxlan_port = self.vxlan_port.unwrap_or(crate::DEFAULT_VXLAN_PORT);
         if vxlan_port == 0 {
             return Err(bad("vxlan_port", "0 is not a UDP port: use 8472 (flannel's default) or 4789"));
@@ -431,7 +423,7 @@ impl NodeFile {
             if s == subnet {
                 return Err(bad(f("subnet"), format!("{s} is this node's own subnet")));
             }
-            peers.push(StaticPeer {
+            peers.push(crate::Peer {
                 subnet: s,
                 public_ip: ip(&p.public_ip, &f("public_ip"))?,
                 vtep_mac: mac(&p.vtep_mac, &f("vtep_mac"))?,
@@ -508,7 +500,7 @@ netns = "web-ns"
     #[test]
     fn parse_good_file_with_defaults() {
         let s = NodeFile::from_toml(GOOD).unwrap().resolve().unwrap();
-        assert_eq!((s.vni, s.vxlan_port, s.underlay_mtu, s.workers), (1, 8472, 1500, 1));
+        assert_eq!((s.vni.get(), s.vxlan_port, s.underlay_mtu, s.workers), (1, 8472, 1500, 1));
         assert_eq!(s.lcores, "0-1");
         assert_eq!(s.peers.len(), 1);
         assert_eq!(s.pods[0].kind, PodKind::Tap);
@@ -595,7 +587,7 @@ netns = "web-ns"
             .unwrap();
         f.apply_lease(&net, "10.244.9.0/24".parse().unwrap());
         let s = f.resolve().unwrap();
-        assert_eq!((s.subnet.to_string().as_str(), s.vni), ("10.244.9.0/24", 3));
+        assert_eq!((s.subnet.to_string().as_str(), s.vni.get()), ("10.244.9.0/24", 3));
     }
 }
 

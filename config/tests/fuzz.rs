@@ -36,7 +36,7 @@ proptest! {
         if let Ok(c) = NetworkConfig::from_json(&s) {
             prop_assert!(c.network.contains(c.subnet_min) && c.network.contains(c.subnet_max));
             prop_assert!(c.subnet_len > c.network.prefix_len() && c.subnet_len <= 30);
-            prop_assert!(c.vni < 1 << 24);
+            prop_assert!(c.vni.get() < 1 << 24);
         }
     }
 

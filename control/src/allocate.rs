@@ -87,7 +87,7 @@ mod tests {
     }
 
     fn lease(ip: [u8; 4]) -> Lease {
-        Lease::vxlan(Ipv4Addr::from(ip), 1, "02:00:00:00:00:01".parse().unwrap())
+        Lease::vxlan(Ipv4Addr::from(ip), weft_config::Vni::ONE, "02:00:00:00:00:01".parse().unwrap())
     }
 
     const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);

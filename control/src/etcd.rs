@@ -17,7 +17,7 @@ use etcd_client::{
 };
 
 use crate::members::Members;
-use weft_config::{Ipv4Net, Lease, MacAddr, NetworkConfig, SubnetKey};
+use weft_config::{Ipv4Net, Lease, MacAddr, NetworkConfig, Peer, SubnetKey};
 
 use crate::allocate::{choose_subnet, Choice};
 use crate::subnet_file::SubnetFile;
@@ -62,22 +62,13 @@ pub struct Identity {
     pub renew_margin: Duration,
 }
 
-/// A remote node from its vxlan lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteLease {
-    pub subnet: Ipv4Net,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: MacAddr,
-    pub vni: u32,
-}
-
 /// What the control thread tells weftd.
 #[derive(Debug, Clone)]
 pub enum ControlEvent {
     /// Our lease is held (first time, or again after losing it).
     Acquired { network: NetworkConfig, subnet: Ipv4Net },
-    /// The full set of remote vxlan peers, after any change.
-    Peers(Vec<RemoteLease>),
+    /// The full set of remote peers (VXLAN leases of our VNI), after any change.
+    Peers(Vec<Peer>),
     /// Giving up (bad configuration that retrying cannot fix).
     Fatal(String),
 }
@@ -178,7 +169,7 @@ pub struct ControlHandle {
 
 impl ControlHandle {
     /// Wait for the first `Acquired` (peers that arrive before it are returned too).
-    pub fn wait_acquired(&self, timeout: Duration) -> Result<(NetworkConfig, Ipv4Net, Vec<RemoteLease>), AcquireError> {
+    pub fn wait_acquired(&self, timeout: Duration) -> Result<(NetworkConfig, Ipv4Net, Vec<Peer>), AcquireError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut peers = Vec::new();
         loop {
@@ -575,17 +566,10 @@ impl Controller {
         Ok(true)
     }
 
-    fn peers_of(&self, all: &BTreeMap<Ipv4Net, Option<Lease>>, held: &Held) -> Vec<RemoteLease> {
+    fn peers_of(&self, all: &BTreeMap<Ipv4Net, Option<Lease>>, held: &Held) -> Vec<Peer> {
         all.iter()
             .filter(|(n, _)| **n != held.subnet)
-            .filter_map(|(n, l)| {
-                let l = l.as_ref()?;
-                if !l.is_vxlan() {
-                    return None; // host-gw, udp, ... nodes are not VXLAN peers
-                }
-                let d = l.vxlan_data().ok()?;
-                Some(RemoteLease { subnet: *n, public_ip: l.public_ip, vtep_mac: d.vtep_mac, vni: d.vni })
-            })
+            .filter_map(|(n, l)| Peer::from_lease(*n, l.as_ref()?, held.network.vni))
             .collect()
     }
 
@@ -607,7 +591,7 @@ impl Controller {
         };
         let _ = self.tx.send(ControlEvent::Acquired { network: held.network.clone(), subnet: held.subnet });
         let mut all: BTreeMap<Ipv4Net, Option<Lease>> = BTreeMap::new();
-        let mut sent: Option<Vec<RemoteLease>> = None;
+        let mut sent: Option<Vec<Peer>> = None;
         let mut rev: i64 = 0;
         let mut need_list = true;
         let mut backoff = BACKOFF_MIN;
@@ -639,7 +623,7 @@ impl Controller {
         }
     }
 
-    fn publish(&self, all: &BTreeMap<Ipv4Net, Option<Lease>>, held: &Held, sent: &mut Option<Vec<RemoteLease>>) {
+    fn publish(&self, all: &BTreeMap<Ipv4Net, Option<Lease>>, held: &Held, sent: &mut Option<Vec<Peer>>) {
         let peers = self.peers_of(all, held);
         if sent.as_ref() != Some(&peers) {
             let _ = self.tx.send(ControlEvent::Peers(peers.clone()));
@@ -669,7 +653,7 @@ impl Controller {
         &mut self,
         held: &mut Held,
         all: &mut BTreeMap<Ipv4Net, Option<Lease>>,
-        sent: &mut Option<Vec<RemoteLease>>,
+        sent: &mut Option<Vec<Peer>>,
         rev: &mut i64,
         need_list: &mut bool,
     ) -> SessionEnd {

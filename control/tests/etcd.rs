@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use testkit::etcd::EtcdServer;
+use weft_config::Peer;
 use weft_config::{Ipv4Net, MacAddr};
-use weft_control::etcd::{start, ControlEvent, ControlHandle, EtcdConfig, Identity, RemoteLease};
+use weft_control::etcd::{start, ControlEvent, ControlHandle, EtcdConfig, Identity};
 
 const PREFIX: &str = "/coreos.com/network";
 /// Nodes under test take subnets up to 10.244.50.0/24; the peers that tests write sit above that, so a
@@ -65,12 +66,7 @@ fn key(subnet: Ipv4Net) -> String {
 
 /// Wait for a Peers event that satisfies `pred`.
 /// `start` is the set known so far (from `wait_acquired`).
-fn wait_peers(
-    h: &ControlHandle,
-    start: &[RemoteLease],
-    timeout: Duration,
-    pred: impl Fn(&[RemoteLease]) -> bool,
-) -> Vec<RemoteLease> {
+fn wait_peers(h: &ControlHandle, start: &[Peer], timeout: Duration, pred: impl Fn(&[Peer]) -> bool) -> Vec<Peer> {
     if pred(start) {
         return start.to_vec();
     }

@@ -62,13 +62,8 @@ impl Node {
     }
 }
 
-/// A remote node, from its lease (or static config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub subnet: Ipv4Net,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: MacAddr,
-}
+/// A remote node: one type from etcd (or the static config) to the tables.
+pub use weft_config::Peer;
 
 /// A pod attached to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]

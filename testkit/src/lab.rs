@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
-use weft_config::{Lease, SubnetKey};
+use weft_config::{Lease, Peer, SubnetKey};
 
 /// The lab's underlay: 192.168.77.0/24 inside the lab's own namespaces only.
 pub const UNDERLAY_PREFIX: &str = "192.168.77";
@@ -67,12 +67,29 @@ pub struct KernelNode {
     pub vtep_mac: String,
 }
 
-/// What a flannel peer looks like to others: its lease.
-#[derive(Debug, Clone)]
-pub struct PeerLease {
-    pub subnet: String,
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: String,
+/// What a flannel node looks like to the others: its lease, as a peer.
+pub trait AsPeer {
+    fn peer(&self) -> Peer;
+}
+
+fn peer_of(subnet: &str, public_ip: Ipv4Addr, vtep_mac: &str) -> Peer {
+    Peer {
+        subnet: subnet.parse().unwrap_or_else(|e| panic!("lab subnet {subnet}: {e}")),
+        public_ip,
+        vtep_mac: vtep_mac.parse().unwrap_or_else(|e| panic!("lab VtepMAC {vtep_mac}: {e}")),
+    }
+}
+
+impl AsPeer for KernelNode {
+    fn peer(&self) -> Peer {
+        peer_of(&self.subnet, self.public_ip, &self.vtep_mac)
+    }
+}
+
+impl AsPeer for WeftNode {
+    fn peer(&self) -> Peer {
+        peer_of(&self.subnet, self.public_ip, &self.vtep_mac)
+    }
 }
 
 #[derive(Debug)]
@@ -258,7 +275,7 @@ impl Lab {
 
     /// A kernel flannel node `k<idx>` with one pod at 10.244.<idx>.2, programmed for `peers` the way
     /// flanneld programs the kernel from their leases.
-    pub fn kernel_node(&mut self, idx: u8, peers: &[PeerLease]) -> anyhow::Result<KernelNode> {
+    pub fn kernel_node(&mut self, idx: u8, peers: &[Peer]) -> anyhow::Result<KernelNode> {
         let ns = format!("{}-k{idx}", self.prefix);
         let pod_ns = format!("{}-k{idx}p", self.prefix);
         self.add_ns(&ns)?;
@@ -304,7 +321,7 @@ impl Lab {
     }
 
     /// What flanneld's vxlan backend installs for a new lease (`handleSubnetEvents`): ARP, FDB, route.
-    pub fn kernel_add_peer(&self, k: &KernelNode, p: &PeerLease) -> anyhow::Result<()> {
+    pub fn kernel_add_peer(&self, k: &KernelNode, p: &Peer) -> anyhow::Result<()> {
         exec(&k.ns, &["sh", "-ec", &flannel_add_cmd(p)])?;
         Ok(())
     }
@@ -312,8 +329,8 @@ impl Lab {
 
 /// flanneld's vxlan backend for a new lease: the neighbour entry for the peer's subnet address, the FDB
 /// entry to its PublicIP, and the route through flannel.1.
-fn flannel_add_cmd(p: &PeerLease) -> String {
-    let gw = p.subnet.split('/').next().unwrap_or_default();
+fn flannel_add_cmd(p: &Peer) -> String {
+    let gw = p.subnet.addr();
     format!(
         "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
          bridge fdb replace {mac} dev flannel.1 dst {ip} self permanent
@@ -330,7 +347,7 @@ impl Lab {
     /// ends: new vxlan peers get neighbour, FDB and route entries; vanished ones lose them.
     pub fn kernel_flanneld(&mut self, k: &KernelNode) -> anyhow::Result<()> {
         let mac: weft_config::MacAddr = k.vtep_mac.parse().map_err(|e| anyhow!("{e}"))?;
-        let value = Lease::vxlan(k.public_ip, 1, mac).to_json();
+        let value = Lease::vxlan(k.public_ip, weft_config::Vni::ONE, mac).to_json();
         let grant = self.etcdctl(&["lease", "grant", "86400"])?;
         let id = grant.split_whitespace().nth(1).ok_or_else(|| anyhow!("lease grant said {grant}"))?.to_owned();
         let key = format!("{ETCD_PREFIX}/subnets/{}", k.subnet.replace('/', "-"));
@@ -338,7 +355,7 @@ impl Lab {
         let (ul, url, k, stop) =
             (self.underlay_ns.clone(), self.etcd.clone().unwrap_or_default(), k.clone(), self.stop_syncers.clone());
         let syncer = std::thread::spawn(move || {
-            let mut installed: std::collections::HashMap<String, PeerLease> = Default::default();
+            let mut installed: std::collections::HashMap<String, Peer> = Default::default();
             while !stop.load(Ordering::Relaxed) {
                 let prefix = format!("{ETCD_PREFIX}/subnets/");
                 let out = Command::new("ip")
@@ -349,20 +366,17 @@ impl Lab {
                     if out.0 {
                         let text = String::from_utf8_lossy(&out.1.stdout).into_owned();
                         let lines: Vec<&str> = text.lines().collect();
-                        let mut now: std::collections::HashMap<String, PeerLease> = Default::default();
+                        let mut now: std::collections::HashMap<String, Peer> = Default::default();
                         for pair in lines.chunks(2) {
                             let [key, value] = pair else { continue };
                             let Some(sk) = key.rsplit('/').next().and_then(|n| n.parse::<SubnetKey>().ok()) else {
                                 continue;
                             };
                             let Ok(l) = Lease::from_json(value) else { continue };
-                            let Ok(d) = l.vxlan_data() else { continue };
+                            let Some(p) = Peer::from_lease(sk.0, &l, weft_config::Vni::ONE) else { continue };
                             let subnet = sk.0.to_string();
                             if subnet != k.subnet {
-                                now.insert(
-                                    subnet.clone(),
-                                    PeerLease { subnet, public_ip: l.public_ip, vtep_mac: d.vtep_mac.to_string() },
-                                );
+                                now.insert(subnet, p);
                             }
                         }
                         for (subnet, p) in &now {
@@ -399,7 +413,7 @@ impl Lab {
     }
 
     /// Start weftd for `node` with static `peers`; waits until its API answers.
-    pub fn start_weftd(&mut self, node: &WeftNode, peers: &[PeerLease], extra: &[&str]) -> anyhow::Result<()> {
+    pub fn start_weftd(&mut self, node: &WeftNode, peers: &[Peer], extra: &[&str]) -> anyhow::Result<()> {
         let mut args: Vec<String> =
             vec!["--network".into(), "10.244.0.0/16".into(), "--subnet".into(), node.subnet.clone()];
         for p in peers {

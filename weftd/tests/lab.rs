@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use testkit::lab::{ping, KernelNode, Lab, PeerLease, WeftNode};
+use testkit::lab::{ping, AsPeer, KernelNode, Lab, WeftNode};
+use weft_config::Peer;
 
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -14,12 +15,12 @@ fn new_lab() -> Lab {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn lease_of_weft(n: &WeftNode) -> PeerLease {
-    PeerLease { subnet: n.subnet.clone(), public_ip: n.public_ip, vtep_mac: n.vtep_mac.clone() }
+fn lease_of_weft(n: &WeftNode) -> Peer {
+    n.peer()
 }
 
-fn lease_of_kernel(k: &KernelNode) -> PeerLease {
-    PeerLease { subnet: k.subnet.clone(), public_ip: k.public_ip, vtep_mac: k.vtep_mac.clone() }
+fn lease_of_kernel(k: &KernelNode) -> Peer {
+    k.peer()
 }
 
 /// Two weft nodes (1, 2) and a kernel node (3), each knowing the others' leases; a tap pod on each weft

@@ -36,6 +36,8 @@ pub struct Vni(u32);
 
 impl Vni {
     pub const MAX: u32 = (1 << 24) - 1;
+    /// flannel's default.
+    pub const ONE: Vni = Vni(1);
 
     pub fn new(v: u32) -> Option<Vni> {
         (v <= Self::MAX).then_some(Vni(v))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use dataplane::tables::{Peer, SnapshotCell, TableInputs};
+use dataplane::tables::{SnapshotCell, TableInputs};
 use testkit::etcd::EtcdServer;
 use weft_bench::stats::median;
 use weft_config::{Lease, MacAddr};
@@ -37,7 +37,8 @@ fn lease_kv(i: u32) -> (String, String) {
     let n = i + 1;
     let key = format!("/coreos.com/network/subnets/10.{}.{}.0-24", n >> 8, n & 255);
     let mac = MacAddr([2, 0xcc, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-    let v = Lease::vxlan(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i), 1, mac).to_json();
+    let v =
+        Lease::vxlan(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i), weft_config::Vni::ONE, mac).to_json();
     (key, v)
 }
 
@@ -89,7 +90,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut inputs = TableInputs {
         node: dataplane::tables::Node { subnet, ..node.clone() },
-        peers: peers.iter().map(|l| Peer { subnet: l.subnet, public_ip: l.public_ip, vtep_mac: l.vtep_mac }).collect(),
+        peers: peers.clone(),
         pods: Vec::new(),
         neighbours: peers.iter().map(|l| (l.public_ip, weft_bench::frames::NEXT_HOP_MAC)).collect(),
     };
@@ -116,10 +117,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(ControlEvent::Peers(p)) => {
                     if let Some(l) = p.iter().find(|l| l.subnet == want.0) {
                         // What weftd does with the event: rebuild, publish.
-                        inputs.peers = p
-                            .iter()
-                            .map(|l| Peer { subnet: l.subnet, public_ip: l.public_ip, vtep_mac: l.vtep_mac })
-                            .collect();
+                        inputs.peers = p.clone();
                         inputs.neighbours.insert(l.public_ip, weft_bench::frames::NEXT_HOP_MAC);
                         cell.publish(inputs.build(2 + u as u64));
                         if cell.load().lookup_vtep(want.0.addr_u32() + 1).is_none() {

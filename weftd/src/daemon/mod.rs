@@ -23,7 +23,6 @@ use weft_config::MacAddr;
 
 use dataplane::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
 use dataplane::tables::{Node, Peer, SnapshotCell, TableInputs};
-use dataplane::wire::Vni;
 use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
 use weft_control::etcd::ControlEvent;
 
@@ -146,15 +145,7 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
 #[derive(Debug)]
 pub struct EtcdMode {
     pub control: weft_control::etcd::ControlHandle,
-    pub peers: Vec<weft_control::etcd::RemoteLease>,
-}
-
-fn peers_from_leases(leases: &[weft_control::etcd::RemoteLease], vni: u32) -> Vec<Peer> {
-    leases
-        .iter()
-        .filter(|l| l.vni == vni)
-        .map(|l| Peer { subnet: l.subnet, public_ip: l.public_ip, vtep_mac: l.vtep_mac })
-        .collect()
+    pub peers: Vec<Peer>,
 }
 
 /// Run weftd until `stop` is set (SIGTERM or SIGINT).
@@ -182,7 +173,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         public_ip: settings.public_ip,
         uplink_mac,
         vtep_mac,
-        vni: Vni::new(settings.vni).context("vni")?,
+        vni: settings.vni,
         vxlan_port: settings.vxlan_port,
         underlay_mtu: settings.underlay_mtu,
         underlay_net: settings.underlay_net,
@@ -191,12 +182,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let inputs = TableInputs {
         node: node.clone(),
         peers: match &etcd {
-            Some(e) => peers_from_leases(&e.peers, settings.vni),
-            None => settings
-                .peers
-                .iter()
-                .map(|p| Peer { subnet: p.subnet, public_ip: p.public_ip, vtep_mac: p.vtep_mac })
-                .collect(),
+            Some(e) => e.peers.clone(),
+            None => settings.peers.clone(),
         },
         pods: Vec::new(),
         neighbours: Default::default(),
@@ -276,8 +263,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             continue;
         };
         match e.control.events.recv_timeout(Duration::from_millis(100)) {
-            Ok(ControlEvent::Peers(leases)) => {
-                let peers = peers_from_leases(&leases, settings.vni);
+            Ok(ControlEvent::Peers(peers)) => {
                 eprintln!("weftd: {} peers from etcd", peers.len());
                 shared.update(|t| t.peers = peers);
             }

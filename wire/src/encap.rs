@@ -1,0 +1,160 @@
+//! The VXLAN encapsulation weft writes in front of a pod's IPv4 packet, with one owner for its layout,
+//! its builder and its per-packet patch (as VPP keeps `vxlan_packet.h`, `vxlan_rewrite` and `encap.c`
+//! together): outer Ethernet / IPv4 / UDP / VXLAN (RFC 7348), then the inner Ethernet header that
+//! replaces the pod's.
+//!
+//! ```text
+//!  0             14                34         42          50               64
+//!  | outer Ether | outer IPv4 (20) | UDP (8)  | VXLAN (8) | inner Ether (14) | inner IPv4 ...
+//! ```
+//!
+//! The template is built once per remote VTEP when the tables are built; encap is then a copy, two
+//! length fields, the identification, an incremental checksum (RFC 1624) and the flow-hash source port.
+
+use std::net::Ipv4Addr;
+
+use crate::{checksum, ethernet, ipv4, udp, vxlan, EtherType, EthernetFrame, Ipv4Packet, MacAddr, UdpPacket, Vni};
+
+/// Outer Ethernet + IPv4 + UDP + VXLAN: 50 bytes.
+pub const OUTER_LEN: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
+/// The template: the outer headers plus the inner Ethernet header.
+pub const TEMPLATE_LEN: usize = OUTER_LEN + ethernet::HEADER_LEN;
+
+/// Offsets inside an encapsulated frame, derived from the header lengths and the views' field tables.
+pub mod at {
+    use super::*;
+    pub const IP: usize = ethernet::HEADER_LEN;
+    pub const IP_TOTAL_LEN: usize = IP + ipv4::field::TOTAL_LEN.start;
+    pub const IP_IDENT: usize = IP + ipv4::field::IDENT.start;
+    pub const IP_CHECKSUM: usize = IP + ipv4::field::CHECKSUM.start;
+    pub const UDP: usize = IP + ipv4::HEADER_LEN;
+    pub const UDP_SRC: usize = UDP + udp::field::SRC_PORT.start;
+    pub const UDP_LEN: usize = UDP + udp::field::LENGTH.start;
+    pub const VXLAN: usize = UDP + udp::HEADER_LEN;
+    pub const INNER_ETH: usize = VXLAN + vxlan::HEADER_LEN;
+}
+
+/// The outer IPv4 TTL (the kernel's default for VXLAN: the route's hop limit, 64).
+pub const OUTER_TTL: u8 = 64;
+
+/// A tunnel from this node to one remote VTEP, as plain values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Our uplink's MAC and the underlay next hop's.
+    pub src_mac: MacAddr,
+    pub next_hop_mac: MacAddr,
+    /// Our PublicIP and the peer's.
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub dst_port: u16,
+    pub vni: Vni,
+    /// Our VtepMAC and the peer's (the inner Ethernet header).
+    pub inner_src_mac: MacAddr,
+    pub inner_dst_mac: MacAddr,
+}
+
+/// The 64 bytes written in front of an inner IPv4 packet, with the outer IPv4 checksum computed with
+/// total length and identification zero, so encap only adds those two in (RFC 1624).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapTemplate {
+    pub bytes: [u8; TEMPLATE_LEN],
+    pub ip_checksum_base: u16,
+}
+
+impl EncapTemplate {
+    pub fn build(t: &Tunnel) -> EncapTemplate {
+        let mut b = [0u8; TEMPLATE_LEN];
+        {
+            let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
+            eth.set_dst(t.next_hop_mac);
+            eth.set_src(t.src_mac);
+            eth.set_ethertype(EtherType::IPV4);
+        }
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut b[at::IP..]);
+            ip.set_version_and_header_len(ipv4::HEADER_LEN);
+            ip.set_dscp_ecn(0);
+            ip.set_total_len(0);
+            ip.set_ident(0);
+            // DF clear, as the kernel's VXLAN device sends by default (df unset).
+            ip.set_dont_frag(false);
+            ip.set_ttl(OUTER_TTL);
+            ip.set_protocol(ipv4::protocol::UDP);
+            ip.set_src(t.src_ip);
+            ip.set_dst(t.dst_ip);
+            ip.set_checksum(0);
+        }
+        // The one's-complement sum of the header with the variable fields zero.
+        let base = !checksum::checksum(&b[at::IP..at::IP + ipv4::HEADER_LEN]);
+        {
+            let mut udp = UdpPacket::new_unchecked(&mut b[at::UDP..]);
+            udp.set_src_port(0);
+            udp.set_dst_port(t.dst_port);
+            udp.set_len(0);
+            // Zero: RFC 7348 says the UDP checksum SHOULD be sent as zero over IPv4 and receivers,
+            // Linux included, accept it; a full checksum would read every byte of every packet.
+            udp.set_checksum(0);
+        }
+        vxlan::VxlanPacket::new_unchecked(&mut b[at::VXLAN..]).emit(t.vni);
+        {
+            let mut inner = EthernetFrame::new_unchecked(&mut b[at::INNER_ETH..]);
+            inner.set_dst(t.inner_dst_mac);
+            inner.set_src(t.inner_src_mac);
+            inner.set_ethertype(EtherType::IPV4);
+        }
+        EncapTemplate { bytes: b, ip_checksum_base: base }
+    }
+
+    /// Write the template over the first `TEMPLATE_LEN` bytes of `frame` (the outer headers prepended to
+    /// the pod's frame, whose Ethernet header the inner one replaces) and patch the per-packet fields.
+    #[inline(always)]
+    pub fn write(&self, frame: &mut [u8], ident: u16, src_port: u16) {
+        let len = frame.len();
+        frame[..TEMPLATE_LEN].copy_from_slice(&self.bytes);
+        let ip_total = (len - at::IP) as u16;
+        let udp_len = (len - at::UDP) as u16;
+        frame[at::IP_TOTAL_LEN..at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
+        frame[at::IP_IDENT..at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+        let sum = self.ip_checksum_base as u32 + ip_total as u32 + ident as u32;
+        let csum = !checksum::sum(&[], sum);
+        frame[at::IP_CHECKSUM..at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+        frame[at::UDP_SRC..at::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
+        frame[at::UDP_LEN..at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_derived_from_the_headers() {
+        assert_eq!((OUTER_LEN, TEMPLATE_LEN), (50, 64));
+        assert_eq!((at::IP, at::UDP, at::VXLAN, at::INNER_ETH), (14, 34, 42, 50));
+        assert_eq!((at::IP_TOTAL_LEN, at::IP_IDENT, at::IP_CHECKSUM, at::UDP_SRC, at::UDP_LEN), (16, 18, 24, 34, 38));
+    }
+
+    #[test]
+    fn emit_then_parse_roundtrip() {
+        let t = Tunnel {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            next_hop_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src_ip: Ipv4Addr::new(192, 168, 77, 1),
+            dst_ip: Ipv4Addr::new(192, 168, 77, 2),
+            dst_port: 8472,
+            vni: Vni::new(1).unwrap(),
+            inner_src_mac: MacAddr([2, 0, 0, 0, 0, 3]),
+            inner_dst_mac: MacAddr([2, 0, 0, 0, 0, 4]),
+        };
+        let tpl = EncapTemplate::build(&t);
+        let mut f = vec![0xa5u8; TEMPLATE_LEN + 20];
+        tpl.write(&mut f, 7, 40000);
+        let ip = Ipv4Packet::new_checked(&f[at::IP..]).unwrap();
+        assert_eq!((ip.src(), ip.dst(), ip.ttl(), ip.total_len()), (t.src_ip, t.dst_ip, OUTER_TTL, 70));
+        assert!(ip.verify_checksum(), "the incremental checksum is the full one");
+        let udp = UdpPacket::new_checked(&f[at::UDP..]).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port(), udp.len()), (40000, 8472, 50));
+        let inner = EthernetFrame::new_checked(&f[at::INNER_ETH..]).unwrap();
+        assert_eq!((inner.src(), inner.dst()), (t.inner_src_mac, t.inner_dst_mac));
+    }
+}
