@@ -17,6 +17,7 @@ use etcd_client::{
 };
 
 use crate::members::Members;
+use tracing::{error, info, warn};
 use weft_config::{Ipv4Net, Lease, MacAddr, NetworkConfig, Peer, SubnetKey};
 
 use crate::allocate::{choose_subnet, Choice};
@@ -111,10 +112,6 @@ impl ControlStatus {
 }
 
 type Res<T> = Result<T, etcd_client::Error>;
-
-pub(crate) fn log(msg: impl AsRef<str>) {
-    eprintln!("weft-control: {}", msg.as_ref());
-}
 
 /// An error with its chain of causes (a TLS failure is three levels down a transport error).
 pub(crate) fn cause(e: &dyn std::error::Error) -> String {
@@ -348,7 +345,7 @@ impl Controller {
                 Ok(v) => return Ok(v),
                 Err(e) if crate::members::worth_another_member(&e) => {
                     self.status.rpc_retries.fetch_add(1, Ordering::Relaxed);
-                    log(format!("etcd member {}: {}; trying another", self.members.current_url(), cause(&e)));
+                    warn!(member = self.members.current_url(), error = %cause(&e), "etcd call failed; trying another member");
                     self.status.set_last_error(format!("{}: {}", self.members.current_url(), cause(&e)));
                     self.members.skip_current();
                     last = Some(e);
@@ -403,7 +400,7 @@ impl Controller {
                 Err(e) => format!("reading {key}: {}", cause(&e)),
             };
             if msg != said {
-                log(&msg);
+                info!("{msg}");
                 said = msg;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -432,7 +429,7 @@ impl Controller {
             Ok(k) => k.0,
             Err(e) => {
                 self.status.bad_values.fetch_add(1, Ordering::Relaxed);
-                log(format!("{key}: {e}; skipped"));
+                warn!(key, error = %e, "bad subnet key; skipped");
                 return None;
             }
         };
@@ -440,7 +437,7 @@ impl Controller {
             Ok(l) => Some((net, Some(l))),
             Err(e) => {
                 self.status.bad_values.fetch_add(1, Ordering::Relaxed);
-                log(format!("{key}: {e}; skipped (its subnet stays taken)"));
+                warn!(key, error = %e, "bad lease value; skipped (its subnet stays taken)");
                 Some((net, None))
             }
         }
@@ -480,7 +477,7 @@ impl Controller {
             let choice = match choose_subnet(network, &existing, self.id.public_ip, previous, &avoid, random()) {
                 Ok(c) => c,
                 Err(e) => {
-                    log(format!("{e}; retrying in 10 s"));
+                    warn!(error = %e, "no subnet to take; retrying in 10 s");
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     continue;
                 }
@@ -510,13 +507,16 @@ impl Controller {
                 }
             };
             if committed {
-                log(format!(
-                    "holding {subnet} ({choice:?}) as {} with VtepMAC {}",
-                    self.id.public_ip, self.id.vtep_mac
-                ));
+                info!(
+                    %subnet,
+                    choice = ?choice,
+                    public_ip = %self.id.public_ip,
+                    vtep_mac = %self.id.vtep_mac,
+                    "holding the lease"
+                );
                 let file = SubnetFile::new(network.network, subnet, self.id.underlay_mtu, self.id.ipmasq);
                 if let Err(e) = file.write_atomic(&self.id.subnet_file) {
-                    log(format!("writing {}: {e}", self.id.subnet_file.display()));
+                    error!(path = %self.id.subnet_file.display(), error = %e, "writing the subnet file");
                 }
                 self.status.lease_expiry.store(now_unix() + ttl, Ordering::Relaxed);
                 return Ok(Some(Held {
@@ -529,7 +529,7 @@ impl Controller {
             }
             let id = grant.id();
             let _ = self.call(move |mut c| async move { c.lease_revoke(id).await }).await;
-            log(format!("lost the race for {subnet}; trying another subnet"));
+            info!(%subnet, "lost the race for the subnet; trying another");
             avoid.push(subnet);
         }
         Err(etcd_client::Error::InvalidArgs("no subnet could be taken after 100 attempts".into()))
@@ -581,7 +581,7 @@ impl Controller {
                 Ok(Some(h)) => break h,
                 Ok(None) => return,
                 Err(e) => {
-                    log(format!("acquiring a lease: {}; retrying", cause(&e)));
+                    warn!(error = %cause(&e), "acquiring a lease; retrying");
                     tokio::time::sleep(BACKOFF_MAX).await;
                     if self.wait_for_etcd().await.is_none() {
                         return;
@@ -609,7 +609,7 @@ impl Controller {
                     }
                     let why = cause(&error);
                     self.status.set_last_error(why.clone());
-                    log(format!("etcd: {why}; resuming in {backoff:?} (forwarding continues on the last table)"));
+                    warn!(error = %why, ?backoff, "etcd session broke; resuming (forwarding continues on the last table)");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     if crate::members::worth_another_member(&error) {
@@ -663,7 +663,7 @@ impl Controller {
         match self.check_own_key(held).await {
             Ok(true) => {}
             Ok(false) => {
-                log(format!("our lease on {} is gone from etcd (expired or deleted)", held.subnet));
+                warn!(subnet = %held.subnet, "our lease is gone from etcd (expired or deleted)");
                 return self.reacquire(held).await.map_or_else(broken, |()| SessionEnd::Resync);
             }
             Err(e) => return broken(e),
@@ -705,7 +705,7 @@ impl Controller {
                         self.status.watches.fetch_add(1, Ordering::Relaxed);
                     }
                     if resp.compact_revision() != 0 {
-                        log(format!("watch from revision {} compacted to {}: re-listing", *rev + 1, resp.compact_revision()));
+                        info!(from = *rev + 1, compacted = resp.compact_revision(), "watch compacted: re-listing");
                         self.status.resyncs.fetch_add(1, Ordering::Relaxed);
                         *need_list = true;
                         return SessionEnd::Resync;
@@ -758,7 +758,7 @@ impl Controller {
                         match self.renew(held).await {
                             Ok(true) => {}
                             Ok(false) => {
-                                log(format!("our lease on {} expired: taking it again", held.subnet));
+                                warn!(subnet = %held.subnet, "our lease expired: taking it again");
                                 return self.reacquire(held).await.map_or_else(broken, |()| SessionEnd::Resync);
                             }
                             Err(e) => {
@@ -783,9 +783,9 @@ impl Controller {
         match other {
             Some(ip) if was != u32::from(ip) => {
                 self.status.conflicts.fetch_add(1, Ordering::Relaxed);
-                log(format!("!!! our subnet's key is claimed by {ip}: two nodes on one subnet; keeping ours, not ready until resolved"));
+                error!(claimed_by = %ip, "our subnet's key is claimed by another node: two nodes on one subnet; keeping ours, not ready until resolved");
             }
-            None if was != 0 => log("our subnet's key names us again"),
+            None if was != 0 => info!("our subnet's key names us again"),
             _ => {}
         }
     }
@@ -793,12 +793,12 @@ impl Controller {
     /// Our key is gone (deleted or expired): take a lease again, the same subnet if it is free.
     async fn reacquire(&mut self, held: &mut Held) -> Res<()> {
         self.status.claimed_by.store(0, Ordering::Relaxed);
-        log(format!("!!! our lease {} disappeared from etcd; taking it again", self.key_of(held.subnet)));
+        warn!(key = %self.key_of(held.subnet), "our lease disappeared from etcd; taking it again");
         self.status.reacquired.fetch_add(1, Ordering::Relaxed);
         let network = held.network.clone();
         if let Some(h) = self.acquire(&network, Some(held.subnet)).await? {
             if h.subnet != held.subnet {
-                log(format!("!!! {} is taken now; this node moved to {}", held.subnet, h.subnet));
+                error!(was = %held.subnet, now = %h.subnet, "our subnet is taken now; this node moved");
             }
             *held = h;
             let _ = self.tx.send(ControlEvent::Acquired { network, subnet: held.subnet });

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use crate::etcd::{cause, log, ControlStatus};
+use tracing::{info, warn};
+
+use crate::etcd::{cause, ControlStatus};
 
 /// How long a member may take to answer `Status` before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -105,11 +107,11 @@ impl Members {
             match self.probe(i).await {
                 Ok(c) => {
                     if !self.said[i].is_empty() {
-                        log(format!("etcd member {} answers again", self.urls[i]));
+                        info!(member = %self.urls[i], "etcd member answers again");
                         self.said[i].clear();
                     }
                     if i != self.current {
-                        log(format!("etcd: using member {} (was {})", self.urls[i], self.urls[self.current]));
+                        info!(member = %self.urls[i], was = %self.urls[self.current], "using another etcd member");
                         self.status.failovers.fetch_add(1, Ordering::Relaxed);
                         self.current = i;
                     }
@@ -117,7 +119,7 @@ impl Members {
                 }
                 Err(why) => {
                     if self.said[i] != why {
-                        log(format!("etcd member {}: {why}", self.urls[i]));
+                        warn!(member = %self.urls[i], error = %why, "etcd member unusable");
                         self.status.set_last_error(format!("{}: {why}", self.urls[i]));
                         self.said[i] = why;
                     }

@@ -626,7 +626,7 @@ fn restarts_keep_subnet_and_recover() {
         if how == "SIGTERM" {
             lab.stop_weftd(&n1.ns);
             let log = std::fs::read_to_string(&n1.log).unwrap();
-            assert!(log.contains("weftd: stopping"), "graceful stop: {log}");
+            assert!(log.contains("stopping") && log.contains("stopped"), "graceful stop: {log}");
         } else {
             lab.kill_weftd(&n1.ns);
         }

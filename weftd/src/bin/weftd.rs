@@ -242,7 +242,7 @@ fn join_etcd(f: &mut NodeFile, stop: &AtomicBool) -> anyhow::Result<EtcdMode> {
             renew_margin: Duration::from_secs(e.renew_margin_minutes * 60),
         },
     );
-    eprintln!("weftd: taking a lease from etcd at {} under {}", e.endpoints.join(","), e.prefix);
+    tracing::info!(endpoints = %e.endpoints.join(","), prefix = %e.prefix, "taking a lease from etcd");
     loop {
         if stop.load(Ordering::Relaxed) {
             anyhow::bail!("stopped before etcd gave a lease");
@@ -275,7 +275,17 @@ fn start(matches: clap::ArgMatches) -> anyhow::Result<()> {
     weftd::daemon::run(settings, etcd, stop)
 }
 
+/// Logs: one line per event with key=value fields, levels under RUST_LOG (default `info`; the etcd
+/// client's libraries, tonic and h2, only from `warn` unless RUST_LOG names them).
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tonic=warn,hyper=warn,tower=warn,rustls=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}
+
 fn main() {
+    init_logs();
     let matches = Cli::command().version(version().leak() as &str).get_matches();
     let result = start(matches);
     if let Err(e) = result {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Sender};
 use crossbeam::utils::CachePadded;
+use tracing::{error, info};
 use weft_config::node::NodeSettings;
 use weft_config::MacAddr;
 
@@ -92,10 +93,11 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
                 // Kept for a person to look at, never overwritten.
                 let aside = weft_config::state::move_aside(&path)
                     .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
-                eprintln!(
-                    "weftd: !!! {}: {e}; moved to {}; generating a new VtepMAC (peers learn it from the lease)",
-                    path.display(),
-                    aside.display()
+                error!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "unreadable VtepMAC file moved aside; generating a new VtepMAC (peers learn it from the lease)"
                 );
             }
         }
@@ -222,17 +224,17 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         stop: stop.clone(),
         etcd_status: etcd.as_ref().map(|e| e.control.status.clone()),
     });
-    eprintln!(
-        "weftd: {} ({}) up: subnet {} public_ip {} uplink {} ({}) vtep_mac {} workers {} api {}",
-        env!("CARGO_PKG_VERSION"),
-        dataplane::dpdk::dpdk_version(),
-        settings.subnet,
-        settings.public_ip,
-        uplink_name,
-        uplink_mac,
-        vtep_mac,
-        settings.workers,
-        settings.api_socket.display()
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        dpdk = dataplane::dpdk::dpdk_version(),
+        subnet = %settings.subnet,
+        public_ip = %settings.public_ip,
+        uplink = %uplink_name,
+        uplink_mac = %uplink_mac,
+        vtep_mac = %vtep_mac,
+        workers = settings.workers,
+        api = %settings.api_socket.display(),
+        "weftd up"
     );
 
     let slow = {
@@ -241,8 +243,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     };
     for spec in &settings.pods {
         match pods::add(&shared, spec.clone()) {
-            Ok(info) => eprintln!("weftd: pod {} ({}) at {} on {}", info.name, info.kind, info.ip, info.iface),
-            Err(e) => eprintln!("weftd: pod {}: {e:#}", spec.name),
+            Ok(p) => info!(pod = %p.name, kind = %p.kind, ip = %p.ip, iface = %p.iface, "pod attached"),
+            Err(e) => error!(pod = %spec.name, error = format!("{e:#}"), "pod not attached"),
         }
     }
     pods::restore(&shared);
@@ -264,17 +266,17 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         };
         match e.control.events.recv_timeout(Duration::from_millis(100)) {
             Ok(ControlEvent::Peers(peers)) => {
-                eprintln!("weftd: {} peers from etcd", peers.len());
+                info!(peers = peers.len(), "peers from etcd");
                 shared.update(|t| t.peers = peers);
             }
             Ok(ControlEvent::Acquired { subnet, .. }) if subnet != settings.subnet => {
-                eprintln!("weftd: !!! etcd moved this node from {} to {subnet}; pods keep their addresses until weftd restarts", settings.subnet);
+                error!(was = %settings.subnet, now = %subnet, "etcd moved this node; pods keep their addresses until weftd restarts");
             }
-            Ok(ControlEvent::Fatal(msg)) => eprintln!("weftd: etcd: {msg}"),
+            Ok(ControlEvent::Fatal(msg)) => error!(error = %msg, "etcd"),
             Ok(_) | Err(_) => {}
         }
     }
-    eprintln!("weftd: stopping");
+    info!("stopping");
     let t0 = std::time::Instant::now();
     // Clients first: whatever they are doing is abandoned (a pod add in flight finds the workers gone).
     mgmt.shutdown(Duration::from_millis(500));
@@ -285,7 +287,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     }
     for h in handles {
         if let Err(e) = h.join() {
-            eprintln!("weftd: {e}");
+            error!(error = %e, "worker");
         }
     }
     let _ = slow.join();
@@ -298,7 +300,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         e.control.stop();
     }
     drop(eal);
-    eprintln!("weftd: stopped in {:.2} s", t0.elapsed().as_secs_f64());
+    info!(seconds = t0.elapsed().as_secs_f64(), "stopped");
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use crossbeam::channel::bounded;
 use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
 use weft_config::node::{PodKind, PodSpec};
 use weft_config::MacAddr;
 
@@ -213,7 +214,7 @@ fn save(shared: &Shared) {
             }
         }
         Err(e) => {
-            eprintln!("weftd: !!! saving pods to {}: {e}", path.display());
+            error!(path = %path.display(), error = %e, "saving pods");
             *lock(&shared.state_problem) = Some(format!("cannot write {}: {e}", path.display()));
         }
     }
@@ -228,7 +229,7 @@ pub(super) fn restore(shared: &Shared) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            eprintln!("weftd: !!! {}: {e}; pods not restored", path.display());
+            error!(path = %path.display(), error = %e, "pods not restored");
             *lock(&shared.state_problem) = Some(format!("cannot read {}: {e}", path.display()));
             return;
         }
@@ -244,7 +245,7 @@ pub(super) fn restore(shared: &Shared) {
                 ),
                 Err(m) => format!("{} did not parse ({e}) and could not be moved aside ({m})", path.display()),
             };
-            eprintln!("weftd: !!! {msg}");
+            error!("{msg}");
             *lock(&shared.state_problem) = Some(msg);
             return;
         }
@@ -272,9 +273,9 @@ pub(super) fn retry_pending(shared: &Shared) {
         // Out of the pending list while it is tried, so the address is free for it.
         lock(&shared.pending).remove(&p.name);
         match add(shared, spec) {
-            Ok(info) => eprintln!("weftd: pod {} restored at {} ({})", info.name, info.ip, info.iface),
+            Ok(info) => info!(pod = %info.name, ip = %info.ip, iface = %info.iface, "pod restored"),
             Err(e) => {
-                eprintln!("weftd: pod {} not restored yet: {e:#}; trying again in 5 s", p.name);
+                warn!(pod = %p.name, error = format!("{e:#}"), "pod not restored yet; trying again in 5 s");
                 lock(&shared.pending).insert(p.name.clone(), p);
             }
         }

@@ -35,7 +35,7 @@ pub(super) fn run(shared: &Shared, learned: Receiver<(Ipv4Addr, MacAddr)>) {
                 changed.into_iter().filter(|(ip, mac)| inputs.neighbours.get(ip) != Some(mac)).collect();
             if !fresh.is_empty() {
                 for (ip, mac) in &fresh {
-                    eprintln!("weftd: underlay neighbour {ip} is at {mac}");
+                    tracing::info!(%ip, %mac, "underlay neighbour learned");
                 }
                 shared.update(|t| t.neighbours.extend(fresh.iter().copied()));
             }
