@@ -132,6 +132,8 @@ pub type U32Map<V> = HashMap<u32, V, std::hash::BuildHasherDefault<U32Hasher>>;
 pub struct Snapshot {
     pub generation: u64,
     pub node: Node,
+    /// The SubnetLen mask, computed once per snapshot (not per lookup).
+    pub subnet_mask: u32,
     /// SubnetLen-masked address -> index into `vteps`.
     pub subnets: U32Map<u32>,
     pub vteps: Vec<RemoteVtep>,
@@ -154,7 +156,7 @@ impl Snapshot {
     #[inline(always)]
     pub fn lookup_vtep_cached(&self, dst: u32, cache: &mut PathCache) -> Option<&RemoteVtep> {
         cache.sync(self.generation);
-        let key = dst & weft_config::net::mask(self.node.subnet_len);
+        let key = dst & self.subnet_mask;
         if cache.route_valid && cache.route_key == key {
             return self.vteps.get(cache.route_vtep as usize);
         }
@@ -289,7 +291,8 @@ impl TableInputs {
             vteps.push(RemoteVtep { peer: *p, next_hop, template });
         }
         let pods = PodTable::build(node.subnet, &self.pods);
-        Snapshot { generation, node, subnets, vteps, known_vteps, pods, unresolved }
+        let subnet_mask = weft_config::net::mask(node.subnet_len);
+        Snapshot { generation, subnet_mask, node, subnets, vteps, known_vteps, pods, unresolved }
     }
 }
 

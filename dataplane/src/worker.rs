@@ -21,6 +21,12 @@ use crate::tables::SnapshotCell;
 /// Port ids index fixed arrays: DPDK's RTE_MAX_ETHPORTS in Debian's build.
 pub const MAX_PORTS: usize = 32;
 
+/// The index of a port in the workers' per-port arrays; `None` for an id the arrays do not cover (such a
+/// port is refused when it is attached, never aliased onto another port's slot).
+pub fn port_index(port: PortId) -> Option<usize> {
+    (usize::from(port.0) < MAX_PORTS).then_some(usize::from(port.0))
+}
+
 /// A worker's counters: written by that worker only (plain load+store, no locked instructions), read
 /// with relaxed loads by the status and metrics side.
 #[derive(Debug)]
@@ -229,6 +235,8 @@ impl Worker {
 
     #[inline(always)]
     fn count_rx(&self, port: PortId, burst: &Burst) {
+        // Every port a worker holds has an id below MAX_PORTS (others are refused at attach, see
+        // `port_index`): the `%` is a mask that spares a bounds check, never an alias.
         let p = port.0 as usize % MAX_PORTS;
         bump(&self.counters.rx_packets[p], burst.len() as u64);
         bump(&self.counters.rx_bytes[p], burst.bytes());
@@ -321,13 +329,22 @@ impl Worker {
     fn apply(&mut self, cmd: WorkerCommand) -> bool {
         match cmd {
             WorkerCommand::Attach { port, tx, rx } => {
-                let idx = port.0 as usize % MAX_PORTS;
+                let Some(idx) = port_index(port) else { return true };
+                // DPDK reuses the ids of closed ports: a new pod starts from zero, not from the last
+                // one's counts (this worker is their only writer).
+                for a in [
+                    &self.counters.rx_packets,
+                    &self.counters.rx_bytes,
+                    &self.counters.tx_packets,
+                    &self.counters.tx_bytes,
+                ] {
+                    a[idx].store(0, Ordering::Relaxed);
+                }
                 self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
                 self.pod_rx.extend(rx);
             }
             WorkerCommand::Detach { port, done } => {
-                let idx = port.0 as usize % MAX_PORTS;
-                if let Some(mut slot) = self.slots[idx].take() {
+                if let Some(mut slot) = port_index(port).and_then(|idx| self.slots[idx].take()) {
                     let freed = slot.buf.free_all();
                     bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
                 }

@@ -15,7 +15,7 @@ use weft_config::node::PodSpec;
 use super::mgmt::{ApiAccess, ApiServer, Mgmt};
 use super::{pods, Shared};
 use dataplane::packet::DropReason;
-use dataplane::worker::MAX_PORTS;
+use dataplane::worker::{port_index, MAX_PORTS};
 
 /// A request to weftd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,8 +105,8 @@ fn status(shared: &Shared) -> Value {
     ports.extend(pods::ports(shared));
     let ports: Vec<Value> = ports
         .into_iter()
-        .map(|(id, name, kind)| {
-            let i = id.0 as usize % MAX_PORTS;
+        .filter_map(|(id, name, kind)| Some((port_index(id)?, id, name, kind)))
+        .map(|(i, id, name, kind)| {
             let get = |a: fn(&dataplane::worker::WorkerCounters) -> &[std::sync::atomic::AtomicU64; MAX_PORTS]| {
                 sum(&|c| a(c)[i].load(Ordering::Relaxed))
             };

@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
 use super::{lock, pods, Shared};
 use dataplane::packet::DropReason;
-use dataplane::worker::MAX_PORTS;
+use dataplane::worker::port_index;
 use hyper::StatusCode;
 
 /// A worker whose loop counter has not moved for this long is stalled.
@@ -86,7 +86,7 @@ impl Collector {
         let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
         ports.extend(pods::ports(shared));
         for (id, name, kind) in &ports {
-            let i = id.0 as usize % MAX_PORTS;
+            let Some(i) = port_index(*id) else { continue };
             for (dir, pk, by) in [("rx", 0, 1), ("tx", 2, 3)] {
                 let mut total = 0;
                 for (w, c) in shared.counters.iter().enumerate() {

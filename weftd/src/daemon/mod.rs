@@ -166,6 +166,9 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
         .context("uplink: configuring the port")?;
     uplink.start().context("uplink: starting the port")?;
+    if dataplane::worker::port_index(uplink.id()).is_none() {
+        bail!("uplink: DPDK port id {} is beyond the workers' port table", uplink.id().0);
+    }
     let uplink_mac = MacAddr(uplink.mac_addr()?);
 
     let node = Node {

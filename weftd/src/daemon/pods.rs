@@ -115,6 +115,13 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
         }
     };
     let port = Port::probe(&devargs).with_context(|| format!("creating the {} port", spec.kind))?;
+    if dataplane::worker::port_index(port.id()).is_none() {
+        bail!(
+            "DPDK gave the pod port id {} but the workers hold {} ports: this node has as many pods as it can take",
+            port.id().0,
+            dataplane::worker::MAX_PORTS
+        );
+    }
     let (rx, tx) = port
         .configure(
             &PortConfig { rx_queues: workers, tx_queues: workers, rx_desc: 512, tx_desc: 512, ..PortConfig::default() },
