@@ -22,61 +22,145 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Ipv4Net, MacAddr, Vni};
 
-/// The file as written; every field optional so flags can fill or override it.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// weftd's settings as an operator writes them: one struct that is both the TOML file (keys as the
+/// flags, with '_' for '-') and the command line (clap). Every field is optional so that a flag can fill
+/// or override the file's key of the same name ([`NodeFile::overlay`]); [`NodeFile::resolve`] and
+/// [`NodeFile::etcd`] validate them into [`NodeSettings`] / [`EtcdSettings`].
+#[derive(Debug, Clone, Default, Deserialize, Serialize, clap::Parser)]
 #[serde(deny_unknown_fields)]
+#[command(name = "weftd", about = "flannel-compatible VXLAN dataplane on DPDK")]
 pub struct NodeFile {
+    /// TOML config file (keys as the flags, with '_' for '-'); flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Cluster network (flannel's Network), e.g. 10.244.0.0/16.
+    #[arg(long)]
     pub network: Option<String>,
+    /// Subnet length (flannel's SubnetLen); default: the subnet's prefix length.
+    #[arg(long)]
     pub subnet_len: Option<u8>,
+    /// VXLAN network identifier (flannel's Backend.VNI), default 1.
+    #[arg(long)]
     pub vni: Option<u32>,
+    /// VXLAN UDP port (flannel's Backend.Port), default 8472.
+    #[arg(long)]
     pub vxlan_port: Option<u16>,
+    /// This node's subnet, e.g. 10.244.1.0/24 (static mode; without it, etcd mode).
+    #[arg(long)]
     pub subnet: Option<String>,
+    /// This node's underlay address (flannel's --public-ip).
+    #[arg(long)]
     pub public_ip: Option<String>,
+    /// The uplink as DPDK devargs (net_af_packet0,iface=eth1) or a PCI address.
+    #[arg(long)]
     pub uplink: Option<String>,
+    /// Underlay MTU; pods get this minus 50. Default 1500.
+    #[arg(long)]
     pub underlay_mtu: Option<u16>,
+    /// Prefix length of the underlay network around public_ip (on-link peers). Default 24.
+    #[arg(long)]
     pub underlay_prefix_len: Option<u8>,
+    /// Underlay gateway for peers outside the underlay prefix.
+    #[arg(long)]
     pub underlay_gateway: Option<String>,
+    /// This node's VtepMAC; default: generated once and kept in state_dir.
+    #[arg(long)]
     pub vtep_mac: Option<String>,
+    /// Where weftd keeps state across restarts (VtepMAC, pods). Default /var/lib/weft.
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Poll-mode workers. Default 1.
+    #[arg(long)]
     pub workers: Option<usize>,
+    /// EAL lcore list; default 0-<workers> (main lcore 0, workers after it).
+    #[arg(long)]
     pub lcores: Option<String>,
+    /// Extra EAL argument (repeatable).
+    #[arg(long = "eal-arg", allow_hyphen_values = true)]
     pub eal_args: Option<Vec<String>>,
+    /// Unix socket for weftctl. Default /run/weft/weftd.sock.
+    #[arg(long)]
     pub api_socket: Option<PathBuf>,
-    /// A group (numeric id) whose members may use the API besides root.
+    /// A group (name or id) whose members may use the API besides root.
+    #[arg(long, value_parser = group_id)]
     pub api_group: Option<u32>,
     /// Allow the API's debugging verbs (pausing a worker).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub debug_api: Option<bool>,
-    /// Where vhost-user sockets of pods are made (not the API socket's private directory).
+    /// Directory for pods' vhost-user sockets (not the API socket's private directory). Default
+    /// /run/weft-vhost.
+    #[arg(long)]
     pub vhost_dir: Option<PathBuf>,
+    /// Never sleep when idle (benchmarks, dedicated cores).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
+    /// Mbufs in the pool. Default 16383.
+    #[arg(long)]
     pub mbufs: Option<u32>,
-    /// Where /metrics, /healthz and /readyz are served.
+    /// Where /metrics, /healthz and /readyz are served. Default 127.0.0.1:9109.
+    #[arg(long)]
     pub metrics_addr: Option<String>,
-    /// etcd mode (no `subnet`): flannel's flags.
+    /// etcd mode (no `subnet`): comma list of etcd URLs. Default http://127.0.0.1:2379.
+    #[arg(long)]
     pub etcd_endpoints: Option<String>,
+    /// etcd key prefix. Default /coreos.com/network.
+    #[arg(long)]
     pub etcd_prefix: Option<String>,
+    /// CA for https:// endpoints; without it, the system's roots.
+    #[arg(long)]
     pub etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
     pub etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
     pub etcd_keyfile: Option<PathBuf>,
+    #[arg(long)]
     pub etcd_username: Option<String>,
+    /// etcd password; better from a file (--etcd-password-file) or the environment
+    /// (WEFTD_ETCD_PASSWORD or FLANNELD_ETCD_PASSWORD), which `ps` does not show.
+    #[arg(long)]
     pub etcd_password: Option<String>,
     /// The password from a file (kept out of `ps` and of the config file).
+    #[arg(long)]
     pub etcd_password_file: Option<PathBuf>,
+    /// flannel's subnet file. Default /run/flannel/subnet.env.
+    #[arg(long)]
     pub subnet_file: Option<PathBuf>,
     /// Minutes before the lease's expiry to renew it (flannel's default 60).
+    #[arg(long)]
     pub subnet_lease_renew_margin: Option<u64>,
+    /// Written to the subnet file as FLANNEL_IPMASQ (weft does no masquerading itself yet).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub ip_masq: Option<bool>,
+    /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable; static mode only).
+    #[arg(long = "peer", value_name = "SUBNET,PUBLIC_IP,VTEP_MAC")]
     #[serde(default)]
     pub peers: Vec<PeerFile>,
+    #[arg(skip)]
     #[serde(default)]
     pub pods: Vec<PodFile>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A group by name (from /etc/group) or number.
+fn group_id(g: &str) -> Result<u32, String> {
+    if let Ok(n) = g.parse() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(g)).then(|| f.nth(1).and_then(|id| id.parse().ok())).flatten()
+        })
+        .ok_or_else(|| format!("no group {g:?} in /etc/group: give a group name or id"))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerFile {
     pub subnet: String,
@@ -84,7 +168,22 @@ pub struct PeerFile {
     pub vtep_mac: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl std::str::FromStr for PeerFile {
+    type Err = String;
+    /// `SUBNET,PUBLIC_IP,VTEP_MAC`, as `--peer` takes it (each part is validated by `resolve`).
+    fn from_str(p: &str) -> Result<PeerFile, String> {
+        match p.split(',').collect::<Vec<_>>()[..] {
+            [subnet, public_ip, vtep_mac] => {
+                Ok(PeerFile { subnet: subnet.into(), public_ip: public_ip.into(), vtep_mac: vtep_mac.into() })
+            }
+            _ => Err(format!(
+                "{p:?} must be SUBNET,PUBLIC_IP,VTEP_MAC like 10.244.2.0/24,192.168.77.2,aa:c4:e1:93:50:bd"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodFile {
     pub name: String,
@@ -93,6 +192,36 @@ pub struct PodFile {
     pub netns: Option<String>,
     #[serde(default)]
     pub vhost_client: bool,
+}
+
+impl NodeFile {
+    /// The file's settings with `flags` laid over them: a flag given wins over the file's key; `--peer`
+    /// adds to the file's peers. Generic over the fields (through their serde form), so a new setting
+    /// needs no merge code.
+    pub fn overlay(self, flags: NodeFile) -> Result<NodeFile, SettingError> {
+        let to = |f: &NodeFile| serde_json::to_value(f).map_err(|e| bad("config", e.to_string()));
+        let (serde_json::Value::Object(mut base), serde_json::Value::Object(top)) = (to(&self)?, to(&flags)?) else {
+            return Err(bad("config", "settings are not an object"));
+        };
+        for (k, v) in top {
+            match (k.as_str(), v) {
+                (_, serde_json::Value::Null) => {}
+                ("peers", serde_json::Value::Array(more)) => {
+                    if let Some(serde_json::Value::Array(have)) = base.get_mut("peers") {
+                        have.extend(more);
+                    }
+                }
+                ("pods", _) => {}
+                (_, v) => {
+                    base.insert(k, v);
+                }
+            }
+        }
+        let mut merged: NodeFile =
+            serde_json::from_value(serde_json::Value::Object(base)).map_err(|e| bad("config", e.to_string()))?;
+        merged.config = flags.config.or(self.config);
+        Ok(merged)
+    }
 }
 
 /// A bad setting: which one, what is wrong, and how to fix it.
@@ -496,6 +625,34 @@ name = "web"
 kind = "tap"
 netns = "web-ns"
 "#;
+
+    #[test]
+    fn flags_overlay_the_file() {
+        use clap::Parser;
+        let file = NodeFile::from_toml(&format!("busy_poll = true\nworkers = 2\n{GOOD}")).unwrap();
+        let flags = NodeFile::try_parse_from([
+            "weftd",
+            "--workers",
+            "3",
+            "--busy-poll=false",
+            "--peer",
+            "10.244.3.0/24,192.168.77.3,aa:c4:e1:93:50:be",
+            "--eal-arg",
+            "--log-level=8",
+        ])
+        .unwrap();
+        let f = file.overlay(flags).unwrap();
+        assert_eq!(f.workers, Some(3), "a flag wins over the file");
+        assert_eq!(f.busy_poll, Some(false), "a boolean flag turns a file's true off");
+        assert_eq!(f.subnet.as_deref(), Some("10.244.1.0/24"), "the file's keys stay");
+        assert_eq!(f.peers.len(), 2, "--peer adds to the file's peers");
+        assert_eq!(f.pods.len(), 1, "pods come from the file only");
+        assert_eq!(f.eal_args, Some(vec!["--log-level=8".to_string()]));
+        let bare = NodeFile::try_parse_from(["weftd", "--busy-poll"]).unwrap();
+        assert_eq!(bare.busy_poll, Some(true), "a bare boolean flag means true");
+        let s = f.resolve().unwrap();
+        assert_eq!((s.workers, s.busy_poll, s.peers.len()), (3, false, 2));
+    }
 
     #[test]
     fn parse_good_file_with_defaults() {
