@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 fail=0
-deps() { "$CARGO" tree --offline -q -p "$1" -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u | grep -vx "$1" || true; }
+deps() { "$CARGO" tree -q -p "$1" -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u | grep -vx "$1" || true; }
 for crate in weft-wire weft-config weft-control; do
   if deps "$crate" | grep -qx 'dpdk-sys'; then
     echo "layers: $crate depends on dpdk-sys (wire, config and control must build without DPDK)" >&2
-    "$CARGO" tree --offline -q -p "$crate" -e normal -i dpdk-sys >&2 || true
+    "$CARGO" tree -q -p "$crate" -e normal -i dpdk-sys >&2 || true
     fail=1
   fi
 done
