@@ -15,7 +15,6 @@ use weft_config::node::PodSpec;
 use super::mgmt::{ApiAccess, ApiServer, Mgmt};
 use super::{pods, Shared};
 use dataplane::packet::DropReason;
-use dataplane::worker::{port_index, MAX_PORTS};
 
 /// A request to weftd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,40 +99,36 @@ fn handle(shared: &Shared, req: Request) -> Value {
 
 fn status(shared: &Shared) -> Value {
     let snap = shared.cell.load_full();
-    let sum = |f: &dyn Fn(&dataplane::worker::WorkerCounters) -> u64| shared.counters.iter().map(|c| f(c)).sum::<u64>();
-    let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
-    ports.extend(pods::ports(shared));
-    let ports: Vec<Value> = ports
-        .into_iter()
-        .filter_map(|(id, name, kind)| Some((port_index(id)?, id, name, kind)))
-        .map(|(i, id, name, kind)| {
-            let get = |a: fn(&dataplane::worker::WorkerCounters) -> &[std::sync::atomic::AtomicU64; MAX_PORTS]| {
-                sum(&|c| a(c)[i].load(Ordering::Relaxed))
-            };
+    let reading = super::stats::read(shared);
+    let ports: Vec<Value> = reading
+        .ports
+        .iter()
+        .map(|p| {
+            let t = p.total();
             json!({
-                "port_id": id.0, "name": name, "kind": kind,
-                "rx_packets": get(|c| &c.rx_packets), "rx_bytes": get(|c| &c.rx_bytes),
-                "tx_packets": get(|c| &c.tx_packets), "tx_bytes": get(|c| &c.tx_bytes),
+                "port_id": p.id.0, "name": p.name, "kind": p.kind,
+                "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes,
+                "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
             })
         })
         .collect();
     let drops: serde_json::Map<String, Value> = DropReason::ALL
         .iter()
-        .map(|r| (r.label().to_string(), json!(sum(&|c| c.drops[*r as usize].load(Ordering::Relaxed)))))
+        .map(|r| (r.label().to_string(), json!(reading.drops(*r))))
         .filter(|(_, v)| v.as_u64() != Some(0))
         .collect();
-    let workers: Vec<Value> = shared
-        .counters
+    let workers: Vec<Value> = reading
+        .workers
         .iter()
         .enumerate()
-        .map(|(i, c)| {
+        .map(|(i, w)| {
             json!({
                 "id": i,
-                "loops": c.loops.load(Ordering::Relaxed),
-                "generation": c.generation.load(Ordering::Relaxed),
-                "rx_packets": c.rx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
-                "tx_packets": c.tx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
-                "dropped": c.drops.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>(),
+                "loops": w.loops,
+                "generation": w.generation,
+                "rx_packets": w.rx_packets,
+                "tx_packets": w.tx_packets,
+                "dropped": w.drops.iter().sum::<u64>(),
             })
         })
         .collect();

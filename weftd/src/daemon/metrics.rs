@@ -19,7 +19,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
 use super::{lock, pods, Shared};
 use dataplane::packet::DropReason;
-use dataplane::worker::port_index;
 use hyper::StatusCode;
 
 /// A worker whose loop counter has not moved for this long is stalled.
@@ -83,30 +82,26 @@ fn describe() {
 impl Collector {
     fn collect(&mut self, shared: &Shared) {
         let now = Instant::now();
-        let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
-        ports.extend(pods::ports(shared));
-        for (id, name, kind) in &ports {
-            let Some(i) = port_index(*id) else { continue };
-            for (dir, pk, by) in [("rx", 0, 1), ("tx", 2, 3)] {
+        let reading = super::stats::read(shared);
+        for p in &reading.ports {
+            for dir in ["rx", "tx"] {
                 let mut total = 0;
-                for (w, c) in shared.counters.iter().enumerate() {
-                    let arrays = [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes];
-                    let p = arrays[pk][i].load(Ordering::Relaxed);
-                    let b = arrays[by][i].load(Ordering::Relaxed);
-                    total += p;
+                for (w, c) in p.per_worker.iter().enumerate() {
+                    let (pk, by) = if dir == "rx" { (c.rx_packets, c.rx_bytes) } else { (c.tx_packets, c.tx_bytes) };
+                    total += pk;
                     let labels = [
-                        ("port", name.clone()),
-                        ("kind", kind.clone()),
+                        ("port", p.name.clone()),
+                        ("kind", p.kind.clone()),
                         ("queue", w.to_string()),
                         ("direction", dir.to_string()),
                     ];
-                    counter!("weft_port_packets_total", &labels).absolute(p);
-                    counter!("weft_port_bytes_total", &labels).absolute(b);
+                    counter!("weft_port_packets_total", &labels).absolute(pk);
+                    counter!("weft_port_bytes_total", &labels).absolute(by);
                 }
-                let last = self.last_pps.entry((id.0, dir)).or_insert((total, now));
+                let last = self.last_pps.entry((p.id.0, dir)).or_insert((total, now));
                 let dt = now.duration_since(last.1).as_secs_f64();
                 if dt >= 0.5 {
-                    gauge!("weft_port_packets_per_second", "port" => name.clone(), "direction" => dir)
+                    gauge!("weft_port_packets_per_second", "port" => p.name.clone(), "direction" => dir)
                         .set(total.saturating_sub(last.0) as f64 / dt);
                     *last = (total, now);
                 }
@@ -116,19 +111,17 @@ impl Collector {
             counter!("weft_port_hw_rx_missed_total", "port" => "uplink").absolute(s.rx_missed);
             counter!("weft_port_hw_rx_nombuf_total", "port" => "uplink").absolute(s.rx_nombuf);
         }
-        let mut not_sent = 0;
-        for (w, c) in shared.counters.iter().enumerate() {
+        for (w, c) in reading.workers.iter().enumerate() {
             let worker = w.to_string();
-            let rx: u64 = c.rx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum();
-            let tx: u64 = c.tx_packets.iter().map(|x| x.load(Ordering::Relaxed)).sum();
-            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "rx").absolute(rx);
-            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "tx").absolute(tx);
+            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "rx")
+                .absolute(c.rx_packets);
+            counter!("weft_worker_packets_total", "worker" => worker.clone(), "direction" => "tx")
+                .absolute(c.tx_packets);
             for r in DropReason::ALL {
-                let v = c.drops[*r as usize].load(Ordering::Relaxed);
-                counter!("weft_drops_total", "worker" => worker.clone(), "reason" => r.label()).absolute(v);
+                counter!("weft_drops_total", "worker" => worker.clone(), "reason" => r.label())
+                    .absolute(c.drops[*r as usize]);
             }
-            not_sent += c.drops[DropReason::TxFull as usize].load(Ordering::Relaxed);
-            let loops = c.loops.load(Ordering::Relaxed);
+            let loops = c.loops;
             if self.progress.len() <= w {
                 self.progress.push((loops, now));
             }
@@ -141,7 +134,7 @@ impl Collector {
                 0.0
             });
         }
-        counter!("weft_tx_not_sent_total").absolute(not_sent);
+        counter!("weft_tx_not_sent_total").absolute(reading.drops(DropReason::TxFull));
         gauge!("weft_mempool_mbufs_in_use").set(shared.pool.in_use() as f64);
         gauge!("weft_mempool_mbufs_available").set(shared.pool.available() as f64);
         let snap = shared.cell.load_full();

@@ -7,6 +7,7 @@ mod metrics;
 pub mod mgmt;
 mod pods;
 mod slowpath;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
