@@ -98,7 +98,7 @@ fn handle(shared: &Shared, req: Request) -> Value {
 }
 
 fn status(shared: &Shared) -> Value {
-    let snap = shared.cell.load_full();
+    let snap = shared.tables.snapshot();
     let reading = super::stats::read(shared);
     let ports: Vec<Value> = reading
         .ports

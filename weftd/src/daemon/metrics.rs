@@ -137,7 +137,7 @@ impl Collector {
         counter!("weft_tx_not_sent_total").absolute(reading.drops(DropReason::TxFull));
         gauge!("weft_mempool_mbufs_in_use").set(shared.pool.in_use() as f64);
         gauge!("weft_mempool_mbufs_available").set(shared.pool.available() as f64);
-        let snap = shared.cell.load_full();
+        let snap = shared.tables.snapshot();
         gauge!("weft_peers").set(snap.vteps.len() as f64);
         gauge!("weft_pods").set(snap.pods.len() as f64);
         gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);

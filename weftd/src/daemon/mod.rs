@@ -34,9 +34,7 @@ pub use pods::PodInfo;
 pub struct Shared {
     pub settings: NodeSettings,
     pub node: Node,
-    pub cell: Arc<SnapshotCell>,
-    inputs: Mutex<TableInputs>,
-    generation: AtomicU64,
+    pub tables: TablePublisher,
     pub workers: Vec<Sender<WorkerCommand>>,
     pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
     pub pool: Arc<Mempool>,
@@ -66,7 +64,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Shared {
+/// The one way tables change: the inputs the control side keeps (node, peers, pods, neighbours), an
+/// edit, a rebuild, a publish. What the slow path, pods and etcd events are handed instead of the
+/// whole process.
+#[derive(Debug)]
+pub struct TablePublisher {
+    cell: Arc<SnapshotCell>,
+    inputs: Mutex<TableInputs>,
+    generation: AtomicU64,
+}
+
+impl TablePublisher {
+    pub fn new(inputs: TableInputs) -> TablePublisher {
+        TablePublisher {
+            cell: Arc::new(SnapshotCell::new(inputs.build(1))),
+            inputs: Mutex::new(inputs),
+            generation: AtomicU64::new(1),
+        }
+    }
+
     /// Rebuild the snapshot from the inputs after `edit`, and publish it to the workers.
     pub fn update(&self, edit: impl FnOnce(&mut TableInputs)) {
         let mut inputs = lock(&self.inputs);
@@ -77,6 +93,16 @@ impl Shared {
 
     pub fn inputs(&self) -> TableInputs {
         lock(&self.inputs).clone()
+    }
+
+    /// The newest snapshot.
+    pub fn snapshot(&self) -> Arc<dataplane::tables::Snapshot> {
+        self.cell.load_full()
+    }
+
+    /// The cell workers read from.
+    pub fn cell(&self) -> Arc<SnapshotCell> {
+        self.cell.clone()
     }
 }
 
@@ -194,7 +220,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         pods: Vec::new(),
         neighbours: Default::default(),
     };
-    let cell = Arc::new(SnapshotCell::new(inputs.build(1)));
+    let tables = TablePublisher::new(inputs);
+    let cell = tables.cell();
     let (learn_tx, learn_rx) = bounded::<(Ipv4Addr, MacAddr)>(1024);
 
     let mut senders = Vec::new();
@@ -212,9 +239,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         node,
-        cell,
-        inputs: Mutex::new(inputs),
-        generation: AtomicU64::new(1),
+        tables,
         workers: senders,
         counters,
         pool,
@@ -243,7 +268,11 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
 
     let slow = {
         let shared = shared.clone();
-        std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || slowpath::run(&shared, learn_rx))?
+        std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || {
+            if let Some(w0) = shared.workers.first() {
+                slowpath::run(&shared.tables, w0, learn_rx, &shared.stop)
+            }
+        })?
     };
     for spec in &settings.pods {
         match pods::add(&shared, spec.clone()) {
@@ -271,7 +300,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         match e.control.events.recv_timeout(Duration::from_millis(100)) {
             Ok(ControlEvent::Peers(peers)) => {
                 info!(peers = peers.len(), "peers from etcd");
-                shared.update(|t| t.peers = peers);
+                shared.tables.update(|t| t.peers = peers);
             }
             Ok(ControlEvent::Acquired { subnet, .. }) if subnet != settings.subnet => {
                 error!(was = %settings.subnet, now = %subnet, "etcd moved this node; pods keep their addresses until weftd restarts");

@@ -63,7 +63,7 @@ fn ip_cmd(args: &[&str]) -> anyhow::Result<()> {
 fn allocate_ip(shared: &Shared, wanted: Option<Ipv4Addr>) -> anyhow::Result<Ipv4Addr> {
     let subnet = shared.node.subnet;
     // Pods whose restore is pending keep their addresses.
-    let mut used: Vec<Ipv4Addr> = shared.inputs().pods.iter().map(|p| p.ip).collect();
+    let mut used: Vec<Ipv4Addr> = shared.tables.inputs().pods.iter().map(|p| p.ip).collect();
     used.extend(lock(&shared.pending).values().map(|p| p.ip));
     if let Some(ip) = wanted {
         if !subnet.contains(ip) || ip == subnet.addr() || ip == subnet.last_addr() || ip == shared.node.gateway_ip() {
@@ -164,7 +164,7 @@ pub(super) fn add(shared: &Shared, spec: PodSpec) -> anyhow::Result<PodInfo> {
         port_id: port.id().0,
         vhost_client: spec.vhost_client,
     };
-    shared.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
+    shared.tables.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
     lock(&shared.pods).insert(spec.name, PodRuntime { info: info.clone(), port });
     save(shared);
     Ok(info)
@@ -177,7 +177,7 @@ pub(super) fn del(shared: &Shared, name: &str) -> anyhow::Result<PodInfo> {
     }
     let Some(rt) = lock(&shared.pods).remove(name) else { bail!("no pod named {name:?}") };
     let port: PortId = rt.port.id();
-    shared.update(|t| t.pods.retain(|p| p.name != name));
+    shared.tables.update(|t| t.pods.retain(|p| p.name != name));
     // Durable before anything can fail: the pod does not come back after a restart.
     save(shared);
     let (done_tx, done_rx) = bounded(shared.workers.len());

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
+use crossbeam::channel::{Receiver, Sender};
 use weft_config::MacAddr;
 
-use super::Shared;
+use super::TablePublisher;
 use dataplane::packet::arp_request;
 use dataplane::worker::WorkerCommand;
 
@@ -19,9 +19,15 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How often a resolved next hop in use is asked for again, to notice a changed MAC.
 const REFRESH: Duration = Duration::from_secs(30);
 
-pub(super) fn run(shared: &Shared, learned: Receiver<(Ipv4Addr, MacAddr)>) {
+/// Runs until `stop`; sees only the tables and the queue to worker 0 (where its ARP requests leave).
+pub(super) fn run(
+    tables: &TablePublisher,
+    to_uplink: &Sender<WorkerCommand>,
+    learned: Receiver<(Ipv4Addr, MacAddr)>,
+    stop: &AtomicBool,
+) {
     let mut asked: HashMap<Ipv4Addr, Instant> = HashMap::new();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let mut changed = Vec::new();
         while let Ok((ip, mac)) = learned.recv_timeout(Duration::from_millis(50)) {
             changed.push((ip, mac));
@@ -30,17 +36,17 @@ pub(super) fn run(shared: &Shared, learned: Receiver<(Ipv4Addr, MacAddr)>) {
             }
         }
         if !changed.is_empty() {
-            let inputs = shared.inputs();
+            let inputs = tables.inputs();
             let fresh: Vec<_> =
                 changed.into_iter().filter(|(ip, mac)| inputs.neighbours.get(ip) != Some(mac)).collect();
             if !fresh.is_empty() {
                 for (ip, mac) in &fresh {
                     tracing::info!(%ip, %mac, "underlay neighbour learned");
                 }
-                shared.update(|t| t.neighbours.extend(fresh.iter().copied()));
+                tables.update(|t| t.neighbours.extend(fresh.iter().copied()));
             }
         }
-        let snap = shared.cell.load_full();
+        let snap = tables.snapshot();
         let now = Instant::now();
         let wanted = snap
             .unresolved
@@ -51,9 +57,7 @@ pub(super) fn run(shared: &Shared, learned: Receiver<(Ipv4Addr, MacAddr)>) {
             if asked.get(&ip).is_none_or(|t| now.duration_since(*t) >= every) {
                 asked.insert(ip, now);
                 let frame = arp_request(snap.node.uplink_mac, snap.node.public_ip, ip);
-                if let Some(w) = shared.workers.first() {
-                    let _ = w.try_send(WorkerCommand::SendOnUplink { frame });
-                }
+                let _ = to_uplink.try_send(WorkerCommand::SendOnUplink { frame });
             }
         }
     }
