@@ -1,0 +1,111 @@
+//! The one reader of the workers' counters. Workers are the only writers (single-writer relaxed
+//! atomics, see `dataplane::worker::WorkerCounters`); the API's `status` and the Prometheus collector both
+//! take a [`Reading`] here instead of walking the arrays each their own way.
+
+use std::sync::atomic::Ordering;
+
+use dataplane::dpdk::PortId;
+use dataplane::packet::DropReason;
+use dataplane::worker::{port_index, WorkerCounters};
+
+use super::{pods, Shared};
+
+/// Packets and bytes of one port, one worker (or summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+    }
+}
+
+/// One port: who it is and its counts per worker (= per queue).
+#[derive(Debug, Clone)]
+pub struct PortRow {
+    pub id: PortId,
+    pub name: String,
+    pub kind: String,
+    pub per_worker: Vec<Counts>,
+}
+
+impl PortRow {
+    pub fn total(&self) -> Counts {
+        let mut t = Counts::default();
+        for c in &self.per_worker {
+            t += *c;
+        }
+        t
+    }
+}
+
+/// One worker's own totals.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub loops: u64,
+    pub generation: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Indexed by `DropReason as usize`.
+    pub drops: Vec<u64>,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub ports: Vec<PortRow>,
+    pub workers: Vec<WorkerRow>,
+}
+
+impl Reading {
+    /// Drops of one reason over all workers.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.workers.iter().map(|w| w.drops[r as usize]).sum()
+    }
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+fn counts(c: &WorkerCounters, i: usize) -> Counts {
+    Counts {
+        rx_packets: load(&c.rx_packets[i]),
+        rx_bytes: load(&c.rx_bytes[i]),
+        tx_packets: load(&c.tx_packets[i]),
+        tx_bytes: load(&c.tx_bytes[i]),
+    }
+}
+
+/// Read every counter: the uplink and each pod port, and each worker.
+pub fn read(shared: &Shared) -> Reading {
+    let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
+    ports.extend(pods::ports(shared));
+    let ports = ports
+        .into_iter()
+        .filter_map(|(id, name, kind)| {
+            let i = port_index(id)?;
+            Some(PortRow { id, name, kind, per_worker: shared.counters.iter().map(|c| counts(c, i)).collect() })
+        })
+        .collect();
+    let workers = shared
+        .counters
+        .iter()
+        .map(|c| WorkerRow {
+            loops: load(&c.loops),
+            generation: load(&c.generation),
+            rx_packets: c.rx_packets.iter().map(load).sum(),
+            tx_packets: c.tx_packets.iter().map(load).sum(),
+            drops: c.drops.iter().map(load).collect(),
+        })
+        .collect();
+    Reading { ports, workers }
+}
