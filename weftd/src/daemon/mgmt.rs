@@ -140,8 +140,9 @@ impl ApiAccess {
 /// The API handler: one request line in, one answer line out. Called on a blocking thread.
 pub type ApiHandler = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// Make the API socket's directory (0700, or 0750 with the API group), refusing a directory that
-/// others could use to replace the socket.
+/// Make the API socket's directory (0700, or 0750 owned by the API group), refusing a directory that
+/// others could use to replace the socket. A directory that exists already keeps its mode and group
+/// (it may be shared, like /tmp): only one weftd made is set up for the group.
 fn api_dir(path: &Path, access: ApiAccess) -> io::Result<()> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
     let mode = if access.group.is_some() { 0o750 } else { 0o700 };
@@ -149,6 +150,9 @@ fn api_dir(path: &Path, access: ApiAccess) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+            if let Some(g) = access.group {
+                std::os::unix::fs::chown(dir, None, Some(g))?;
+            }
         }
         Err(e) => return Err(e),
         Ok(m) => {
@@ -196,9 +200,6 @@ impl ApiServer {
         )?;
         if let Some(g) = access.group {
             std::os::unix::fs::chown(path, None, Some(g))?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = std::os::unix::fs::chown(dir, None, Some(g));
-            }
         }
         let mut stop = mgmt.stopped();
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
