@@ -10,8 +10,8 @@ use weft_config::MacAddr;
 use crate::dpdk::{Mbuf, PortId};
 use crate::tables::{EncapTemplate, PathCache, Snapshot, OUTER_LEN};
 use crate::wire::{
-    arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Ipv4Packet,
-    UdpPacket, VxlanPacket,
+    arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
+    Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, UdpPacket, VxlanPacket,
 };
 pub use crate::wire::{PacketBuf, VecBuf};
 
@@ -251,21 +251,20 @@ fn uplink_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     match a.operation() {
         arp::OP_REPLY => Verdict::Learn { ip: a.sender_ip(), mac: a.sender_mac() },
         arp::OP_REQUEST => {
-            let (sha, spa) = (a.sender_mac(), a.sender_ip());
-            arp_reply_in_place(m, node.uplink_mac, node.public_ip, sha, spa);
+            let Ok(asked) = ArpRepr::parse(&a) else { return Verdict::Drop(R::BadArp) };
+            arp_reply_in_place(m, &ArpRepr::reply_to(&asked, node.public_ip, node.uplink_mac));
             Verdict::Reply
         }
         _ => Verdict::Drop(R::ArpIgnored),
     }
 }
 
-/// Turn the ARP request in `m` into the reply `who` is at `mac`.
-fn arp_reply_in_place<B: PacketBuf>(m: &mut B, mac: MacAddr, who: Ipv4Addr, to_mac: MacAddr, to_ip: Ipv4Addr) {
+/// Turn the ARP request in `m` into `reply`, addressed from its sender to its target.
+fn arp_reply_in_place<B: PacketBuf>(m: &mut B, reply: &ArpRepr) {
     let buf = m.data_mut();
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.set_dst(to_mac);
-    eth.set_src(mac);
-    ArpPacket::new_unchecked(&mut buf[ethernet::HEADER_LEN..]).emit(arp::OP_REPLY, mac, who, to_mac, to_ip);
+    EthernetRepr { dst: reply.target_mac, src: reply.sender_mac, vlan_tci: None, ethertype: EtherType::ARP }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+    reply.emit(&mut ArpPacket::new_unchecked(&mut buf[ethernet::HEADER_LEN..]));
 }
 
 /// Pod RX: to a pod on this node, encapsulated to a remote node, or answered (ARP, too big).
@@ -355,14 +354,15 @@ fn pod_arp<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId) -> Verdict {
         Ok(a) => a,
         Err(e) => return Verdict::Drop(arp_error(e)),
     };
-    let (sha, spa, tpa) = (a.sender_mac(), a.sender_ip(), a.target_ip());
+    let Ok(asked) = ArpRepr::parse(&a) else { return Verdict::Drop(R::BadArp) };
+    let (sha, spa, tpa) = (asked.sender_mac, asked.sender_ip, asked.target_ip);
     // Proxy ARP for the whole subnet: the gateway, and other pods (which weft switches at L3). Not for
     // the asker's own address (duplicate address detection must see silence), and only from a known pod.
     let known = matches!(s.pods.get(&u32::from(spa)), Some(p) if p.port == in_port && p.mac == sha);
-    if a.operation() != arp::OP_REQUEST || !known || !node.subnet.contains(tpa) || tpa == spa {
+    if asked.operation != arp::OP_REQUEST || !known || !node.subnet.contains(tpa) || tpa == spa {
         return Verdict::Drop(R::ArpIgnored);
     }
-    arp_reply_in_place(m, node.gateway_mac(), tpa, sha, spa);
+    arp_reply_in_place(m, &ArpRepr::reply_to(&asked, tpa, node.gateway_mac()));
     Verdict::Reply
 }
 
@@ -389,32 +389,20 @@ fn frag_needed_in_place<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     }
     let buf = m.data_mut();
     buf.copy_within(ethernet::HEADER_LEN..ethernet::HEADER_LEN + quoted, data_at);
-    {
-        let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.set_dst(src_mac);
-        eth.set_src(node.gateway_mac());
-        eth.set_ethertype(EtherType::IPV4);
+    EthernetRepr { dst: src_mac, src: node.gateway_mac(), vlan_tci: None, ethertype: EtherType::IPV4 }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+    Icmpv4Repr::FragNeeded { mtu: node.pod_mtu() }.emit(&mut Icmpv4Packet::new_unchecked(&mut buf[icmp_at..new_len]));
+    Ipv4Repr {
+        src: node.gateway_ip(),
+        dst: pod_ip,
+        protocol: ipv4::protocol::ICMP,
+        payload_len: new_len - icmp_at,
+        ttl: 64,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_frag: false,
     }
-    {
-        let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[icmp_at..new_len]);
-        icmp.set_msg_type(icmpv4::TYPE_DEST_UNREACHABLE);
-        icmp.set_code(icmpv4::CODE_FRAG_NEEDED);
-        icmp.set_next_hop_mtu(node.pod_mtu());
-        icmp.fill_checksum();
-    }
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..]);
-        ip.set_version_and_header_len(ipv4::HEADER_LEN);
-        ip.set_dscp_ecn(0);
-        ip.set_total_len((new_len - ethernet::HEADER_LEN) as u16);
-        ip.set_ident(0);
-        ip.set_dont_frag(false);
-        ip.set_ttl(64);
-        ip.set_protocol(ipv4::protocol::ICMP);
-        ip.set_src(node.gateway_ip());
-        ip.set_dst(pod_ip);
-        ip.fill_checksum();
-    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut buf[ethernet::HEADER_LEN..]));
     let extra = buf.len() - new_len;
     if extra > 0 && m.trim(extra).is_none() {
         return Verdict::Drop(R::Truncated);
@@ -426,17 +414,9 @@ fn frag_needed_in_place<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
 /// padded to the Ethernet minimum.
 pub fn arp_request(uplink_mac: MacAddr, public_ip: Ipv4Addr, target: Ipv4Addr) -> [u8; 60] {
     let mut b = [0u8; 60];
-    let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
-    eth.set_dst(MacAddr::BROADCAST);
-    eth.set_src(uplink_mac);
-    eth.set_ethertype(EtherType::ARP);
-    ArpPacket::new_unchecked(&mut b[ethernet::HEADER_LEN..]).emit(
-        arp::OP_REQUEST,
-        uplink_mac,
-        public_ip,
-        MacAddr::ZERO,
-        target,
-    );
+    EthernetRepr { dst: MacAddr::BROADCAST, src: uplink_mac, vlan_tci: None, ethertype: EtherType::ARP }
+        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    ArpRepr::request(uplink_mac, public_ip, target).emit(&mut ArpPacket::new_unchecked(&mut b[ethernet::HEADER_LEN..]));
     b
 }
 

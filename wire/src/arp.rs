@@ -84,19 +84,60 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
-    /// Write a whole ARP packet.
-    pub fn emit(&mut self, op: u16, sha: MacAddr, spa: Ipv4Addr, tha: MacAddr, tpa: Ipv4Addr) {
-        let b = self.buffer.as_mut();
+/// An ARP packet for IPv4 over Ethernet as plain values (smoltcp's `Repr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpRepr {
+    pub operation: u16,
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: MacAddr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRepr {
+    /// A request for `target_ip` from `sender_mac`/`sender_ip` (target MAC unknown: zero).
+    pub fn request(sender_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> ArpRepr {
+        ArpRepr { operation: OP_REQUEST, sender_mac, sender_ip, target_mac: MacAddr::ZERO, target_ip }
+    }
+
+    /// The reply to `asker`: `who` is at `mac`.
+    pub fn reply_to(asker: &ArpRepr, who: Ipv4Addr, mac: MacAddr) -> ArpRepr {
+        ArpRepr {
+            operation: OP_REPLY,
+            sender_mac: mac,
+            sender_ip: who,
+            target_mac: asker.sender_mac,
+            target_ip: asker.sender_ip,
+        }
+    }
+
+    /// The values of a packet [`ArpPacket::new_checked`] accepted (any operation: the caller decides).
+    pub fn parse<T: AsRef<[u8]>>(p: &ArpPacket<T>) -> Result<ArpRepr> {
+        Ok(ArpRepr {
+            operation: p.operation(),
+            sender_mac: p.sender_mac(),
+            sender_ip: p.sender_ip(),
+            target_mac: p.target_mac(),
+            target_ip: p.target_ip(),
+        })
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        PACKET_LEN
+    }
+
+    /// Write the whole packet, hardware and protocol types included.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut ArpPacket<T>) {
+        let b = p.buffer.as_mut();
         set_u16(b, field::HTYPE.start, 1);
         set_u16(b, field::PTYPE.start, 0x0800);
         b[field::HLEN] = 6;
         b[field::PLEN] = 4;
-        set_u16(b, field::OPER.start, op);
-        b[field::SHA].copy_from_slice(&sha.0);
-        b[field::SPA].copy_from_slice(&spa.octets());
-        b[field::THA].copy_from_slice(&tha.0);
-        b[field::TPA].copy_from_slice(&tpa.octets());
+        set_u16(b, field::OPER.start, self.operation);
+        b[field::SHA].copy_from_slice(&self.sender_mac.0);
+        b[field::SPA].copy_from_slice(&self.sender_ip.octets());
+        b[field::THA].copy_from_slice(&self.target_mac.0);
+        b[field::TPA].copy_from_slice(&self.target_ip.octets());
     }
 }
 
@@ -135,13 +176,23 @@ mod tests {
     #[test]
     fn emit_into_poisoned_buffer() {
         let mut b = [0xa5u8; 28];
-        ArpPacket::new_unchecked(&mut b[..]).emit(
-            OP_REQUEST,
-            MacAddr([2, 0, 0, 0, 0, 1]),
-            Ipv4Addr::new(10, 244, 1, 2),
-            MacAddr::ZERO,
-            Ipv4Addr::new(10, 244, 1, 1),
-        );
+        ArpRepr::request(MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1))
+            .emit(&mut ArpPacket::new_unchecked(&mut b[..]));
         assert_eq!(b, WHO_HAS);
+    }
+
+    #[test]
+    fn repr_roundtrip_and_reply() {
+        let req = ArpRepr::parse(&ArpPacket::new_checked(&WHO_HAS[..]).unwrap()).unwrap();
+        let mut b = [0xa5u8; 28];
+        req.emit(&mut ArpPacket::new_unchecked(&mut b[..]));
+        assert_eq!(b, WHO_HAS);
+        let gw = MacAddr([2, 0, 0, 0, 0, 0xee]);
+        let reply = ArpRepr::reply_to(&req, req.target_ip, gw);
+        reply.emit(&mut ArpPacket::new_unchecked(&mut b[..]));
+        let back = ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()).unwrap();
+        assert_eq!(back, reply);
+        assert_eq!((back.operation, back.sender_mac, back.sender_ip), (OP_REPLY, gw, Ipv4Addr::new(10, 244, 1, 1)));
+        assert_eq!((back.target_mac, back.target_ip), (req.sender_mac, req.sender_ip));
     }
 }

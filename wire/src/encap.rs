@@ -13,7 +13,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::{checksum, ethernet, ipv4, udp, vxlan, EtherType, EthernetFrame, Ipv4Packet, MacAddr, UdpPacket, Vni};
+use crate::{
+    checksum, ethernet, ipv4, udp, vxlan, EtherType, EthernetFrame, EthernetRepr, Ipv4Packet, Ipv4Repr, MacAddr,
+    UdpPacket, UdpRepr, Vni, VxlanRepr,
+};
 
 /// Outer Ethernet + IPv4 + UDP + VXLAN: 50 bytes.
 pub const OUTER_LEN: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
@@ -64,44 +67,35 @@ pub struct EncapTemplate {
 impl EncapTemplate {
     pub fn build(t: &Tunnel) -> EncapTemplate {
         let mut b = [0u8; TEMPLATE_LEN];
-        {
-            let mut eth = EthernetFrame::new_unchecked(&mut b[..]);
-            eth.set_dst(t.next_hop_mac);
-            eth.set_src(t.src_mac);
-            eth.set_ethertype(EtherType::IPV4);
-        }
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut b[at::IP..]);
-            ip.set_version_and_header_len(ipv4::HEADER_LEN);
-            ip.set_dscp_ecn(0);
-            ip.set_total_len(0);
-            ip.set_ident(0);
+        EthernetRepr { dst: t.next_hop_mac, src: t.src_mac, vlan_tci: None, ethertype: EtherType::IPV4 }
+            .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+        let mut ip = Ipv4Packet::new_unchecked(&mut b[at::IP..at::UDP]);
+        Ipv4Repr {
+            src: t.src_ip,
+            dst: t.dst_ip,
+            protocol: ipv4::protocol::UDP,
+            payload_len: 0,
+            ttl: OUTER_TTL,
+            dscp_ecn: 0,
+            ident: 0,
             // DF clear, as the kernel's VXLAN device sends by default (df unset).
-            ip.set_dont_frag(false);
-            ip.set_ttl(OUTER_TTL);
-            ip.set_protocol(ipv4::protocol::UDP);
-            ip.set_src(t.src_ip);
-            ip.set_dst(t.dst_ip);
-            ip.set_checksum(0);
+            dont_frag: false,
         }
-        // The one's-complement sum of the header with the variable fields zero.
-        let base = !checksum::checksum(&b[at::IP..at::IP + ipv4::HEADER_LEN]);
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut b[at::UDP..]);
-            udp.set_src_port(0);
-            udp.set_dst_port(t.dst_port);
-            udp.set_len(0);
-            // Zero: RFC 7348 says the UDP checksum SHOULD be sent as zero over IPv4 and receivers,
-            // Linux included, accept it; a full checksum would read every byte of every packet.
-            udp.set_checksum(0);
-        }
-        vxlan::VxlanPacket::new_unchecked(&mut b[at::VXLAN..]).emit(t.vni);
-        {
-            let mut inner = EthernetFrame::new_unchecked(&mut b[at::INNER_ETH..]);
-            inner.set_dst(t.inner_dst_mac);
-            inner.set_src(t.inner_src_mac);
-            inner.set_ethertype(EtherType::IPV4);
-        }
+        .emit(&mut ip);
+        // The one's-complement sum of the header with the per-packet fields (total length,
+        // identification) zero: `write` adds them in.
+        ip.set_total_len(0);
+        ip.set_checksum(0);
+        let base = !checksum::checksum(&b[at::IP..at::UDP]);
+        b[at::IP_CHECKSUM..at::IP_CHECKSUM + 2].fill(0);
+        // The UDP checksum stays zero: RFC 7348 says it SHOULD be sent as zero over IPv4 and receivers,
+        // Linux included, accept it; a full checksum would read every byte of every packet. The source
+        // port and length are per packet.
+        UdpRepr { src_port: 0, dst_port: t.dst_port }.emit(&mut UdpPacket::new_unchecked(&mut b[at::UDP..]), 0);
+        b[at::UDP_LEN..at::UDP_LEN + 2].fill(0);
+        VxlanRepr { vni: t.vni }.emit(&mut vxlan::VxlanPacket::new_unchecked(&mut b[at::VXLAN..]));
+        EthernetRepr { dst: t.inner_dst_mac, src: t.inner_src_mac, vlan_tci: None, ethertype: EtherType::IPV4 }
+            .emit(&mut EthernetFrame::new_unchecked(&mut b[at::INNER_ETH..]));
         EncapTemplate { bytes: b, ip_checksum_base: base }
     }
 

@@ -133,6 +133,47 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// An Ethernet header as plain values (smoltcp's `Repr`): what [`EthernetRepr::parse`] reads from a
+/// checked frame and [`EthernetRepr::emit`] writes back, byte for byte. `vlan_tci` is the 802.1Q tag
+/// control information of a tagged frame; `ethertype` is always the payload's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthernetRepr {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    pub vlan_tci: Option<u16>,
+    pub ethertype: u16,
+}
+
+impl EthernetRepr {
+    pub fn parse<T: AsRef<[u8]>>(f: &EthernetFrame<T>) -> Result<EthernetRepr> {
+        Ok(EthernetRepr { dst: f.dst(), src: f.src(), vlan_tci: f.vlan_tci(), ethertype: f.ethertype() })
+    }
+
+    /// 14, or 18 with a tag.
+    pub fn header_len(&self) -> usize {
+        if self.vlan_tci.is_some() {
+            VLAN_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Write the header into the first [`Self::header_len`] bytes of `f` (the caller sized it).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut EthernetFrame<T>) {
+        f.set_dst(self.dst);
+        f.set_src(self.src);
+        let b = f.buffer.as_mut();
+        match self.vlan_tci {
+            None => set_u16(b, field::ETHERTYPE.start, self.ethertype),
+            Some(tci) => {
+                set_u16(b, field::ETHERTYPE.start, EtherType::VLAN);
+                set_u16(b, field::VLAN_TCI.start, tci);
+                set_u16(b, field::VLAN_ETHERTYPE.start, self.ethertype);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +222,20 @@ mod tests {
         assert_eq!(EthernetFrame::new_checked(&UNTAGGED[..13]).unwrap_err(), WireError::Truncated);
         assert_eq!(EthernetFrame::new_checked(&TAGGED[..17]).unwrap_err(), WireError::Truncated);
         assert!(EthernetFrame::new_checked(&TAGGED[..18]).is_ok());
+    }
+
+    #[test]
+    fn repr_roundtrip_untagged_and_tagged() {
+        for frame in [&UNTAGGED[..], &TAGGED[..]] {
+            let repr = EthernetRepr::parse(&EthernetFrame::new_checked(frame).unwrap()).unwrap();
+            let mut buf = vec![0xa5u8; frame.len()];
+            let h = repr.header_len();
+            repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+            buf[h..].copy_from_slice(&frame[h..]);
+            assert_eq!(buf, frame);
+        }
+        let tagged = EthernetRepr::parse(&EthernetFrame::new_checked(&TAGGED[..]).unwrap()).unwrap();
+        assert_eq!((tagged.vlan_tci, tagged.ethertype, tagged.header_len()), (Some(0x2064), EtherType::ARP, 18));
     }
 
     #[test]

@@ -111,6 +111,68 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     }
 }
 
+/// The ICMPv4 messages weft reads and writes, as plain values (smoltcp's `Repr`). The data (an echo's
+/// payload, or the quoted datagram of an error) is the buffer after the 8-byte header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Icmpv4Repr {
+    EchoRequest {
+        ident: u16,
+        seq: u16,
+    },
+    EchoReply {
+        ident: u16,
+        seq: u16,
+    },
+    /// Destination unreachable, fragmentation needed and DF set (RFC 1191), with the next-hop MTU.
+    FragNeeded {
+        mtu: u16,
+    },
+    /// Destination unreachable with another code (net, host, protocol, port ...).
+    DstUnreachable {
+        code: u8,
+    },
+    TimeExceeded {
+        code: u8,
+    },
+}
+
+impl Icmpv4Repr {
+    /// The message in a checked buffer whose checksum (over the whole buffer) is right.
+    pub fn parse<T: AsRef<[u8]>>(p: &Icmpv4Packet<T>) -> Result<Icmpv4Repr> {
+        if !p.verify_checksum() {
+            return Err(WireError::Malformed("ICMP checksum"));
+        }
+        Ok(match (p.msg_type(), p.code()) {
+            (TYPE_ECHO_REQUEST, 0) => Icmpv4Repr::EchoRequest { ident: p.echo_ident(), seq: p.echo_seq() },
+            (TYPE_ECHO_REPLY, 0) => Icmpv4Repr::EchoReply { ident: p.echo_ident(), seq: p.echo_seq() },
+            (TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED) => Icmpv4Repr::FragNeeded { mtu: p.next_hop_mtu() },
+            (TYPE_DEST_UNREACHABLE, code) => Icmpv4Repr::DstUnreachable { code },
+            (TYPE_TIME_EXCEEDED, code) => Icmpv4Repr::TimeExceeded { code },
+            _ => return Err(WireError::Malformed("ICMP type weft does not handle")),
+        })
+    }
+
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Write the header over a buffer whose data is already in place, and the checksum over all of it.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Icmpv4Packet<T>) {
+        let (t, code, word) = match *self {
+            Icmpv4Repr::EchoRequest { ident, seq } => (TYPE_ECHO_REQUEST, 0, (ident, seq)),
+            Icmpv4Repr::EchoReply { ident, seq } => (TYPE_ECHO_REPLY, 0, (ident, seq)),
+            Icmpv4Repr::FragNeeded { mtu } => (TYPE_DEST_UNREACHABLE, CODE_FRAG_NEEDED, (0, mtu)),
+            Icmpv4Repr::DstUnreachable { code } => (TYPE_DEST_UNREACHABLE, code, (0, 0)),
+            Icmpv4Repr::TimeExceeded { code } => (TYPE_TIME_EXCEEDED, code, (0, 0)),
+        };
+        p.set_msg_type(t);
+        p.set_code(code);
+        // The second word: identifier and sequence, or unused and next-hop MTU (zero when unused).
+        p.set_echo(word.0, word.1);
+        p.fill_checksum();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +215,28 @@ mod tests {
         assert_eq!((p.msg_type(), p.echo_ident(), p.echo_seq()), (TYPE_ECHO_REQUEST, 0x1234, 7));
         assert!(p.verify_checksum());
         assert_eq!(Icmpv4Packet::new_checked(&b[..7]).unwrap_err(), WireError::Truncated);
+    }
+
+    #[test]
+    fn repr_roundtrip_every_kind() {
+        let kinds = [
+            Icmpv4Repr::EchoRequest { ident: 0x1234, seq: 7 },
+            Icmpv4Repr::EchoReply { ident: 1, seq: 65535 },
+            Icmpv4Repr::FragNeeded { mtu: 1450 },
+            Icmpv4Repr::DstUnreachable { code: 3 },
+            Icmpv4Repr::TimeExceeded { code: 0 },
+        ];
+        for k in kinds {
+            let mut b = [0xa5u8; 36];
+            b[8..].copy_from_slice(&FRAG_NEEDED[8..]);
+            k.emit(&mut Icmpv4Packet::new_unchecked(&mut b[..]));
+            assert_eq!(Icmpv4Repr::parse(&Icmpv4Packet::new_checked(&b[..]).unwrap()), Ok(k));
+        }
+        let mut b = [0xa5u8; 36];
+        b[8..].copy_from_slice(&FRAG_NEEDED[8..]);
+        Icmpv4Repr::FragNeeded { mtu: 1450 }.emit(&mut Icmpv4Packet::new_unchecked(&mut b[..]));
+        assert_eq!(&b[4..], &FRAG_NEEDED[4..], "unused word zero, MTU, quoted datagram");
+        b[3] ^= 1;
+        assert!(Icmpv4Repr::parse(&Icmpv4Packet::new_checked(&b[..]).unwrap()).is_err());
     }
 }

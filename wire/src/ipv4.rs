@@ -255,6 +255,65 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// An IPv4 header without options as plain values (smoltcp's `Repr`). Fragments have no `Repr`: weft
+/// never builds one, and [`Ipv4Repr::parse`] refuses them. Options of a parsed header are not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// Bytes after the header (total length minus header length).
+    pub payload_len: usize,
+    pub ttl: u8,
+    pub dscp_ecn: u8,
+    pub ident: u16,
+    pub dont_frag: bool,
+}
+
+impl Ipv4Repr {
+    /// The values of a checked packet whose header checksum is right and which is not a fragment.
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Result<Ipv4Repr> {
+        if !p.verify_checksum() {
+            return Err(WireError::Malformed("IPv4 header checksum"));
+        }
+        if p.is_fragment() {
+            return Err(WireError::Malformed("IPv4 fragment"));
+        }
+        Ok(Ipv4Repr {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            payload_len: p.total_len() as usize - p.header_len(),
+            ttl: p.ttl(),
+            dscp_ecn: p.dscp_ecn(),
+            ident: p.ident(),
+            dont_frag: p.dont_frag(),
+        })
+    }
+
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.payload_len
+    }
+
+    /// Write the 20-byte header with its checksum.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Ipv4Packet<T>) {
+        p.set_version_and_header_len(HEADER_LEN);
+        p.set_dscp_ecn(self.dscp_ecn);
+        p.set_total_len(self.buffer_len() as u16);
+        p.set_ident(self.ident);
+        p.set_dont_frag(self.dont_frag);
+        p.set_ttl(self.ttl);
+        p.set_protocol(self.protocol);
+        p.set_src(self.src);
+        p.set_dst(self.dst);
+        p.fill_checksum();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +436,29 @@ mod tests {
             assert_eq!(p.ttl(), expect);
             assert!(p.verify_checksum(), "ttl {expect}");
         }
+    }
+
+    #[test]
+    fn repr_roundtrip() {
+        let b = echo();
+        let repr = Ipv4Repr::parse(&Ipv4Packet::new_checked(&b[..]).unwrap()).unwrap();
+        assert_eq!((repr.payload_len, repr.ident, repr.dont_frag, repr.ttl), (8, 0xbeef, true, 64));
+        let mut out = [0xa5u8; 28];
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut out[..]));
+        out[20..].copy_from_slice(&b[20..]);
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn repr_refuses_bad_checksum_and_fragments() {
+        let mut bad = echo();
+        bad[10] ^= 1;
+        let p = Ipv4Packet::new_checked(&bad[..]).unwrap();
+        assert_eq!(Ipv4Repr::parse(&p).unwrap_err(), WireError::Malformed("IPv4 header checksum"));
+        let mut frag = ECHO;
+        frag[6] = 0x20; // MF
+        Ipv4Packet::new_unchecked(&mut frag[..]).fill_checksum();
+        let p = Ipv4Packet::new_checked(&frag[..]).unwrap();
+        assert_eq!(Ipv4Repr::parse(&p).unwrap_err(), WireError::Malformed("IPv4 fragment"));
     }
 }

@@ -5,7 +5,11 @@
 //!
 //! Zero-copy views over byte buffers in the manner of smoltcp's `wire` module: `Packet<T: AsRef<[u8]>>`
 //! with getters, setters where `T: AsMut<[u8]>`, a `field` table of offsets, and `new_checked` after which
-//! no accessor panics. Fields are read through offsets, never by casting to packed structs.
+//! no accessor panics. Fields are read through offsets, never by casting to packed structs. Each header
+//! also has a `Repr` (`EthernetRepr`, `ArpRepr`, `Ipv4Repr`, `UdpRepr`, `Icmpv4Repr`, `VxlanRepr`): the
+//! header as plain values, with `parse` from a checked view and `emit` into a view, so code that builds
+//! or judges a whole header (the encap template, ARP and ICMP replies, tests) says what it means in
+//! values and leaves the byte layout to one place. The fast path reads single fields through the views.
 //!
 //! Why not smoltcp itself: smoltcp 0.14 does not build with only its wire features (its socket layer's
 //! `compile_error!` fires unless a socket feature is on, which drags in its interface code), and it
@@ -26,15 +30,15 @@ pub mod pcap;
 pub mod udp;
 pub mod vxlan;
 
-pub use arp::ArpPacket;
+pub use arp::{ArpPacket, ArpRepr};
 pub use buf::{PacketBuf, VecBuf};
-pub use ethernet::{EtherType, EthernetFrame, MacAddr};
-pub use icmpv4::Icmpv4Packet;
-pub use ipv4::Ipv4Packet;
+pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
+pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use mac::MacParseError;
 pub use net::{Ipv4Net, NetParseError};
-pub use udp::UdpPacket;
-pub use vxlan::{Vni, VxlanPacket};
+pub use udp::{UdpPacket, UdpRepr};
+pub use vxlan::{Vni, VxlanPacket, VxlanRepr};
 
 /// Why a buffer is not a valid header of the kind asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -92,34 +96,62 @@ mod kernel_frame_tests {
     const NODE1_UPLINK: MacAddr = MacAddr([0x86, 0x0f, 0xfd, 0xd2, 0x34, 0x00]);
     const NODE2_UPLINK: MacAddr = MacAddr([0x9a, 0xbd, 0x31, 0x40, 0x5e, 0x58]);
 
+    /// The capture's headers, outermost first, as values.
+    fn request_reprs() -> (EthernetRepr, Ipv4Repr, UdpRepr, VxlanRepr, EthernetRepr, Ipv4Repr, Icmpv4Repr) {
+        let inner_ip = Ipv4Repr {
+            src: Ipv4Addr::new(10, 244, 1, 2),
+            dst: Ipv4Addr::new(10, 244, 2, 2),
+            protocol: ipv4::protocol::ICMP,
+            payload_len: 64,
+            ttl: 63, // the sending node routed it once
+            dscp_ecn: 0,
+            ident: 47458,
+            dont_frag: true,
+        };
+        (
+            EthernetRepr { dst: NODE2_UPLINK, src: NODE1_UPLINK, vlan_tci: None, ethertype: EtherType::IPV4 },
+            Ipv4Repr {
+                src: Ipv4Addr::new(192, 168, 77, 1),
+                dst: Ipv4Addr::new(192, 168, 77, 2),
+                protocol: ipv4::protocol::UDP,
+                payload_len: 8 + 8 + 14 + inner_ip.buffer_len(),
+                ttl: 64,
+                dscp_ecn: 0,
+                ident: 59492,
+                dont_frag: false,
+            },
+            UdpRepr { src_port: 37644, dst_port: 8472 },
+            VxlanRepr { vni: Vni::ONE },
+            EthernetRepr { dst: NODE2_VTEP, src: NODE1_VTEP, vlan_tci: None, ethertype: EtherType::IPV4 },
+            inner_ip,
+            Icmpv4Repr::EchoRequest { ident: 18323, seq: 1 },
+        )
+    }
+
     #[test]
     fn parse_kernel_vxlan_echo_request() {
         let frames = testdata::kernel_vxlan_ping();
         let f = &frames[0];
         let eth = EthernetFrame::new_checked(&f[..]).unwrap();
-        assert_eq!((eth.src(), eth.dst(), eth.ethertype()), (NODE1_UPLINK, NODE2_UPLINK, EtherType::IPV4));
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        assert_eq!(ip.src(), Ipv4Addr::new(192, 168, 77, 1));
-        assert_eq!(ip.dst(), Ipv4Addr::new(192, 168, 77, 2));
-        assert_eq!((ip.ttl(), ip.dont_frag(), ip.protocol()), (64, false, ipv4::protocol::UDP));
-        assert!(ip.verify_checksum());
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
-        assert_eq!((udp.src_port(), udp.dst_port()), (37644, 8472));
         // Captured with TX checksum offload on a veth: the checksum field is only the partial
         // pseudo-header sum, which a receiver must not reject the frame for.
         assert!(!udp.verify_checksum(ip.src(), ip.dst()));
         let vx = VxlanPacket::new_checked(udp.payload()).unwrap();
-        assert!(vx.check_flags().is_ok());
-        assert_eq!(vx.vni().get(), 1);
         let inner = EthernetFrame::new_checked(vx.payload()).unwrap();
-        assert_eq!((inner.src(), inner.dst()), (NODE1_VTEP, NODE2_VTEP));
         let iip = Ipv4Packet::new_checked(inner.payload()).unwrap();
-        assert_eq!((iip.src(), iip.dst()), (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2)));
-        assert_eq!(iip.ttl(), 63, "the sending node routed it once");
-        assert!(iip.verify_checksum());
         let icmp = Icmpv4Packet::new_checked(iip.payload()).unwrap();
-        assert_eq!((icmp.msg_type(), icmp.echo_ident(), icmp.echo_seq()), (icmpv4::TYPE_ECHO_REQUEST, 18323, 1));
-        assert!(icmp.verify_checksum());
+        let got = (
+            EthernetRepr::parse(&eth).unwrap(),
+            Ipv4Repr::parse(&ip).unwrap(),
+            UdpRepr::parse(&udp).unwrap(),
+            VxlanRepr::parse(&vx).unwrap(),
+            EthernetRepr::parse(&inner).unwrap(),
+            Ipv4Repr::parse(&iip).unwrap(),
+            Icmpv4Repr::parse(&icmp).unwrap(),
+        );
+        assert_eq!(got, request_reprs());
     }
 
     #[test]
@@ -136,51 +168,26 @@ mod kernel_frame_tests {
         assert_eq!(icmp.msg_type(), icmpv4::TYPE_ECHO_REPLY);
     }
 
-    /// Build the kernel's frame from its fields with our emitters, into a poisoned buffer: every byte
-    /// must match but the UDP checksum (the capture holds the offload's partial sum; we write a full one).
+    /// Build the kernel's frame from its values with the `Repr` emitters, into a poisoned buffer: every
+    /// byte must match but the UDP checksum (the capture holds the offload's partial sum; we write a full
+    /// one).
     #[test]
     fn emit_matches_kernel_frame() {
         let frames = testdata::kernel_vxlan_ping();
         let want = &frames[0];
-        let inner_ip = &want[50 + 14..];
+        let (eth, ip, udp, vx, inner, iip, icmp) = request_reprs();
         let mut buf = vec![0xa5u8; want.len()];
-        {
-            let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-            eth.set_dst(NODE2_UPLINK);
-            eth.set_src(NODE1_UPLINK);
-            eth.set_ethertype(EtherType::IPV4);
-        }
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut buf[14..]);
-            ip.set_version_and_header_len(20);
-            ip.set_dscp_ecn(0);
-            ip.set_total_len((want.len() - 14) as u16);
-            ip.set_ident(59492);
-            ip.set_dont_frag(false);
-            ip.set_ttl(64);
-            ip.set_protocol(ipv4::protocol::UDP);
-            ip.set_src(Ipv4Addr::new(192, 168, 77, 1));
-            ip.set_dst(Ipv4Addr::new(192, 168, 77, 2));
-            ip.fill_checksum();
-        }
-        {
-            let mut vx = VxlanPacket::new_unchecked(&mut buf[42..]);
-            vx.emit(Vni::new(1).unwrap());
-        }
-        {
-            let mut inner = EthernetFrame::new_unchecked(&mut buf[50..]);
-            inner.set_dst(NODE2_VTEP);
-            inner.set_src(NODE1_VTEP);
-            inner.set_ethertype(EtherType::IPV4);
-        }
-        buf[64..].copy_from_slice(inner_ip);
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut buf[34..]);
-            udp.set_src_port(37644);
-            udp.set_dst_port(8472);
-            udp.set_len((want.len() - 34) as u16);
-            udp.fill_checksum(Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(192, 168, 77, 2));
-        }
+        // The echo's data first (the ICMP checksum covers it), then each header outermost first.
+        let data_at = 50 + 14 + 20 + 8;
+        buf[data_at..].copy_from_slice(&want[data_at..]);
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[14..]));
+        udp.emit(&mut UdpPacket::new_unchecked(&mut buf[34..]), ip.payload_len - 8);
+        vx.emit(&mut VxlanPacket::new_unchecked(&mut buf[42..]));
+        inner.emit(&mut EthernetFrame::new_unchecked(&mut buf[50..]));
+        iip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[64..]));
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut buf[84..]));
+        UdpPacket::new_unchecked(&mut buf[34..]).fill_checksum(ip.src, ip.dst);
         assert_eq!(buf[..40], want[..40]);
         assert_eq!(buf[42..], want[42..]);
         let udp = UdpPacket::new_checked(&buf[34..]).unwrap();

@@ -123,6 +123,34 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     }
 }
 
+/// A UDP header as plain values (smoltcp's `Repr`); the length comes from the payload the caller
+/// writes. [`UdpRepr::parse`] does not judge the checksum: senders with checksum offload leave a
+/// partial sum (the kernel fixture has one), so whether to check is the caller's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRepr {
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl UdpRepr {
+    pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Result<UdpRepr> {
+        Ok(UdpRepr { src_port: p.src_port(), dst_port: p.dst_port() })
+    }
+
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Write the header for `payload_len` bytes of payload with the checksum zero ("none" over IPv4);
+    /// [`UdpPacket::fill_checksum`] computes one once the payload is in place.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut UdpPacket<T>, payload_len: usize) {
+        p.set_src_port(self.src_port);
+        p.set_dst_port(self.dst_port);
+        p.set_len((HEADER_LEN + payload_len) as u16);
+        p.set_checksum(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +193,17 @@ mod tests {
         assert!(p.verify_checksum(s, d));
         p.payload_mut()[0] ^= 0xff;
         assert!(!p.verify_checksum(s, d));
+    }
+
+    #[test]
+    fn repr_roundtrip() {
+        let (src, dst) = (Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(192, 168, 77, 2));
+        let mut b = [0xa5u8; 12];
+        let repr = UdpRepr { src_port: 40000, dst_port: 8472 };
+        repr.emit(&mut UdpPacket::new_unchecked(&mut b[..]), 4);
+        assert_eq!(&b[..8], &[0x9c, 0x40, 0x21, 0x18, 0x00, 0x0c, 0x00, 0x00]);
+        let p = UdpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(UdpRepr::parse(&p).unwrap(), repr);
+        assert!(p.verify_checksum(src, dst), "zero means no checksum over IPv4");
     }
 }

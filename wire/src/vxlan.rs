@@ -109,6 +109,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanPacket<T> {
     }
 }
 
+/// A VXLAN header as plain values (smoltcp's `Repr`): only the VNI varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanRepr {
+    pub vni: Vni,
+}
+
+impl VxlanRepr {
+    /// The VNI of a header whose flags pass [`VxlanPacket::check_flags`].
+    pub fn parse<T: AsRef<[u8]>>(p: &VxlanPacket<T>) -> Result<VxlanRepr> {
+        p.check_flags()?;
+        Ok(VxlanRepr { vni: p.vni() })
+    }
+
+    pub const fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut VxlanPacket<T>) {
+        p.emit(self.vni);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +168,16 @@ mod tests {
         VxlanPacket::new_unchecked(&mut b[..]).emit(Vni::new(1).unwrap());
         assert_eq!(b, VNI1);
         assert!(Vni::new(1 << 24).is_none());
+    }
+
+    #[test]
+    fn repr_roundtrip() {
+        let repr = VxlanRepr::parse(&VxlanPacket::new_checked(&VNI1[..]).unwrap()).unwrap();
+        assert_eq!(repr.vni, Vni::ONE);
+        let mut b = [0xa5u8; 8];
+        repr.emit(&mut VxlanPacket::new_unchecked(&mut b[..]));
+        assert_eq!(b, VNI1);
+        let gpe = [0x0c, 0, 0, 0x03, 0, 0, 1, 0];
+        assert!(VxlanRepr::parse(&VxlanPacket::new_checked(&gpe[..]).unwrap()).is_err());
     }
 }

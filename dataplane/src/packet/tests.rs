@@ -283,13 +283,14 @@ fn pod_proxy_arp_for_gateway_and_subnet() {
     f.extend_from_slice(&POD_A_MAC.0);
     f.extend_from_slice(&[0x08, 0x06]);
     f.extend_from_slice(&[0u8; 28]);
-    ArpPacket::new_unchecked(&mut f[14..]).emit(
-        arp::OP_REQUEST,
-        POD_A_MAC,
-        Ipv4Addr::new(10, 244, 1, 2),
-        MacAddr::ZERO,
-        Ipv4Addr::new(10, 244, 1, 1),
-    );
+    ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: POD_A_MAC,
+        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
+        target_mac: MacAddr::ZERO,
+        target_ip: Ipv4Addr::new(10, 244, 1, 1),
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     let mut b = VecBuf::new(&f);
     assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 0), Verdict::Reply);
     let eth = EthernetFrame::new_checked(b.data()).unwrap();
@@ -300,31 +301,34 @@ fn pod_proxy_arp_for_gateway_and_subnet() {
     assert_eq!((a.target_mac(), a.target_ip()), (POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2)));
 
     // Its own address (duplicate address detection): silence.
-    ArpPacket::new_unchecked(&mut f[14..]).emit(
-        arp::OP_REQUEST,
-        POD_A_MAC,
-        Ipv4Addr::new(10, 244, 1, 2),
-        MacAddr::ZERO,
-        Ipv4Addr::new(10, 244, 1, 2),
-    );
+    ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: POD_A_MAC,
+        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
+        target_mac: MacAddr::ZERO,
+        target_ip: Ipv4Addr::new(10, 244, 1, 2),
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
     // Outside the subnet: silence.
-    ArpPacket::new_unchecked(&mut f[14..]).emit(
-        arp::OP_REQUEST,
-        POD_A_MAC,
-        Ipv4Addr::new(10, 244, 1, 2),
-        MacAddr::ZERO,
-        Ipv4Addr::new(10, 244, 2, 2),
-    );
+    ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: POD_A_MAC,
+        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
+        target_mac: MacAddr::ZERO,
+        target_ip: Ipv4Addr::new(10, 244, 2, 2),
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
     // From another port than the pod's: silence.
-    ArpPacket::new_unchecked(&mut f[14..]).emit(
-        arp::OP_REQUEST,
-        POD_A_MAC,
-        Ipv4Addr::new(10, 244, 1, 2),
-        MacAddr::ZERO,
-        Ipv4Addr::new(10, 244, 1, 1),
-    );
+    ArpRepr {
+        operation: arp::OP_REQUEST,
+        sender_mac: POD_A_MAC,
+        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
+        target_mac: MacAddr::ZERO,
+        target_ip: Ipv4Addr::new(10, 244, 1, 1),
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, PortId(7), 0), Verdict::Drop(R::ArpIgnored));
 }
 
@@ -340,13 +344,14 @@ fn uplink_arp_answers_public_ip_and_learns_replies() {
     assert_eq!(&b.data()[0..6], &asker.0);
 
     let mut reply = req;
-    ArpPacket::new_unchecked(&mut reply[14..]).emit(
-        arp::OP_REPLY,
-        NODE2_UPLINK,
-        Ipv4Addr::new(192, 168, 77, 2),
-        s.node.uplink_mac,
-        s.node.public_ip,
-    );
+    ArpRepr {
+        operation: arp::OP_REPLY,
+        sender_mac: NODE2_UPLINK,
+        sender_ip: Ipv4Addr::new(192, 168, 77, 2),
+        target_mac: s.node.uplink_mac,
+        target_ip: s.node.public_ip,
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut reply[14..]));
     assert_eq!(
         process_uplink(&mut VecBuf::new(&reply), &s),
         Verdict::Learn { ip: Ipv4Addr::new(192, 168, 77, 2), mac: NODE2_UPLINK }
