@@ -33,5 +33,12 @@ for crate in weft-wire weft-config weft-control weft-dataplane weftd; do
     fail=1
   fi
 done
-[ "$fail" = 0 ] && echo "layers: wire, config and control know no DPDK; no production crate uses the test kit"
+# Errors are values in the libraries (thiserror enums); anyhow is for the binaries' edges.
+lib_anyhow=$(grep -rlE '(^|[^a-z_])anyhow::|use anyhow' wire/src config/src control/src dataplane/src weftd/src \
+  --include='*.rs' | grep -v '/bin/' || true)
+if [ -n "$lib_anyhow" ]; then
+  echo "layers: anyhow in library code (return a thiserror enum instead): $lib_anyhow" >&2
+  fail=1
+fi
+[ "$fail" = 0 ] && echo "layers: wire, config and control know no DPDK; no production crate uses the test kit; no anyhow in libraries"
 exit "$fail"

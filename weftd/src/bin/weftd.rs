@@ -93,7 +93,7 @@ fn start(matches: clap::ArgMatches) -> anyhow::Result<()> {
         Some(join_etcd(&mut f, &stop)?)
     };
     let settings = f.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
-    weftd::daemon::run(settings, etcd, stop)
+    Ok(weftd::daemon::run(settings, etcd, stop)?)
 }
 
 /// Logs: one line per event with key=value fields, levels under RUST_LOG (default `info`; the etcd

@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use weft_config::node::PodSpec;
 
+use super::error::{DebugError, Error, PodError};
 use super::mgmt::{ApiAccess, ApiServer, Mgmt};
-use super::{pods, Shared};
+use super::Shared;
 use dataplane::packet::DropReason;
 
 /// A request to weftd.
@@ -44,7 +44,7 @@ pub enum Request {
 pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// Serve the API on `path` (see [`super::mgmt`] for what a client may cost).
-pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> anyhow::Result<ApiServer> {
+pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> Result<ApiServer, Error> {
     let access = ApiAccess { group: shared.settings.api_group };
     let handler = Arc::new(move |line: &str| {
         let resp = match serde_json::from_str::<Request>(line) {
@@ -54,46 +54,43 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> anyhow::Re
         resp.to_string()
     });
     ApiServer::serve(mgmt, path, access, handler)
-        .with_context(|| format!("api_socket {}: cannot listen", path.display()))
+        .map_err(Error::io(format!("api_socket {}: cannot listen", path.display())))
 }
 
 /// Pause a worker, if the debugging verbs are on and no pause is under way.
-fn pause(shared: &Shared, worker: usize, seconds: u64) -> anyhow::Result<Value> {
+fn pause(shared: &Shared, worker: usize, seconds: u64) -> Result<Value, DebugError> {
     if !shared.settings.debug_api {
-        anyhow::bail!("debugging verbs are off: start weftd with --debug-api to use them");
+        return Err(DebugError::Off);
     }
-    let w = shared
-        .workers
-        .get(worker)
-        .ok_or_else(|| anyhow::anyhow!("no worker {worker}: there are {}", shared.workers.len()))?;
+    let w = shared.workers.get(worker).ok_or(DebugError::NoWorker { worker, count: shared.workers.len() })?;
     let d = Duration::from_secs(seconds).min(MAX_PAUSE);
     let mut until = super::lock(&shared.paused_until);
     let now = std::time::Instant::now();
     if until.is_some_and(|t| t > now) {
-        anyhow::bail!("a pause is under way; one at a time");
+        return Err(DebugError::PauseUnderWay);
     }
-    w.try_send(dataplane::worker::WorkerCommand::Pause(d))
-        .map_err(|_| anyhow::anyhow!("worker {worker} is busy or gone"))?;
+    w.try_send(dataplane::worker::WorkerCommand::Pause(d)).map_err(|_| DebugError::WorkerBusy(worker))?;
     *until = Some(now + d);
     Ok(json!({"paused": worker, "seconds": d.as_secs()}))
 }
 
 fn handle(shared: &Shared, req: Request) -> Value {
-    let r: anyhow::Result<Value> = match req {
+    let r: Result<Value, String> = match req {
         Request::PodAdd { name, kind, ip, netns, vhost_client } => {
             PodSpec::parse(&name, &kind, ip.as_deref(), netns.as_deref())
-                .map_err(anyhow::Error::from)
-                .and_then(|spec| pods::add(shared, PodSpec { vhost_client, ..spec }))
+                .map_err(PodError::from)
+                .and_then(|spec| shared.pods.add(PodSpec { vhost_client, ..spec }))
                 .map(|info| json!(info))
+                .map_err(|e| e.to_string())
         }
-        Request::PodDel { name } => pods::del(shared, &name).map(|info| json!(info)),
-        Request::PodList => Ok(json!(pods::list(shared))),
+        Request::PodDel { name } => shared.pods.del(&name).map(|info| json!(info)).map_err(|e| e.to_string()),
+        Request::PodList => Ok(json!(shared.pods.list())),
         Request::Status => Ok(status(shared)),
-        Request::DebugPauseWorker { worker, seconds } => pause(shared, worker, seconds),
+        Request::DebugPauseWorker { worker, seconds } => pause(shared, worker, seconds).map_err(|e| e.to_string()),
     };
     match r {
         Ok(v) => json!({"ok": true, "result": v}),
-        Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+        Err(e) => json!({"ok": false, "error": e}),
     }
 }
 
@@ -165,8 +162,8 @@ fn status(shared: &Shared) -> Value {
             "last_error": Some(e.last_error()).filter(|s| !s.is_empty()),
         })),
         "state": {
-            "pods_file_problem": super::lock(&shared.state_problem).clone(),
-            "pods_not_restored": pods::pending(shared),
+            "pods_file_problem": shared.pods.state_problem().map(|p| p.to_string()),
+            "pods_not_restored": shared.pods.pending(),
         },
     })
 }

@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use super::error::Error;
 use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
-use super::{lock, pods, Shared};
+use super::{lock, Shared};
 use dataplane::packet::DropReason;
 use hyper::StatusCode;
 
@@ -142,8 +142,8 @@ impl Collector {
         gauge!("weft_pods").set(snap.pods.len() as f64);
         gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);
         gauge!("weft_table_generation").set(snap.generation as f64);
-        gauge!("weft_state_file_problem").set(if lock(&shared.state_problem).is_some() { 1.0 } else { 0.0 });
-        gauge!("weft_pods_not_restored").set(pods::pending(shared).len() as f64);
+        gauge!("weft_state_file_problem").set(if shared.pods.state_problem().is_some() { 1.0 } else { 0.0 });
+        gauge!("weft_pods_not_restored").set(shared.pods.pending().len() as f64);
         if let Some(e) = &shared.etcd_status {
             gauge!("weft_etcd_connected").set(if e.connected.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
             gauge!("weft_etcd_revision").set(e.revision.load(Ordering::Relaxed) as f64);
@@ -173,7 +173,7 @@ impl Collector {
 }
 
 /// Start the collector and the HTTP endpoint on the management runtime.
-pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> anyhow::Result<std::thread::JoinHandle<()>> {
+pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> Result<std::thread::JoinHandle<()>, Error> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle: PrometheusHandle = recorder.handle();
     // One recorder per process; a second weftd in one process (tests) keeps the first.
@@ -184,15 +184,18 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> anyho
     let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
     let ticker = {
         let (shared, collector) = (shared.clone(), collector.clone());
-        std::thread::Builder::new().name("weft-metrics".into()).spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                lock(&collector).collect(&shared);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })?
+        std::thread::Builder::new()
+            .name("weft-metrics".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    lock(&collector).collect(&shared);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .map_err(Error::io("starting the metrics thread"))?
     };
     let handler: HttpHandler = Arc::new(move |path: &str| route(path, &shared, &collector, &handle));
-    serve_http(mgmt, addr, handler).with_context(|| format!("metrics_addr {addr}: cannot listen (port in use?)"))?;
+    serve_http(mgmt, addr, handler).map_err(Error::io(format!("metrics_addr {addr}: cannot listen (port in use?)")))?;
     Ok(ticker)
 }
 
@@ -232,8 +235,8 @@ fn route(path: &str, shared: &Shared, collector: &Mutex<Collector>, handle: &Pro
                 shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
             let claimed =
                 shared.etcd_status.as_ref().map(|e| e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0);
-            let state_problem = lock(&shared.state_problem).clone();
-            let pending = pods::pending(shared);
+            let state_problem = shared.pods.state_problem();
+            let pending = shared.pods.pending();
             if let Some(ip) = claimed {
                 (unavailable, TEXT, format!("our subnet's key is claimed by {}\n", std::net::Ipv4Addr::from(ip)))
             } else if etcd_lost {

@@ -3,20 +3,19 @@
 //! [`WorkerCommand`]s.
 
 pub mod api;
+pub mod error;
 mod metrics;
 pub mod mgmt;
 mod pods;
 mod slowpath;
 mod stats;
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Sender};
 use crossbeam::utils::CachePadded;
 use tracing::{error, info};
@@ -28,28 +27,21 @@ use dataplane::tables::{Node, Peer, SnapshotCell, TableInputs};
 use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
 use weft_control::etcd::ControlEvent;
 
-pub use pods::PodInfo;
+pub use error::Error;
+pub use pods::{PodInfo, PodRegistry};
 
 /// State shared by the control-side threads (API, slow path, main). Never touched by workers.
 pub struct Shared {
     pub settings: NodeSettings,
     pub node: Node,
-    pub tables: TablePublisher,
+    pub tables: Arc<TablePublisher>,
     pub workers: Vec<Sender<WorkerCommand>>,
     pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
     pub pool: Arc<Mempool>,
     pub uplink: Port,
-    pods: Mutex<BTreeMap<String, pods::PodRuntime>>,
-    /// Pods of the last run whose restore failed: kept in the state file, retried, reported.
-    pending: Mutex<BTreeMap<String, PodInfo>>,
-    /// Pods deleted while a worker did not let go of their queues in time: their ports stay open
-    /// (closing a port a worker polls would crash it) until the workers have stopped.
-    detaching: Mutex<Vec<pods::PodRuntime>>,
-    /// Why the pod state file could not be used or written (reported on /readyz and in status).
-    state_problem: Mutex<Option<String>>,
+    pub pods: PodRegistry,
     /// Until when a worker is paused by the debugging verb (one pause at a time).
     paused_until: Mutex<Option<std::time::Instant>>,
-    next_vdev: AtomicU32,
     pub stop: Arc<AtomicBool>,
     pub etcd_status: Option<Arc<weft_control::etcd::ControlStatus>>,
 }
@@ -108,7 +100,7 @@ impl TablePublisher {
 
 /// The VtepMAC: as configured, else the one saved in the state directory, else a new random locally
 /// administered one (as flannel makes), saved so it survives restarts.
-pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyhow::Result<MacAddr> {
+pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> Result<MacAddr, Error> {
     if let Some(m) = given {
         return Ok(m);
     }
@@ -119,7 +111,7 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
             Err(e) => {
                 // Kept for a person to look at, never overwritten.
                 let aside = weft_config::state::move_aside(&path)
-                    .with_context(|| format!("moving the unreadable {} aside", path.display()))?;
+                    .map_err(Error::io(format!("moving the unreadable {} aside", path.display())))?;
                 error!(
                     path = %path.display(),
                     moved_to = %aside.display(),
@@ -130,12 +122,14 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> anyh
         }
     }
     let mut b = [0u8; 6];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(Error::io("reading /dev/urandom for a VtepMAC"))?;
     let m = MacAddr::local_from_bytes(b);
     std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("state_dir {}: cannot create it", state_dir.display()))?;
+        .map_err(Error::io(format!("state_dir {}: cannot create it", state_dir.display())))?;
     weft_config::state::write_atomic(&path, format!("{m}\n").as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(Error::io(format!("writing {}", path.display())))?;
     Ok(m)
 }
 
@@ -178,25 +172,36 @@ pub struct EtcdMode {
 }
 
 /// Run weftd until `stop` is set (SIGTERM or SIGINT).
-pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let vtep_mac = load_or_create_vtep_mac(settings.vtep_mac, &settings.state_dir)?;
     let (args, uplink_name) = eal_args(&settings);
-    let eal = Eal::init(&args).context("starting DPDK (is `make setup` done: hugepages, root?)")?;
+    let eal = Eal::init(&args).map_err(Error::dpdk("starting DPDK (is `make setup` done: hugepages, root?)"))?;
     let lcores = LcoreId::workers();
     if lcores.len() < settings.workers {
-        bail!("workers: {} asked but EAL has {} worker lcores (lcores = {:?}); give lcores with one more core than workers", settings.workers, lcores.len(), settings.lcores);
+        return Err(Error::Setting {
+            field: "workers",
+            reason: format!(
+                "{} asked but EAL has {} worker lcores (lcores = {:?}); give lcores with one more core than workers",
+                settings.workers,
+                lcores.len(),
+                settings.lcores
+            ),
+        });
     }
-    let pool = Arc::new(Mempool::new("weft_pool", settings.mbufs, 256)?);
-    let uplink = Port::by_name(&uplink_name).with_context(|| format!("uplink: no DPDK port {uplink_name:?}"))?;
+    let pool = Arc::new(Mempool::new("weft_pool", settings.mbufs, 256).map_err(Error::dpdk("mbufs"))?);
+    let uplink = Port::by_name(&uplink_name).map_err(Error::dpdk(format!("uplink: no DPDK port {uplink_name:?}")))?;
     let n = settings.workers as u16;
     let (uplink_rx, uplink_tx) = uplink
         .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
-        .context("uplink: configuring the port")?;
-    uplink.start().context("uplink: starting the port")?;
+        .map_err(Error::dpdk("uplink: configuring the port"))?;
+    uplink.start().map_err(Error::dpdk("uplink: starting the port"))?;
     if dataplane::worker::port_index(uplink.id()).is_none() {
-        bail!("uplink: DPDK port id {} is beyond the workers' port table", uplink.id().0);
+        return Err(Error::Setting {
+            field: "uplink",
+            reason: format!("DPDK port id {} is beyond the workers' port table", uplink.id().0),
+        });
     }
-    let uplink_mac = MacAddr(uplink.mac_addr()?);
+    let uplink_mac = MacAddr(uplink.mac_addr().map_err(Error::dpdk("uplink: reading its MAC"))?);
 
     let node = Node {
         network: settings.network,
@@ -220,7 +225,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         pods: Vec::new(),
         neighbours: Default::default(),
     };
-    let tables = TablePublisher::new(inputs);
+    let tables = Arc::new(TablePublisher::new(inputs));
     let cell = tables.cell();
     let (learn_tx, learn_rx) = bounded::<(Ipv4Addr, MacAddr)>(1024);
 
@@ -238,18 +243,14 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
+        pods: PodRegistry::new(node.clone(), &settings, tables.clone(), senders.clone(), pool.clone()),
+        pool,
         node,
         tables,
         workers: senders,
         counters,
-        pool,
         uplink,
-        pods: Mutex::new(BTreeMap::new()),
-        pending: Mutex::new(BTreeMap::new()),
-        detaching: Mutex::new(Vec::new()),
-        state_problem: Mutex::new(None),
         paused_until: Mutex::new(None),
-        next_vdev: AtomicU32::new(0),
         stop: stop.clone(),
         etcd_status: etcd.as_ref().map(|e| e.control.status.clone()),
     });
@@ -268,21 +269,24 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
 
     let slow = {
         let shared = shared.clone();
-        std::thread::Builder::new().name("weft-slowpath".into()).spawn(move || {
-            if let Some(w0) = shared.workers.first() {
-                slowpath::run(&shared.tables, w0, learn_rx, &shared.stop)
-            }
-        })?
+        std::thread::Builder::new()
+            .name("weft-slowpath".into())
+            .spawn(move || {
+                if let Some(w0) = shared.workers.first() {
+                    slowpath::run(&shared.tables, w0, learn_rx, &shared.stop)
+                }
+            })
+            .map_err(Error::io("starting the slow-path thread"))?
     };
     for spec in &settings.pods {
-        match pods::add(&shared, spec.clone()) {
+        match shared.pods.add(spec.clone()) {
             Ok(p) => info!(pod = %p.name, kind = %p.kind, ip = %p.ip, iface = %p.iface, "pod attached"),
-            Err(e) => error!(pod = %spec.name, error = format!("{e:#}"), "pod not attached"),
+            Err(e) => error!(pod = %spec.name, error = %e, "pod not attached"),
         }
     }
-    pods::restore(&shared);
+    shared.pods.restore();
     // The API answers only once the pods of the config and of the previous run are attached.
-    let mgmt = mgmt::Mgmt::new().context("starting the management runtime")?;
+    let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
     let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
     let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
 
@@ -290,7 +294,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() >= retry_at {
             // Pods whose restore failed (their netns not there yet, say) are tried again.
-            pods::retry_pending(&shared);
+            shared.pods.retry_pending();
             retry_at = std::time::Instant::now() + Duration::from_secs(5);
         }
         let Some(e) = &etcd else {
@@ -325,7 +329,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     }
     let _ = slow.join();
     let _ = ticker.join();
-    pods::remove_all(&shared);
+    shared.pods.remove_all();
     let _ = shared.uplink.stop();
     drop(shared);
     if let Some(e) = etcd {

@@ -8,7 +8,7 @@ use dataplane::dpdk::PortId;
 use dataplane::packet::DropReason;
 use dataplane::worker::{port_index, WorkerCounters};
 
-use super::{pods, Shared};
+use super::Shared;
 
 /// Packets and bytes of one port, one worker (or summed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,7 +88,7 @@ fn counts(c: &WorkerCounters, i: usize) -> Counts {
 /// Read every counter: the uplink and each pod port, and each worker.
 pub fn read(shared: &Shared) -> Reading {
     let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
-    ports.extend(pods::ports(shared));
+    ports.extend(shared.pods.ports());
     let ports = ports
         .into_iter()
         .filter_map(|(id, name, kind)| {
