@@ -33,9 +33,11 @@ bench-fwd: build
 bench-pair: build
 	./target/release/weft-bench pair --modes decap,encap,mixed
 
-# Criterion microbenchmarks of the per-packet work: ns and cycles per packet.
+# Criterion microbenchmarks of the per-packet work: ns and cycles per packet; then the DPDK layer's
+# per-packet helpers on a real mbuf (trim, adj, the TSC).
 bench-micro: setup
 	$(CARGO) bench -p weft-bench --bench packet
+	$(CARGO) bench -p weft-bench --bench mbuf
 
 clean:
 	$(CARGO) clean
