@@ -80,6 +80,11 @@ enum Cmd {
         /// Baselines, comma-separated: testpmd (io), ovs (OVS-DPDK).
         #[arg(long, value_delimiter = ',', default_value = "testpmd,ovs")]
         baselines: Vec<Dut>,
+        /// The `weft-fwdbench` of another build (an older commit: `scripts/bench-against.sh` makes one),
+        /// run as one more contender in the same repetitions, so both builds' ratios to the baselines
+        /// come from one invocation.
+        #[arg(long)]
+        base_fwdbench: Option<PathBuf>,
     },
 }
 
@@ -163,7 +168,9 @@ impl Runner {
     }
 
     fn weft(&self, exe: &str, rep: usize, pre: &[String], vdevs: &[String]) -> anyhow::Result<f64> {
-        let exe: PathBuf = std::env::current_exe()?.with_file_name(exe);
+        // A bare name is a sibling of this binary; a path (another build's binary) is used as it is.
+        let exe: PathBuf =
+            if exe.contains('/') { PathBuf::from(exe) } else { std::env::current_exe()?.with_file_name(exe) };
         let mut args = pre.to_vec();
         args.extend(["--seconds".to_string(), self.seconds.to_string(), "--".into()]);
         args.extend(self.eal("wf", rep, vdevs));
@@ -612,7 +619,12 @@ fn main() -> anyhow::Result<()> {
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
         }
-        Cmd::Fwd { traffic: Traffic { modes, peers, size, flows }, baselines } => {
+        Cmd::Fwd { traffic: Traffic { modes, peers, size, flows }, baselines, base_fwdbench } => {
+            let base_exe = match &base_fwdbench {
+                Some(p) if !p.is_file() => bail!("--base-fwdbench {}: no such file", p.display()),
+                Some(p) => Some(std::fs::canonicalize(p)?.display().to_string()),
+                None => None,
+            };
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
             std::fs::create_dir_all(&dir)?;
             for &peers in &peers {
@@ -643,8 +655,31 @@ fn main() -> anyhow::Result<()> {
                     if baselines.iter().any(|b| !matches!(b, Dut::Testpmd | Dut::Ovs)) {
                         bail!("--baselines: in-process baselines are testpmd and ovs (the kernel runs in `pair`)");
                     }
+                    if let Some(exe) = &base_exe {
+                        let (r, pre, vdevs) = (&r, &pre, &vdevs);
+                        who.push(("base", Box::new(move |rep| r.weft(exe, rep + 200, pre, vdevs))));
+                    }
                     who.push(("weft", Box::new(|rep| r.weft("weft-fwdbench", rep, &pre, &vdevs))));
                     let mut row = compare_many(&title, cli.reps, who)?;
+                    if base_exe.is_some() {
+                        // The older build's ratios, and how far this build's moved from them.
+                        let mut line = format!("{title}: base");
+                        for b in ["testpmd", "ovs"] {
+                            let (Some(base), Some(other), Some(now)) = (
+                                row["base_mpps"].as_f64(),
+                                row[format!("{b}_mpps")].as_f64(),
+                                row[format!("ratio_vs_{b}")].as_f64(),
+                            ) else {
+                                continue;
+                            };
+                            let then = if other > 0.0 { base / other } else { 0.0 };
+                            let drift = if then > 0.0 { (now / then - 1.0) * 100.0 } else { 0.0 };
+                            row[format!("base_ratio_vs_{b}")] = then.into();
+                            row[format!("drift_pct_vs_{b}")] = drift.into();
+                            line += &format!(", base/{b} {then:.3} (weft/{b} {now:.3}, {drift:+.1} %)");
+                        }
+                        println!("{line}");
+                    }
                     row["topology"] = "in-process: net_pcap replay -> net_null".into();
                     row["mode"] = name(mode).into();
                     row["peers"] = peers.into();

@@ -334,11 +334,26 @@ fn main() -> anyhow::Result<()> {
         Mode::Mixed => (vec![decap(utx), encap(ptx)], prx.into_iter().chain(urx).collect()),
     };
     let mut g = Gen { pool, senders, receivers, hz: tsc::hz(), trials: 0 };
-    // Let links come up (memif and vhost connect asynchronously) before the clock starts.
+    // Let links come up (memif and vhost connect asynchronously) before the clock starts. A memif
+    // client connects once, when its port starts, and a server that has not configured its queues yet
+    // (testpmd still filling its mempool on a busy machine) refuses the rings and drops the connection
+    // for good: so a memif port whose link is still down after two seconds is restarted, which connects
+    // again, as VPP's memif client retries. (A vhost-user link negotiates on its own: left alone.)
     let up = std::time::Instant::now();
+    let mut retried = up;
     while !(uplink.link()?.up && pod.link()?.up) {
-        if up.elapsed() > std::time::Duration::from_secs(10) {
-            bail!("links not up after 10 s (is the device under test running?)");
+        if up.elapsed() > std::time::Duration::from_secs(30) {
+            bail!("links not up after 30 s (is the device under test running?)");
+        }
+        if retried.elapsed() > std::time::Duration::from_secs(2) {
+            for (p, name) in [(&uplink, &cli.uplink), (&pod, &cli.pod)] {
+                if name.starts_with("net_memif") && !p.link()?.up {
+                    eprintln!("{name}: link still down; restarting the port to connect again");
+                    p.stop()?;
+                    p.start()?;
+                }
+            }
+            retried = std::time::Instant::now();
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
