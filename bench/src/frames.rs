@@ -60,6 +60,7 @@ pub fn inputs(peers: u32, pod_port: u16) -> TableInputs {
             })
             .collect(),
         neighbours: (0..peers).map(|i| (peer(i).public_ip, NEXT_HOP_MAC)).collect(),
+        host: None,
         node,
     }
 }

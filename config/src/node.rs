@@ -96,6 +96,11 @@ pub struct NodeFile {
     /// /run/weft-vhost.
     #[arg(long)]
     pub vhost_dir: Option<PathBuf>,
+    /// The host port: a kernel interface that is weft's way to the host, to cni0's pods and to
+    /// everything outside the cluster network (as flannel.1 is flanneld's). Default weft0; "" turns it
+    /// off (then weft pods reach only other pods).
+    #[arg(long)]
+    pub host_iface: Option<String>,
     /// Never sleep when idle (benchmarks, dedicated cores).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
@@ -133,7 +138,8 @@ pub struct NodeFile {
     /// Minutes before the lease's expiry to renew it (flannel's default 60).
     #[arg(long)]
     pub subnet_lease_renew_margin: Option<u64>,
-    /// Written to the subnet file as FLANNEL_IPMASQ (weft does no masquerading itself yet).
+    /// Masquerade traffic from pods to outside the cluster network as flanneld --ip-masq does (its
+    /// FLANNEL-POSTRTG rules), and write FLANNEL_IPMASQ=true to the subnet file. Needs the host port.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub ip_masq: Option<bool>,
     /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable; static mode only).
@@ -322,6 +328,10 @@ pub struct NodeSettings {
     pub api_group: Option<u32>,
     pub debug_api: bool,
     pub vhost_dir: PathBuf,
+    /// The host port's interface name; None when it is off.
+    pub host_iface: Option<String>,
+    /// flanneld's masquerade rules are installed (on the host port's host).
+    pub ip_masq: bool,
     pub busy_poll: bool,
     pub mbufs: u32,
     pub metrics_addr: std::net::SocketAddr,
@@ -576,6 +586,25 @@ impl NodeFile {
                 ),
             ));
         }
+        let host_iface = match self.host_iface.as_deref() {
+            None => Some("weft0".to_owned()),
+            Some("") => None,
+            Some(n) => {
+                // IFNAMSIZ is 16 with the NUL; DPDK's devargs split on ',' and '='.
+                if n.len() > 15
+                    || n == "."
+                    || n == ".."
+                    || n.chars().any(|c| c == '/' || c == ',' || c == '=' || c.is_whitespace())
+                {
+                    return Err(bad("host_iface", format!("{n:?} is not an interface name: up to 15 characters, no '/', ',', '=' or spaces (like weft0; \"\" turns the host port off)")));
+                }
+                Some(n.to_owned())
+            }
+        };
+        let ip_masq = self.ip_masq.unwrap_or(false);
+        if ip_masq && host_iface.is_none() {
+            return Err(bad("ip_masq", "masquerading needs the host port: drop host_iface = \"\" or ip_masq"));
+        }
         Ok(NodeSettings {
             network,
             subnet_len,
@@ -596,6 +625,8 @@ impl NodeFile {
             api_group: self.api_group,
             debug_api: self.debug_api.unwrap_or(false),
             vhost_dir,
+            host_iface,
+            ip_masq,
             busy_poll: self.busy_poll.unwrap_or(false),
             mbufs,
             metrics_addr,
@@ -690,6 +721,23 @@ netns = "web-ns"
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
         assert!(err_with(|f| f.pods[0].kind = "veth".into()).starts_with("pods[0].kind:"));
         assert!(err_with(|f| f.pods[0].name = "a/b".into()).starts_with("pods[0].name:"));
+        assert!(err_with(|f| f.host_iface = Some("a-name-of-16-chr".into())).starts_with("host_iface:"));
+        assert!(err_with(|f| f.host_iface = Some("weft0,mac=x".into())).starts_with("host_iface:"));
+        assert!(err_with(|f| {
+            f.host_iface = Some(String::new());
+            f.ip_masq = Some(true);
+        })
+        .starts_with("ip_masq:"));
+    }
+
+    #[test]
+    fn host_port_defaults_to_weft0_and_turns_off_with_an_empty_name() {
+        let mut f = NodeFile::from_toml(GOOD).unwrap();
+        assert_eq!(f.resolve().unwrap().host_iface.as_deref(), Some("weft0"));
+        f.host_iface = Some("flannel-w".into());
+        assert_eq!(f.resolve().unwrap().host_iface.as_deref(), Some("flannel-w"));
+        f.host_iface = Some(String::new());
+        assert_eq!(f.resolve().unwrap().host_iface, None);
     }
 
     #[test]

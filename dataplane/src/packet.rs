@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
-use crate::tables::{EncapTemplate, PathCache, Snapshot, OUTER_LEN};
+use crate::tables::{EncapTemplate, HostPort, Node, PathCache, Snapshot, OUTER_LEN};
 use crate::wire::{
     arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
     Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, UdpPacket, VxlanPacket,
@@ -90,6 +90,9 @@ drop_reasons! {
 pub enum Verdict {
     /// Decapsulated or switched: send to this pod port.
     ToPod(PortId),
+    /// For the host's kernel (its own addresses, `cni0` pods, outside the cluster): send to the host
+    /// port.
+    ToHost(PortId),
     /// Encapsulated: send on the uplink.
     ToUplink,
     /// Rewritten into an answer (ARP reply, ICMP fragmentation-needed): send back out the port it came in.
@@ -201,25 +204,47 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
     if !node.subnet.contains(dst) {
         return Verdict::Drop(R::NoRoute);
     }
-    let Some(pod) = s.pods.get(&u32::from(dst)) else { return Verdict::Drop(R::NoPod) };
-    if iip.ttl() <= 1 {
-        return Verdict::Drop(R::TtlExpired);
-    }
-    let (port, pod_mac) = (pod.port, pod.mac);
+    // A weft pod: weft routes from flannel.1 to it as the kernel would (TTL - 1). Anything else of our
+    // subnet (a cni0 pod, the node's own `<subnet>.0`) goes to the host, whose kernel routes it on as
+    // it does what flannel.1 hands it; its TTL is the kernel's to change.
+    let (out, mac) = match s.pods.get(&u32::from(dst)) {
+        Some(pod) => {
+            if iip.ttl() <= 1 {
+                return Verdict::Drop(R::TtlExpired);
+            }
+            (Verdict::ToPod(pod.port), pod.mac)
+        }
+        None => match s.host {
+            Some(h) => (Verdict::ToHost(h.port), h.mac),
+            None => return Verdict::Drop(R::NoPod),
+        },
+    };
     let outer = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
     let inner_end = outer + ethernet::HEADER_LEN + iip.total_len() as usize;
     let padding = d.len() - inner_end;
     let gw = node.gateway_mac();
-    // Routed from flannel.1 to the pod, as the kernel does: TTL - 1, new Ethernet header.
     let buf = m.data_mut();
-    Ipv4Packet::new_unchecked(&mut buf[outer + ethernet::HEADER_LEN..]).decrement_ttl();
+    if matches!(out, Verdict::ToPod(_)) {
+        Ipv4Packet::new_unchecked(&mut buf[outer + ethernet::HEADER_LEN..]).decrement_ttl();
+    }
     let mut eth = EthernetFrame::new_unchecked(&mut buf[outer..]);
-    eth.set_dst(pod_mac);
+    eth.set_dst(mac);
     eth.set_src(gw);
     if m.adj(outer).is_none() || (padding > 0 && m.trim(padding).is_none()) {
         return Verdict::Drop(R::Truncated);
     }
-    Verdict::ToPod(port)
+    out
+}
+
+/// Hand a frame to the host: addressed to the host interface, from the pods' gateway. The TTL stays:
+/// weft plays the bridge between a pod and the host (as cni0 does) or the tunnel device (as flannel.1
+/// does), and the host's kernel decrements when it routes the packet on.
+#[inline]
+fn to_host<B: PacketBuf>(m: &mut B, node: &Node, h: HostPort) -> Verdict {
+    let mut eth = EthernetFrame::new_unchecked(m.data_mut());
+    eth.set_dst(h.mac);
+    eth.set_src(node.gateway_mac());
+    Verdict::ToHost(h.port)
 }
 
 /// An IPv4 view, or the reason to drop: too short for what its fields say, or fields out of range.
@@ -309,8 +334,14 @@ pub fn process_pod_cached<B: PacketBuf>(
     let total = ip.total_len() as usize;
     let padding = d.len() - ethernet::HEADER_LEN - total;
     if node.subnet.contains(ip.dst()) {
-        // Same node: the kernel's cni0 bridge switches this without routing, so the TTL stays.
-        let Some(pod) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
+        // Same node: the kernel's cni0 bridge switches this without routing, so the TTL stays. An
+        // address of our subnet that no weft pod has is the host's (its gateway address, a cni0 pod).
+        let Some(pod) = s.pods.get(&dst) else {
+            return match s.host {
+                Some(h) => to_host(m, node, h),
+                None => Verdict::Drop(R::NoPod),
+            };
+        };
         let (port, mac) = (pod.port, pod.mac);
         let mut eth = EthernetFrame::new_unchecked(m.data_mut());
         eth.set_dst(mac);
@@ -318,7 +349,11 @@ pub fn process_pod_cached<B: PacketBuf>(
         return Verdict::ToPod(port);
     }
     if !node.network.contains(ip.dst()) {
-        return Verdict::Drop(R::NotOverlay);
+        // The node itself, a Service, the world: the host's kernel routes it (and masquerades it).
+        return match s.host {
+            Some(h) => to_host(m, node, h),
+            None => Verdict::Drop(R::NotOverlay),
+        };
     }
     let Some(vtep) = s.lookup_vtep_cached(dst, cache) else { return Verdict::Drop(R::NoRoute) };
     if ip.ttl() <= 1 {
@@ -331,16 +366,94 @@ pub fn process_pod_cached<B: PacketBuf>(
     if padding > 0 && m.trim(padding).is_none() {
         return Verdict::Drop(R::Truncated);
     }
-    encap(m, t, ident)
+    encap(m, t, ident, true)
+}
+
+/// Host port RX: what the host's kernel routed into weft0 (from its own stack or from cni0's pods) ->
+/// encapsulated to the node that leases the destination, or to a weft pod; the host's ARP for the
+/// cluster network -> answered.
+#[inline]
+pub fn process_host<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16) -> Verdict {
+    process_host_cached(m, s, ident, &mut PathCache::default())
+}
+
+/// As [`process_host`], with a worker's caches in front of the tables.
+#[inline]
+pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, cache: &mut PathCache) -> Verdict {
+    let node = &s.node;
+    let d = m.data();
+    if d.len() < ethernet::HEADER_LEN {
+        return Verdict::Drop(R::Truncated);
+    }
+    match get_u16(d, 12) {
+        EtherType::IPV4 => {}
+        EtherType::ARP => return host_arp(m, s),
+        EtherType::VLAN => return Verdict::Drop(R::Vlan),
+        _ => return Verdict::Drop(R::OtherEthertype),
+    }
+    let ip = match ipv4(&d[ethernet::HEADER_LEN..]) {
+        Ok(ip) => ip,
+        Err(r) => return Verdict::Drop(r),
+    };
+    if !ip.verify_checksum() {
+        return Verdict::Drop(R::IpChecksum);
+    }
+    let dst = ip.dst_u32();
+    let total = ip.total_len() as usize;
+    let padding = d.len() - ethernet::HEADER_LEN - total;
+    if node.subnet.contains(ip.dst()) {
+        // The host to a weft pod (a probe, a Service's backend): switched, as cni0 would.
+        let Some(pod) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
+        let (port, mac) = (pod.port, pod.mac);
+        let mut eth = EthernetFrame::new_unchecked(m.data_mut());
+        eth.set_dst(mac);
+        eth.set_src(node.gateway_mac());
+        return Verdict::ToPod(port);
+    }
+    if !node.network.contains(ip.dst()) {
+        return Verdict::Drop(R::NotOverlay);
+    }
+    let Some(vtep) = s.lookup_vtep_cached(dst, cache) else { return Verdict::Drop(R::NoRoute) };
+    if total > node.pod_mtu() as usize {
+        return if ip.dont_frag() { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
+    }
+    let Some(t) = vtep.template.as_ref() else { return Verdict::Drop(R::NeighbourUnresolved) };
+    if padding > 0 && m.trim(padding).is_none() {
+        return Verdict::Drop(R::Truncated);
+    }
+    // The kernel routed it into weft0 already (and decremented the TTL if it forwarded it), as it
+    // routes into flannel.1, which encapsulates without touching the inner packet.
+    encap(m, t, ident, false)
+}
+
+/// The host's ARP for an address it routes through weft0 (the cluster network): weft is the next hop.
+/// Not for the host's own overlay address (`<subnet>.0`, duplicate address detection sees silence).
+#[cold]
+fn host_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
+    let node = &s.node;
+    let a = match ArpPacket::new_checked(&m.data()[ethernet::HEADER_LEN..]) {
+        Ok(a) => a,
+        Err(e) => return Verdict::Drop(arp_error(e)),
+    };
+    let Ok(asked) = ArpRepr::parse(&a) else { return Verdict::Drop(R::BadArp) };
+    let tpa = asked.target_ip;
+    if asked.operation != arp::OP_REQUEST || !node.network.contains(tpa) || tpa == node.subnet.addr() {
+        return Verdict::Drop(R::ArpIgnored);
+    }
+    arp_reply_in_place(m, &ArpRepr::reply_to(&asked, tpa, node.gateway_mac()));
+    Verdict::Reply
 }
 
 /// Prepend the outer headers from the template and patch the per-packet fields. The inner IPv4 header
 /// follows the pod's 14-byte Ethernet header, which the template's inner Ethernet header overwrites.
+/// `route`: weft routes the packet into the tunnel (from a pod, as the kernel routes into flannel.1:
+/// TTL - 1); without it the host's kernel already did.
 #[inline(always)]
-fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16) -> Verdict {
-    // Routed into flannel.1 as the kernel does: TTL - 1.
+fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, route: bool) -> Verdict {
     let inner_ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
-    Ipv4Packet::new_unchecked(&mut *inner_ip).decrement_ttl();
+    if route {
+        Ipv4Packet::new_unchecked(&mut *inner_ip).decrement_ttl();
+    }
     let sport = flow_src_port(inner_ip);
     let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident, sport);

@@ -143,6 +143,9 @@ pub struct Snapshot {
     pub pods: PodTable,
     /// Next hops the slow path must resolve (no MAC known yet).
     pub unresolved: Vec<Ipv4Addr>,
+    /// Where frames for the host, for kernel pods and for outside the cluster go; without it they are
+    /// dropped (`no_pod`, `not_overlay`).
+    pub host: Option<HostPort>,
 }
 
 impl Snapshot {
@@ -256,6 +259,15 @@ impl PodTable {
     }
 }
 
+/// The host port: the kernel interface (`weft0`) that is weft's way to the host's own stack, to
+/// `cni0` and its kernel pods, and to everything outside the cluster network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort {
+    pub port: PortId,
+    /// The kernel interface's MAC: frames weft hands the host are addressed to it.
+    pub mac: MacAddr,
+}
+
 /// The inputs a snapshot is built from; the control side keeps one and rebuilds on every change.
 #[derive(Debug, Clone)]
 pub struct TableInputs {
@@ -264,6 +276,8 @@ pub struct TableInputs {
     pub pods: Vec<PodEntry>,
     /// Underlay neighbours learned by ARP: IP -> MAC.
     pub neighbours: std::collections::HashMap<Ipv4Addr, MacAddr>,
+    /// The host port, once it is attached to the workers.
+    pub host: Option<HostPort>,
 }
 
 impl TableInputs {
@@ -292,7 +306,7 @@ impl TableInputs {
         }
         let pods = PodTable::build(node.subnet, &self.pods);
         let subnet_mask = weft_config::net::mask(node.subnet_len);
-        Snapshot { generation, subnet_mask, node, subnets, vteps, known_vteps, pods, unresolved }
+        Snapshot { generation, subnet_mask, node, subnets, vteps, known_vteps, pods, unresolved, host: self.host }
     }
 }
 
@@ -367,6 +381,7 @@ pub(crate) mod tests {
                 port: PortId(1),
             }],
             neighbours: [(Ipv4Addr::new(192, 168, 77, 2), NODE2_UPLINK)].into_iter().collect(),
+            host: None,
         }
     }
 

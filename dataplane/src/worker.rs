@@ -14,7 +14,7 @@ use crossbeam::utils::CachePadded;
 use weft_config::MacAddr;
 
 use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue};
-use crate::packet::{process_pod_cached, process_uplink_cached, DropReason, Verdict};
+use crate::packet::{process_host_cached, process_pod_cached, process_uplink_cached, DropReason, Verdict};
 use crate::tables::PathCache;
 use crate::tables::SnapshotCell;
 
@@ -73,6 +73,7 @@ pub enum WorkerCommand {
         port: PortId,
         tx: TxQueue,
         rx: Vec<RxQueue>,
+        kind: PortKind,
     },
     /// Stop using a port; its buffered frames are freed; `done` is signalled when nothing of it is held.
     Detach {
@@ -87,6 +88,15 @@ pub enum WorkerCommand {
     /// tested). Frames queue up in the NIC meanwhile.
     Pause(Duration),
     Stop,
+}
+
+/// What a port attached to the workers is, which decides the packet path its frames take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// A pod (tap, vhost-user): [`crate::packet::process_pod`].
+    Pod,
+    /// The host port: [`crate::packet::process_host`].
+    Host,
 }
 
 /// Idle behaviour.
@@ -117,6 +127,7 @@ pub struct Worker {
     uplink: PortId,
     uplink_rx: RxQueue,
     pod_rx: Vec<RxQueue>,
+    host_rx: Vec<RxQueue>,
     slots: [Option<TxSlot>; MAX_PORTS],
     cell: Arc<SnapshotCell>,
     counters: Arc<CachePadded<WorkerCounters>>,
@@ -158,6 +169,7 @@ impl Worker {
             uplink,
             uplink_rx,
             pod_rx: Vec::new(),
+            host_rx: Vec::new(),
             slots,
             cell,
             counters,
@@ -194,6 +206,24 @@ impl Worker {
                         }
                         let v = process_uplink_cached(&mut m, &snap, &mut self.cache);
                         self.dispatch(v, m, self.uplink);
+                    }
+                }
+                for i in 0..self.host_rx.len() {
+                    let n = self.host_rx[i].rx_burst(&mut burst);
+                    if n == 0 {
+                        continue;
+                    }
+                    got += n;
+                    let port = self.host_rx[i].port_id();
+                    self.count_rx(port, &burst);
+                    while let Some(mut m) = burst.pop_front() {
+                        if m.segments() > 1 {
+                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
+                            continue;
+                        }
+                        self.ident = self.ident.wrapping_add(1);
+                        let v = process_host_cached(&mut m, &snap, self.ident, &mut self.cache);
+                        self.dispatch(v, m, port);
                     }
                 }
                 for i in 0..self.pod_rx.len() {
@@ -245,7 +275,7 @@ impl Worker {
     #[inline(always)]
     fn dispatch(&mut self, v: Verdict, m: crate::dpdk::Mbuf, in_port: PortId) {
         let out = match v {
-            Verdict::ToPod(p) => p,
+            Verdict::ToPod(p) | Verdict::ToHost(p) => p,
             Verdict::ToUplink => self.uplink,
             Verdict::Reply => in_port,
             Verdict::Learn { ip, mac } => {
@@ -328,7 +358,7 @@ impl Worker {
     #[cold]
     fn apply(&mut self, cmd: WorkerCommand) -> bool {
         match cmd {
-            WorkerCommand::Attach { port, tx, rx } => {
+            WorkerCommand::Attach { port, tx, rx, kind } => {
                 let Some(idx) = port_index(port) else { return true };
                 // DPDK reuses the ids of closed ports: a new pod starts from zero, not from the last
                 // one's counts (this worker is their only writer).
@@ -341,7 +371,10 @@ impl Worker {
                     a[idx].store(0, Ordering::Relaxed);
                 }
                 self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
-                self.pod_rx.extend(rx);
+                match kind {
+                    PortKind::Pod => self.pod_rx.extend(rx),
+                    PortKind::Host => self.host_rx.extend(rx),
+                }
             }
             WorkerCommand::Detach { port, done } => {
                 if let Some(mut slot) = port_index(port).and_then(|idx| self.slots[idx].take()) {
@@ -349,6 +382,7 @@ impl Worker {
                     bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
                 }
                 self.pod_rx.retain(|q| q.port_id() != port);
+                self.host_rx.retain(|q| q.port_id() != port);
                 let _ = done.send(());
             }
             WorkerCommand::SendOnUplink { frame } => {
@@ -389,5 +423,6 @@ impl Worker {
             *slot = None;
         }
         self.pod_rx.clear();
+        self.host_rx.clear();
     }
 }

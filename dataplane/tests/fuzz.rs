@@ -99,6 +99,7 @@ fn seeds() -> (Vec<u8>, Vec<u8>, dataplane::tables::Snapshot) {
             port: PortId(3),
         }],
         neighbours: [([192, 168, 77, 1].into(), MacAddr([0x86, 0x0f, 0xfd, 0xd2, 0x34, 0x00]))].into_iter().collect(),
+        host: None,
     }
     .build(1);
     (vxlan, pod, s)

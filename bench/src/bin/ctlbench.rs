@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         peers: peers.clone(),
         pods: Vec::new(),
         neighbours: peers.iter().map(|l| (l.public_ip, weft_bench::frames::NEXT_HOP_MAC)).collect(),
+        host: None,
     };
     let cell = SnapshotCell::new(inputs.build(1));
     let sync = t0.elapsed();

@@ -29,6 +29,7 @@ fn node2_inputs() -> TableInputs {
             port: POD_B_PORT,
         }],
         neighbours: [(n1.public_ip, n1.uplink_mac)].into_iter().collect(),
+        host: None,
     }
 }
 
@@ -474,4 +475,172 @@ fn flow_src_port_is_stable_per_flow_and_spreads() {
 fn drop_reason_labels_are_unique() {
     let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
     assert_eq!(labels.len(), DropReason::COUNT);
+}
+
+const HOST_PORT: PortId = PortId(2);
+const HOST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xee, 0x01]);
+
+fn with_host(mut t: TableInputs) -> Snapshot {
+    t.host = Some(crate::tables::HostPort { port: HOST_PORT, mac: HOST_MAC });
+    t.build(1)
+}
+
+/// Pod A's echo request with another destination.
+fn pod_a_to(dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = pod_a_echo_frame();
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_dst(dst);
+    ip.fill_checksum();
+    f
+}
+
+/// Node 1's pod A on port 1, as `inputs()` has it, for the pod-side tests.
+fn node1_with_pod_a() -> TableInputs {
+    let mut t = inputs();
+    t.pods =
+        vec![PodEntry { name: "pod-a".into(), ip: Ipv4Addr::new(10, 244, 1, 2), mac: POD_A_MAC, port: POD_A_PORT }];
+    t
+}
+
+#[test]
+fn pod_to_outside_the_cluster_goes_to_the_host_unrouted() {
+    let world = Ipv4Addr::new(203, 0, 113, 7);
+    for (inputs, want) in [
+        (with_host(node1_with_pod_a()), Verdict::ToHost(HOST_PORT)),
+        (node1_with_pod_a().build(1), Verdict::Drop(DropReason::NotOverlay)),
+    ] {
+        let mut b = VecBuf::new(&pod_a_to(world));
+        assert_eq!(process_pod(&mut b, &inputs, POD_A_PORT, 1), want);
+    }
+    let s = with_host(node1_with_pod_a());
+    let mut b = VecBuf::new(&pod_a_to(world));
+    process_pod(&mut b, &s, POD_A_PORT, 1);
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (HOST_MAC, s.node.gateway_mac()));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.ttl(), 64, "weft bridges to the host as cni0 does: the host's kernel routes (and decrements)");
+    assert!(ip.verify_checksum());
+}
+
+#[test]
+fn pod_to_a_subnet_address_no_weft_pod_has_goes_to_the_host() {
+    // A cni0 pod, or the gateway address the host holds on cni0.
+    let cni0_pod = Ipv4Addr::new(10, 244, 1, 40);
+    let mut b = VecBuf::new(&pod_a_to(cni0_pod));
+    assert_eq!(process_pod(&mut b, &with_host(node1_with_pod_a()), POD_A_PORT, 1), Verdict::ToHost(HOST_PORT));
+    let mut b = VecBuf::new(&pod_a_to(cni0_pod));
+    assert_eq!(process_pod(&mut b, &node1_with_pod_a().build(1), POD_A_PORT, 1), Verdict::Drop(DropReason::NoPod));
+}
+
+#[test]
+fn decap_for_our_subnet_without_a_weft_pod_goes_to_the_host_unrouted() {
+    let k = &kernel_vxlan_ping()[0];
+    let mut t = node2_inputs();
+    t.pods.clear();
+    let (v, out) = verdict_of(k, &with_host(t.clone()));
+    assert_eq!(v, Verdict::ToHost(HOST_PORT));
+    assert_eq!(out.len(), k.len() - 50);
+    let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+    assert_eq!(eth.dst(), HOST_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.ttl(), 63, "as flannel.1 hands it to the kernel: the kernel routes it on to cni0");
+    assert!(ip.verify_checksum());
+    assert_eq!(verdict_of(k, &t.build(1)).0, Verdict::Drop(DropReason::NoPod), "no host port: dropped");
+}
+
+/// What the host's kernel routes into weft0: the pod A frame's inner packet from the host's MAC.
+fn from_host(dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    let mut f = pod_a_to(dst);
+    f[6..12].copy_from_slice(&HOST_MAC.0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_src(Ipv4Addr::new(10, 244, 1, 0));
+    ip.set_ttl(ttl);
+    ip.fill_checksum();
+    f
+}
+
+#[test]
+fn host_to_a_remote_pod_is_encapsulated_without_a_second_ttl_decrement() {
+    let s = with_host(node1_with_pod_a());
+    let mut b = VecBuf::new(&from_host(Ipv4Addr::new(10, 244, 2, 2), 1));
+    assert_eq!(process_host(&mut b, &s, 9), Verdict::ToUplink);
+    let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.dst(), peer2().public_ip);
+    let inner = Ipv4Packet::new_checked(&b.data()[64..]).unwrap();
+    assert_eq!(inner.ttl(), 1, "the kernel routed it into weft0 as into flannel.1; TTL 1 still goes out");
+    assert!(inner.verify_checksum());
+    // The other node decapsulates it for its pod as from any flannel node.
+    assert_eq!(process_uplink(&mut b, &node2_inputs().build(1)), Verdict::Drop(DropReason::TtlExpired));
+    let mut b = VecBuf::new(&from_host(Ipv4Addr::new(10, 244, 2, 2), 64));
+    process_host(&mut b, &s, 9);
+    assert_eq!(process_uplink(&mut b, &node2_inputs().build(1)), Verdict::ToPod(POD_B_PORT));
+}
+
+#[test]
+fn host_to_a_weft_pod_and_elsewhere() {
+    let s = with_host(node1_with_pod_a());
+    let mut b = VecBuf::new(&from_host(Ipv4Addr::new(10, 244, 1, 2), 64));
+    assert_eq!(process_host(&mut b, &s, 1), Verdict::ToPod(POD_A_PORT));
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_A_MAC, s.node.gateway_mac()));
+    assert_eq!(Ipv4Packet::new_checked(eth.payload()).unwrap().ttl(), 64);
+    for (dst, why) in [
+        (Ipv4Addr::new(10, 244, 1, 9), DropReason::NoPod),
+        (Ipv4Addr::new(10, 244, 9, 9), DropReason::NoRoute),
+        (Ipv4Addr::new(8, 8, 8, 8), DropReason::NotOverlay),
+    ] {
+        let mut b = VecBuf::new(&from_host(dst, 64));
+        assert_eq!(process_host(&mut b, &s, 1), Verdict::Drop(why), "{dst}");
+    }
+}
+
+#[test]
+fn host_too_big_with_df_gets_fragmentation_needed() {
+    let s = with_host(node1_with_pod_a());
+    let mut f = from_host(Ipv4Addr::new(10, 244, 2, 2), 64);
+    f.resize(14 + 1460, 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_total_len(1460);
+    ip.set_dont_frag(true);
+    ip.fill_checksum();
+    let mut b = VecBuf::new(&f);
+    assert_eq!(process_host(&mut b, &s, 1), Verdict::Reply);
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!(eth.dst(), HOST_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(Icmpv4Repr::parse(&icmp).unwrap(), Icmpv4Repr::FragNeeded { mtu: 1450 });
+}
+
+#[test]
+fn host_arp_for_the_cluster_is_answered_with_the_gateway_mac() {
+    let s = with_host(node1_with_pod_a());
+    let ask = |target: Ipv4Addr| {
+        let mut f = vec![0u8; 42];
+        EthernetRepr { dst: MacAddr::BROADCAST, src: HOST_MAC, vlan_tci: None, ethertype: EtherType::ARP }
+            .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+        ArpRepr::request(HOST_MAC, Ipv4Addr::new(10, 244, 1, 0), target)
+            .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+        f
+    };
+    for target in [Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 1, 2)] {
+        let mut b = VecBuf::new(&ask(target));
+        assert_eq!(process_host(&mut b, &s, 1), Verdict::Reply);
+        let reply = ArpRepr::parse(&ArpPacket::new_checked(&b.data()[14..]).unwrap()).unwrap();
+        assert_eq!(
+            reply,
+            ArpRepr::reply_to(
+                &ArpRepr::request(HOST_MAC, Ipv4Addr::new(10, 244, 1, 0), target),
+                target,
+                s.node.gateway_mac()
+            )
+        );
+        assert_eq!(EthernetFrame::new_checked(b.data()).unwrap().dst(), HOST_MAC);
+    }
+    // Its own overlay address (duplicate address detection) and anything outside the cluster: silence.
+    for target in [Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(192, 168, 77, 9)] {
+        let mut b = VecBuf::new(&ask(target));
+        assert_eq!(process_host(&mut b, &s, 1), Verdict::Drop(DropReason::ArpIgnored), "{target}");
+    }
 }
