@@ -273,6 +273,46 @@ impl Lab {
         })
     }
 
+    /// The flannel side of a weft node's host: `cni0` with the subnet's gateway address (as the flannel
+    /// CNI plugin's bridge delegate makes it, `isGateway`), forwarding on, and one kernel pod `name` on
+    /// it at 10.244.<idx>.<host>. weft reaches it through its host port.
+    pub fn cni0_pod(&mut self, node: &WeftNode, name: &str, host: u8) -> anyhow::Result<(String, Ipv4Addr)> {
+        let pod_ns = format!("{}-{name}", self.prefix);
+        self.add_ns(&pod_ns)?;
+        let net = node.subnet.trim_end_matches(".0/24");
+        let (gw, ip) = (format!("{net}.1"), format!("{net}.{host}"));
+        let sh = |ns: &str, cmd: String| exec(ns, &["sh", "-ec", &cmd]);
+        sh(
+            &node.ns,
+            format!(
+                "sysctl -qw net.ipv4.ip_forward=1
+                 ip link show cni0 >/dev/null 2>&1 || {{ ip link add cni0 type bridge; ip link set cni0 mtu 1450 up; ip addr add {gw}/24 dev cni0; }}
+                 ip link add v-{name} mtu 1450 type veth peer name eth0 netns {pod_ns}
+                 ip link set v-{name} master cni0 up"
+            ),
+        )?;
+        sh(
+            &pod_ns,
+            format!(
+                "ip addr add {ip}/24 dev eth0
+                 ip link set eth0 up
+                 ip route add default via {gw}"
+            ),
+        )?;
+        Ok((pod_ns, ip.parse()?))
+    }
+
+    /// A network outside the cluster on a weft node's host: `ext0` at 198.51.100.1/24 to a namespace
+    /// at 198.51.100.2 that has no route to the pods (so only masqueraded traffic gets answers).
+    pub fn outside(&mut self, node: &WeftNode) -> anyhow::Result<String> {
+        let ns = format!("{}-out", self.prefix);
+        self.add_ns(&ns)?;
+        exec(&node.ns, &["ip", "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        exec(&node.ns, &["sh", "-ec", "ip addr add 198.51.100.1/24 dev ext0; ip link set ext0 up"])?;
+        exec(&ns, &["sh", "-ec", "ip addr add 198.51.100.2/24 dev eth0; ip link set eth0 up"])?;
+        Ok(ns)
+    }
+
     /// A kernel flannel node `k<idx>` with one pod at 10.244.<idx>.2, programmed for `peers` the way
     /// flanneld programs the kernel from their leases.
     pub fn kernel_node(&mut self, idx: u8, peers: &[Peer]) -> anyhow::Result<KernelNode> {

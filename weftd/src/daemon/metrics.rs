@@ -34,6 +34,10 @@ struct Collector {
 
 fn describe() {
     describe_gauge!("weft_build_info", "weft's version and the DPDK it runs against (value 1)");
+    describe_gauge!(
+        "weft_host_port_info",
+        "The host port's interface and its DPDK backend, virtio_user (vhost-net) or tap (value 1)"
+    );
     describe_counter!("weft_port_packets_total", "Packets per port, queue (= worker) and direction");
     describe_counter!("weft_port_bytes_total", Unit::Bytes, "Bytes per port, queue (= worker) and direction");
     describe_gauge!(
@@ -181,6 +185,9 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> Resul
     describe();
     gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => dataplane::dpdk::dpdk_version())
         .set(1.0);
+    if let Some(h) = &shared.host {
+        gauge!("weft_host_port_info", "iface" => h.name.clone(), "backend" => h.backend.label()).set(1.0);
+    }
     let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
     let ticker = {
         let (shared, collector) = (shared.clone(), collector.clone());

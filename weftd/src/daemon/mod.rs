@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod host;
 mod metrics;
 pub mod mgmt;
 mod pods;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub counters: Vec<Arc<CachePadded<WorkerCounters>>>,
     pub pool: Arc<Mempool>,
     pub uplink: Port,
+    /// The host port (weft0), unless `host_iface` turned it off.
+    pub host: Option<host::HostIface>,
     pub pods: PodRegistry,
     /// Until when a worker is paused by the debugging verb (one pause at a time).
     paused_until: Mutex<Option<std::time::Instant>>,
@@ -224,6 +227,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         },
         pods: Vec::new(),
         neighbours: Default::default(),
+        host: None,
     };
     let tables = Arc::new(TablePublisher::new(inputs));
     let cell = tables.cell();
@@ -241,9 +245,33 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         senders.push(cmd_tx);
         counters.push(c);
     }
+    let host = match &settings.host_iface {
+        Some(name) => {
+            let h = host::attach(name, &node, &pool, &senders)?;
+            tables.update(|t| t.host = Some(h.table_entry()));
+            Some(h)
+        }
+        None => None,
+    };
+    let mut rule_sets = Vec::new();
+    if let Some(h) = &host {
+        rule_sets.extend(host::hairpin(&h.name));
+    }
+    if settings.ip_masq {
+        rule_sets.push(host::flannel_masq(settings.network, settings.subnet));
+    }
+    let rules = host::HostRules::new(rule_sets);
     let shared = Arc::new(Shared {
         settings: settings.clone(),
-        pods: PodRegistry::new(node.clone(), &settings, tables.clone(), senders.clone(), pool.clone()),
+        pods: PodRegistry::new(
+            node.clone(),
+            &settings,
+            tables.clone(),
+            senders.clone(),
+            pool.clone(),
+            host.as_ref().map(|h| h.name.clone()),
+        ),
+        host,
         pool,
         node,
         tables,
@@ -290,11 +318,14 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
     let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
 
+    rules.ensure(true);
     let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() >= retry_at {
             // Pods whose restore failed (their netns not there yet, say) are tried again.
             shared.pods.retry_pending();
+            // As flanneld's iptables resync (5 s): rules someone flushed come back.
+            rules.ensure(false);
             retry_at = std::time::Instant::now() + Duration::from_secs(5);
         }
         let Some(e) = &etcd else {
@@ -330,6 +361,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let _ = slow.join();
     let _ = ticker.join();
     shared.pods.remove_all();
+    rules.remove();
     let _ = shared.uplink.stop();
     drop(shared);
     if let Some(e) = etcd {

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +19,11 @@ use weft_config::node::{PodKind, PodSpec};
 use weft_config::MacAddr;
 
 use super::error::{PodError, StateProblem};
+use super::host::run_ip;
 use super::{lock, TablePublisher};
 use dataplane::dpdk::{Mempool, Port, PortConfig, PortId};
 use dataplane::tables::{Node, PodEntry};
-use dataplane::worker::WorkerCommand;
+use dataplane::worker::{PortKind, WorkerCommand};
 
 /// What `weftctl pod add` prints, and what weftd keeps in `state_dir/pods.json` to restore its pods after
 /// a restart (same address, same MAC; tap interfaces are made again, vhost clients reconnect).
@@ -66,6 +66,8 @@ pub struct PodRegistry {
     /// Why the pod state file could not be used or written (reported on /readyz and in status).
     state_problem: Mutex<Option<StateProblem>>,
     next_vdev: AtomicU32,
+    /// The host port's interface: each pod gets a host route through it.
+    host_iface: Option<String>,
 }
 
 impl std::fmt::Debug for PodRegistry {
@@ -82,15 +84,6 @@ fn random_mac() -> Result<MacAddr, PodError> {
     Ok(MacAddr::local_from_bytes(b))
 }
 
-fn ip_cmd(args: &[&str]) -> Result<(), String> {
-    let out =
-        Command::new("ip").args(args).output().map_err(|e| format!("running ip (apt-get install iproute2): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
-
 impl PodRegistry {
     pub(super) fn new(
         node: Node,
@@ -98,6 +91,7 @@ impl PodRegistry {
         tables: Arc<TablePublisher>,
         workers: Vec<Sender<WorkerCommand>>,
         pool: Arc<Mempool>,
+        host_iface: Option<String>,
     ) -> PodRegistry {
         PodRegistry {
             node,
@@ -111,6 +105,7 @@ impl PodRegistry {
             detaching: Mutex::new(Vec::new()),
             state_problem: Mutex::new(None),
             next_vdev: AtomicU32::new(0),
+            host_iface,
         }
     }
 
@@ -206,12 +201,12 @@ impl PodRegistry {
             // What a CNI plugin does for a pod: move the interface in, then address and route it.
             let addr = format!("{ip}/{prefix_len}");
             let (m, t) = (mac.to_string(), mtu.to_string());
-            ip_cmd(&["link", "set", &iface, "netns", ns])
-                .and_then(|_| ip_cmd(&["-n", ns, "link", "set", &iface, "address", &m, "mtu", &t, "up"]))
-                .and_then(|_| ip_cmd(&["-n", ns, "addr", "add", &addr, "dev", &iface]))
-                .and_then(|_| ip_cmd(&["-n", ns, "link", "set", "lo", "up"]))
+            run_ip(&["link", "set", &iface, "netns", ns])
+                .and_then(|_| run_ip(&["-n", ns, "link", "set", &iface, "address", &m, "mtu", &t, "up"]))
+                .and_then(|_| run_ip(&["-n", ns, "addr", "add", &addr, "dev", &iface]))
+                .and_then(|_| run_ip(&["-n", ns, "link", "set", "lo", "up"]))
                 .and_then(|_| {
-                    ip_cmd(&["-n", ns, "route", "add", "default", "via", &gateway.to_string(), "dev", &iface])
+                    run_ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string(), "dev", &iface])
                 })
                 .map_err(|reason| PodError::Netns { iface: iface.clone(), netns: ns.to_owned(), reason })?;
         }
@@ -220,7 +215,8 @@ impl PodRegistry {
         let mut rx = Some(rx);
         for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
             let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
-            w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: rxq }).map_err(|_| PodError::WorkerGone(i))?;
+            w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: rxq, kind: PortKind::Pod })
+                .map_err(|_| PodError::WorkerGone(i))?;
         }
         let info = PodInfo {
             name: spec.name.clone(),
@@ -236,6 +232,9 @@ impl PodRegistry {
             vhost_client: spec.vhost_client,
         };
         self.tables.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
+        if let Some(h) = &self.host_iface {
+            super::host::route_pod(h, ip);
+        }
         lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port });
         self.save();
         Ok(info)
@@ -249,6 +248,9 @@ impl PodRegistry {
         let Some(rt) = lock(&self.pods).remove(name) else { return Err(PodError::NoSuchPod(name.to_owned())) };
         let port: PortId = rt.port.id();
         self.tables.update(|t| t.pods.retain(|p| p.name != name));
+        if let Some(h) = &self.host_iface {
+            super::host::unroute_pod(h, rt.info.ip);
+        }
         // Durable before anything can fail: the pod does not come back after a restart.
         self.save();
         let (done_tx, done_rx) = bounded(self.workers.len());

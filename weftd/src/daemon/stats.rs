@@ -85,9 +85,12 @@ fn counts(c: &WorkerCounters, i: usize) -> Counts {
     }
 }
 
-/// Read every counter: the uplink and each pod port, and each worker.
+/// Read every counter: the uplink, the host port and each pod port, and each worker.
 pub fn read(shared: &Shared) -> Reading {
     let mut ports = vec![(shared.uplink.id(), "uplink".to_string(), "uplink".to_string())];
+    if let Some(h) = &shared.host {
+        ports.push((h.port.id(), h.name.clone(), "host".to_string()));
+    }
     ports.extend(shared.pods.ports());
     let ports = ports
         .into_iter()

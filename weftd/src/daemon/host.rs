@@ -1,0 +1,375 @@
+//! The host port: a kernel interface (`weft0` by default) that is weft's exception path to the host,
+//! playing the part `flannel.1` plays on a kernel flannel node. It carries the node's overlay address
+//! (`<subnet>.0/32`, as flannel.1 does) and the route for the cluster network; weft answers the host's
+//! ARP for what lies behind it. Through it pods reach the host (probes, Services), cni0's kernel pods
+//! and the world, and the host reaches remote pods.
+//!
+//! Backend: DPDK's exception path of choice, `virtio-user` on the kernel's vhost-net (checksum and TSO
+//! offloads, several queues), where `/dev/vhost-net` exists; `net_tap` where it does not. The log and
+//! `/metrics` (`weft_host_port_info`) say which. Each worker polls its own queue of the port.
+//!
+//! With `ip_masq`, the masquerade rules flanneld installs with `--ip-masq` (its `FLANNEL-POSTRTG`
+//! chain), checked every few seconds and put back if something flushed them, removed on a clean exit.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Sender;
+use tracing::{info, warn};
+use weft_config::{Ipv4Net, MacAddr};
+
+use super::error::Error;
+use dataplane::dpdk::{Mempool, Port, PortConfig};
+use dataplane::tables::{HostPort, Node};
+use dataplane::worker::{PortKind, WorkerCommand};
+
+/// Which DPDK device backs the host port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// virtio-user on /dev/vhost-net: the kernel's vhost worker moves the packets.
+    VirtioUser,
+    /// net_tap: a tap device read and written by DPDK (this fallback costs a syscall per burst).
+    Tap,
+}
+
+impl Backend {
+    /// virtio-user where the kernel offers vhost-net, net_tap where it does not.
+    pub fn detect() -> Backend {
+        if Path::new("/dev/vhost-net").exists() {
+            Backend::VirtioUser
+        } else {
+            Backend::Tap
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::VirtioUser => "virtio_user",
+            Backend::Tap => "tap",
+        }
+    }
+
+    fn devargs(self, iface: &str, queues: usize) -> String {
+        match self {
+            Backend::VirtioUser => {
+                format!("net_virtio_user_host,path=/dev/vhost-net,iface={iface},queues={queues},queue_size=1024")
+            }
+            Backend::Tap => format!("net_tap_host,iface={iface}"),
+        }
+    }
+}
+
+/// The host port, attached to the workers.
+pub struct HostIface {
+    pub name: String,
+    pub backend: Backend,
+    pub port: Port,
+    pub mac: MacAddr,
+}
+
+impl std::fmt::Debug for HostIface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostIface").field("name", &self.name).field("backend", &self.backend).finish()
+    }
+}
+
+/// Run `ip` with these arguments; its complaint on failure.
+pub(super) fn run_ip(args: &[&str]) -> Result<(), String> {
+    let out =
+        Command::new("ip").args(args).output().map_err(|e| format!("running ip (apt-get install iproute2): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// The kernel interface's MAC, once the device has made it.
+fn iface_mac(name: &str) -> Result<MacAddr, String> {
+    let path = format!("/sys/class/net/{name}/address");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(t) => return t.trim().parse().map_err(|e| format!("{path}: {e}")),
+            Err(e) if Instant::now() > deadline => return Err(format!("{path}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Create the host port, give it flannel.1's address, MTU and the route for the cluster network, and
+/// hand one queue of it to each worker.
+pub(super) fn attach(
+    name: &str,
+    node: &Node,
+    pool: &Arc<Mempool>,
+    workers: &[Sender<WorkerCommand>],
+) -> Result<HostIface, Error> {
+    let backend = Backend::detect();
+    if backend == Backend::Tap {
+        info!(iface = name, "no /dev/vhost-net: the host port uses net_tap (virtio-user needs vhost-net)");
+    }
+    let queues = workers.len();
+    let port = Port::probe(&backend.devargs(name, queues))
+        .map_err(Error::dpdk(format!("host_iface {name}: creating the {} port", backend.label())))?;
+    if dataplane::worker::port_index(port.id()).is_none() {
+        return Err(Error::Setting {
+            field: "host_iface",
+            reason: format!("DPDK gave the host port id {} beyond the workers' port table", port.id().0),
+        });
+    }
+    let n = queues as u16;
+    let (rx, tx) = port
+        .configure(&PortConfig { rx_queues: n, tx_queues: n, ..PortConfig::default() }, pool.clone())
+        .map_err(Error::dpdk(format!("host_iface {name}: configuring the port")))?;
+    port.start().map_err(Error::dpdk(format!("host_iface {name}: starting the port")))?;
+    let mac = iface_mac(name).map_err(|reason| Error::Setting { field: "host_iface", reason })?;
+    let addr = format!("{}/32", node.subnet.addr());
+    let mtu = node.pod_mtu().to_string();
+    let network = node.network.to_string();
+    run_ip(&["link", "set", name, "mtu", &mtu, "up"])
+        .and_then(|_| run_ip(&["addr", "replace", &addr, "dev", name]))
+        .and_then(|_| run_ip(&["route", "replace", &network, "dev", name]))
+        .map_err(|reason| Error::Setting { field: "host_iface", reason: format!("{name}: {reason}") })?;
+    for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
+        w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: vec![rxq], kind: PortKind::Host })
+            .map_err(|_| Error::Setting { field: "workers", reason: format!("worker {i} is gone") })?;
+    }
+    info!(iface = name, backend = backend.label(), mac = %mac, address = %addr, route = %network, "host port up");
+    Ok(HostIface { name: name.to_owned(), backend, port, mac })
+}
+
+impl HostIface {
+    /// What the tables need of it.
+    pub fn table_entry(&self) -> HostPort {
+        HostPort { port: self.port.id(), mac: self.mac }
+    }
+}
+
+/// A route to one weft pod through the host port: where cni0 holds the subnet's route, the host would
+/// otherwise look for weft's pods on the bridge.
+pub(super) fn route_pod(iface: &str, pod: std::net::Ipv4Addr) {
+    if let Err(e) = run_ip(&["route", "replace", &format!("{pod}/32"), "dev", iface]) {
+        warn!(pod_ip = %pod, error = %e, "no host route to the pod");
+    }
+}
+
+pub(super) fn unroute_pod(iface: &str, pod: std::net::Ipv4Addr) {
+    let _ = run_ip(&["route", "del", &format!("{pod}/32"), "dev", iface]);
+}
+
+const FLANNEL_CHAIN: &str = "FLANNEL-POSTRTG";
+const FLANNEL_COMMENT: &str = "flanneld masq";
+/// kube-proxy's masquerade mark: traffic it will masquerade itself is left alone (no double NAT).
+const KUBE_PROXY_MARK: &str = "0x4000/0x4000";
+const WEFT_CHAIN: &str = "WEFT-HOSTPORT";
+/// weft's mark for packets that came in through the host port (kube-proxy uses 0x4000 and 0x8000).
+const HOST_PORT_MARK: &str = "0x2000/0x2000";
+
+/// A chain of one table with the rule that jumps to it from a built-in chain, kept in place as
+/// flanneld keeps its own: checked, rebuilt in order when anything is missing, removed on exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    pub table: &'static str,
+    pub chain: &'static str,
+    /// The built-in chain that jumps to `chain`, and the jump's own match (a comment).
+    pub hook: &'static str,
+    pub hook_first: bool,
+    pub comment: &'static str,
+    /// The chain's rules, in order, without the comment (added to each).
+    pub rules: Vec<Vec<String>>,
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+impl RuleSet {
+    fn with_comment(&self, spec: &[String]) -> Vec<String> {
+        // The comment goes before the target, as iptables -S prints it.
+        let at = spec.iter().position(|a| a == "-j").unwrap_or(spec.len());
+        let mut v = spec[..at].to_vec();
+        v.extend(strings(&["-m", "comment", "--comment", self.comment]));
+        v.extend_from_slice(&spec[at..]);
+        v
+    }
+
+    /// The jump and the rules as `iptables -t TABLE` arguments after the action (`-A CHAIN ...`).
+    pub fn lines(&self) -> Vec<(&'static str, Vec<String>)> {
+        let mut out = vec![(self.hook, self.with_comment(&strings(&["-j", self.chain])))];
+        out.extend(self.rules.iter().map(|r| (self.chain, self.with_comment(r))));
+        out
+    }
+
+    fn run(&self, action: &str, chain: &str, spec: &[String]) -> Result<bool, String> {
+        let mut a = vec!["-w", "5", "-t", self.table, action, chain];
+        a.extend(spec.iter().map(String::as_str));
+        let out = Command::new("iptables")
+            .args(&a)
+            .output()
+            .map_err(|e| format!("running iptables (apt-get install iptables): {e}"))?;
+        Ok(out.status.success())
+    }
+
+    /// Everything present? Else the chain again, in order, and the jump if it is missing. Whether
+    /// anything had to be (re)installed.
+    pub fn ensure(&self) -> Result<bool, String> {
+        let lines = self.lines();
+        if lines.iter().try_fold(true, |all, (chain, spec)| Ok::<_, String>(all && self.run("-C", chain, spec)?))? {
+            return Ok(false);
+        }
+        if !self.run("-N", self.chain, &[])? && !self.run("-F", self.chain, &[])? {
+            return Err(format!("iptables -t {} -F {} failed", self.table, self.chain));
+        }
+        for (chain, spec) in &lines {
+            if *chain == self.hook {
+                if self.run("-C", chain, spec)? {
+                    continue;
+                }
+                let ok = if self.hook_first {
+                    let mut at1 = vec!["1".to_string()];
+                    at1.extend_from_slice(spec);
+                    self.run("-I", chain, &at1)?
+                } else {
+                    self.run("-A", chain, spec)?
+                };
+                if !ok {
+                    return Err(format!("iptables -t {} -I/-A {chain} {} failed", self.table, spec.join(" ")));
+                }
+            } else if !self.run("-A", chain, spec)? {
+                return Err(format!("iptables -t {} -A {chain} {} failed", self.table, spec.join(" ")));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Remove the jump and the chain.
+    pub fn remove(&self) {
+        if let Some((hook, jump)) = self.lines().first() {
+            while self.run("-D", hook, jump).unwrap_or(false) {}
+        }
+        let _ = self.run("-F", self.chain, &[]);
+        let _ = self.run("-X", self.chain, &[]);
+    }
+}
+
+/// flanneld's `--ip-masq` rules for a cluster network and this node's subnet, in its order.
+pub fn flannel_masq(network: Ipv4Net, subnet: Ipv4Net) -> RuleSet {
+    let (n, s) = (network.to_string(), subnet.to_string());
+    let r = |v: &[&str]| strings(v);
+    RuleSet {
+        table: "nat",
+        chain: FLANNEL_CHAIN,
+        hook: "POSTROUTING",
+        hook_first: false,
+        comment: FLANNEL_COMMENT,
+        rules: vec![
+            r(&["-m", "mark", "--mark", KUBE_PROXY_MARK, "-j", "RETURN"]),
+            r(&["-s", &s, "-d", &n, "-j", "RETURN"]),
+            r(&["-s", &n, "-d", &s, "-j", "RETURN"]),
+            r(&["!", "-s", &n, "-d", &s, "-j", "RETURN"]),
+            r(&["-s", &n, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE", "--random-fully"]),
+            r(&["!", "-s", &n, "-d", &n, "-j", "MASQUERADE", "--random-fully"]),
+        ],
+    }
+}
+
+/// The host port's hairpin: a weft pod's connection that the host DNATs (a Service) back out through
+/// the host port (to a remote pod) is masqueraded to the node's overlay address, so that the answer
+/// comes back through the host, whose conntrack undoes the DNAT; weft would otherwise hand it straight
+/// to the pod, which would see an answer from the backend instead of the ClusterIP. cni0 pods' traffic
+/// never enters through weft0 and is not touched. Two sets: the mark in mangle, the masquerade in nat.
+pub fn hairpin(iface: &str) -> [RuleSet; 2] {
+    let comment = "weft host port hairpin";
+    [
+        RuleSet {
+            table: "mangle",
+            chain: WEFT_CHAIN,
+            hook: "PREROUTING",
+            hook_first: true,
+            comment,
+            rules: vec![strings(&["-i", iface, "-j", "MARK", "--set-xmark", HOST_PORT_MARK])],
+        },
+        RuleSet {
+            table: "nat",
+            chain: WEFT_CHAIN,
+            hook: "POSTROUTING",
+            hook_first: true,
+            comment,
+            rules: vec![strings(&[
+                "-o",
+                iface,
+                "-m",
+                "mark",
+                "--mark",
+                HOST_PORT_MARK,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-j",
+                "MASQUERADE",
+            ])],
+        },
+    ]
+}
+
+/// The rule sets weftd keeps on its host: the hairpin with the host port, flanneld's masquerade with
+/// `ip_masq`.
+#[derive(Debug, Default)]
+pub struct HostRules {
+    sets: Vec<RuleSet>,
+}
+
+impl HostRules {
+    pub fn new(sets: Vec<RuleSet>) -> HostRules {
+        HostRules { sets }
+    }
+
+    /// Ensure each set; log what was (re)installed or failed. `first`: the initial install.
+    pub fn ensure(&self, first: bool) {
+        for s in &self.sets {
+            match s.ensure() {
+                Ok(true) if first => info!(table = s.table, chain = s.chain, "iptables rules installed"),
+                Ok(true) => warn!(
+                    table = s.table,
+                    chain = s.chain,
+                    "iptables rules were missing or out of order: installed again"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!(table = s.table, chain = s.chain, error = %e, "iptables rules"),
+            }
+        }
+    }
+
+    pub fn remove(&self) {
+        for s in &self.sets {
+            s.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masq_rules_are_flanneld_s() {
+        let r = flannel_masq("10.244.0.0/16".parse().unwrap(), "10.244.1.0/24".parse().unwrap());
+        let text: Vec<String> = r.lines().iter().map(|(c, s)| format!("-A {c} {}", s.join(" "))).collect();
+        let m = "-m comment --comment flanneld masq";
+        assert_eq!(
+            text,
+            vec![
+                format!("-A POSTROUTING {m} -j FLANNEL-POSTRTG"),
+                format!("-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {m} -j RETURN"),
+                format!("-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 {m} -j RETURN"),
+                format!("-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 {m} -j RETURN"),
+                format!("-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 {m} -j RETURN"),
+                format!("-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully"),
+                format!("-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 {m} -j MASQUERADE --random-fully"),
+            ]
+        );
+    }
+}

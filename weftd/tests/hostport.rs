@@ -1,0 +1,156 @@
+//! The host port in the netns lab (root, hugepages): a weft node whose host has `cni0` with a kernel
+//! pod, a network outside the cluster, and a kernel flannel node as its peer. Through weft0 the pods
+//! reach the host, Services and the world, the host probes the pods, and kernel pods ride weft.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testkit::lab::{exec, ping, AsPeer, Lab};
+
+/// An HTTP server that answers every GET with the client address it saw.
+const WHO_AM_I: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(s):
+        b = s.client_address[0].encode()
+        s.send_response(200); s.send_header("Content-Length", str(len(b))); s.end_headers(); s.wfile.write(b)
+    def log_message(s, *a): pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+fn new_lab() -> Lab {
+    Lab::new(Path::new(env!("CARGO_BIN_EXE_weftd")), Path::new(env!("CARGO_BIN_EXE_weftctl")))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// GET from a namespace: (HTTP status, body); status 0 when nothing answered.
+fn get(ns: &str, url: &str) -> (u16, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Wait for a server to answer (it was just started), then the answer.
+fn get_soon(ns: &str, url: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(ns, url);
+        if r.0 == 200 || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn sh(ns: &str, cmd: &str) -> String {
+    let out = exec(ns, &["sh", "-ec", cmd]).unwrap_or_else(|e| panic!("{ns}: {cmd}: {e:#}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_pings(from: &str, to: Ipv4Addr, what: &str) {
+    let _ = ping(from, to, 2, None, false); // neighbours settle
+    let (sent, got) = ping(from, to, 4, None, false);
+    assert!(sent > 0 && got == sent, "{what}: ping {from} -> {to}: {got}/{sent}");
+}
+
+#[test]
+fn host_port_joins_pods_the_host_services_and_the_world() {
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k2 = lab.kernel_node(2, &[n1.peer()]).unwrap();
+    let (kpod, kpod_ip) = lab.cni0_pod(&n1, "kp", 250).unwrap();
+    let outside = lab.outside(&n1).unwrap();
+    lab.start_weftd(&n1, &[k2.peer()], &["--ip-masq"]).unwrap();
+    let (wpod, wpod_ip) = lab.tap_pod(&n1, "wp").unwrap();
+
+    // The host port as flannel.1 is: <subnet>.0/32, the pod MTU, a route for the cluster network.
+    let link = sh(&n1.ns, "ip -o link show weft0; ip -4 -o addr show weft0; ip route show 10.244.0.0/16");
+    assert!(link.contains("mtu 1450") && link.contains("10.244.1.0/32"), "{link}");
+    assert!(link.contains("10.244.0.0/16 dev weft0"), "{link}");
+    let status = lab.weftctl(&n1, &["status"]).unwrap();
+    let ports = status["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["name"] == "weft0" && p["kind"] == "host"), "{status:#}");
+
+    // Pods and the host, both ways, on one node: weft pod <-> cni0 pod, host -> both.
+    assert_pings(&wpod, kpod_ip, "weft pod to cni0 pod");
+    assert_pings(&kpod, wpod_ip, "cni0 pod to weft pod");
+    // Across nodes: the cni0 pod and the kernel node's pod ride weft's tunnel.
+    assert_pings(&kpod, k2.pod_ip, "cni0 pod to a kernel node's pod");
+    assert_pings(&k2.pod_ns, kpod_ip, "kernel node's pod to the cni0 pod");
+    assert_pings(&wpod, k2.pod_ip, "weft pod to a kernel node's pod");
+    // A kernel flannel node's pod reaches the weft node's overlay address.
+    assert_pings(&k2.pod_ns, Ipv4Addr::new(10, 244, 1, 0), "kernel node's pod to the weft node's 10.244.1.0");
+
+    // Probes: the host connects to HTTP servers in a weft pod and in a cni0 pod.
+    for (ns, ip) in [(&wpod, wpod_ip), (&kpod, kpod_ip)] {
+        let log = lab.dir.join(format!("http-{ip}.log"));
+        lab.spawn(ns, &["/usr/bin/python3", "-c", WHO_AM_I, &ip.to_string(), "8080"], &log).unwrap();
+        let (code, body) = get_soon(&n1.ns, &format!("http://{ip}:8080/"));
+        assert_eq!(code, 200, "probe from the host to {ip}: {body}");
+        assert_eq!(body, "10.244.1.0", "the host's source address toward pods is weft0's, as flannel.1's");
+    }
+
+    // Egress, masqueraded: the outside sees the node's address, and has no route to pods.
+    let log = lab.dir.join("http-outside.log");
+    lab.spawn(&outside, &["/usr/bin/python3", "-c", WHO_AM_I, "198.51.100.2", "8080"], &log).unwrap();
+    for ns in [&wpod, &kpod] {
+        let (code, body) = get_soon(ns, "http://198.51.100.2:8080/");
+        assert_eq!((code, body.as_str()), (200, "198.51.100.1"), "egress from {ns} masqueraded");
+    }
+
+    // A Service as kube-proxy writes it: ClusterIP 10.96.0.10:80 -> the kernel node's pod :8080.
+    let log = lab.dir.join("http-k2.log");
+    lab.spawn(&k2.pod_ns, &["/usr/bin/python3", "-c", WHO_AM_I, &k2.pod_ip.to_string(), "8080"], &log).unwrap();
+    get_soon(&k2.pod_ns, &format!("http://{}:8080/", k2.pod_ip));
+    sh(
+        &n1.ns,
+        &format!(
+            "iptables -t nat -N KUBE-SERVICES
+             iptables -t nat -A PREROUTING -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES
+             iptables -t nat -A OUTPUT -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES
+             iptables -t nat -N KUBE-SVC-TEST
+             iptables -t nat -N KUBE-SEP-TEST
+             iptables -t nat -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp --dport 80 -j KUBE-SVC-TEST
+             iptables -t nat -A KUBE-SVC-TEST -j KUBE-SEP-TEST
+             iptables -t nat -A KUBE-SEP-TEST -p tcp -j DNAT --to-destination {}:8080",
+            k2.pod_ip
+        ),
+    );
+    for ns in [&kpod, &wpod, &n1.ns] {
+        let (code, body) = get_soon(ns, "http://10.96.0.10/");
+        assert_eq!(code, 200, "Service from {ns}: {body}");
+    }
+
+    // flanneld's masquerade rules are in place, and come back when flushed.
+    let rules = sh(&n1.ns, "iptables -t nat -S FLANNEL-POSTRTG; iptables -t nat -S POSTROUTING");
+    assert!(rules.contains("-j MASQUERADE --random-fully") && rules.contains("-j FLANNEL-POSTRTG"), "{rules}");
+    sh(&n1.ns, "iptables -t nat -F FLANNEL-POSTRTG");
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while !sh(&n1.ns, "iptables -t nat -S FLANNEL-POSTRTG").contains("MASQUERADE") {
+        assert!(Instant::now() < deadline, "the flushed masquerade rules did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Metrics: the host port's backend, and its packets by direction.
+    let (code, metrics) = get(&n1.ns, "http://127.0.0.1:9109/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("weft_host_port_info{iface=\"weft0\",backend=\"tap\"} 1"), "{metrics}");
+
+    // A restart brings the host port, its address and route, and the rules back; a clean stop takes
+    // them away.
+    let (_, killed) = lab.stop_weftd(&n1.ns);
+    assert!(!killed, "weftd stopped on SIGTERM");
+    let after = sh(&n1.ns, "ip -o link show weft0 2>&1 || true; iptables -t nat -S 2>&1");
+    assert!(!after.contains("weft0:") && !after.contains("FLANNEL-POSTRTG"), "left behind after a clean stop: {after}");
+    lab.start_weftd(&n1, &[k2.peer()], &["--ip-masq"]).unwrap();
+    let back = sh(&n1.ns, "ip -4 -o addr show weft0; ip route show 10.244.0.0/16; iptables -t nat -S FLANNEL-POSTRTG");
+    assert!(back.contains("10.244.1.0/32") && back.contains("dev weft0") && back.contains("MASQUERADE"), "{back}");
+    assert_pings(&kpod, k2.pod_ip, "cni0 pod to a kernel node's pod after the restart");
+    assert_pings(&wpod, kpod_ip, "the restored weft pod to the cni0 pod");
+}
