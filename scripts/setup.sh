@@ -11,6 +11,8 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev    # etcd-client's gRPC code generation
   etcd-server etcd-client              # a real etcd for the control tests
   iproute2 tcpdump ethtool iputils-ping procps psmisc  # the netns lab
+  iptables                             # the host port's masquerade and the lab's Services (nft backend)
+  containernetworking-plugins          # bridge, host-local, loopback: kernel pods on cni0 the flannel way
   python3 python3-scapy python3-venv   # frames built by scapy in tests; a venv for the TRex client
   prometheus                           # scrapes weftd in the observability test; promtool lints
   openvswitch-switch-dpdk              # the OVS-DPDK baseline of the benchmarks (and their smoke test)

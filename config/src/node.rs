@@ -101,6 +101,11 @@ pub struct NodeFile {
     /// off (then weft pods reach only other pods).
     #[arg(long)]
     pub host_iface: Option<String>,
+    /// host-local's store of the CNI network of the node's kernel pods: weft reserves its pods'
+    /// addresses there too, so the two never hand out the same one. Default
+    /// /var/lib/cni/networks/cbr0 (flannel's network name); "" uses weft's own allocator only.
+    #[arg(long)]
+    pub ipam_store: Option<PathBuf>,
     /// Never sleep when idle (benchmarks, dedicated cores).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
@@ -330,6 +335,8 @@ pub struct NodeSettings {
     pub vhost_dir: PathBuf,
     /// The host port's interface name; None when it is off.
     pub host_iface: Option<String>,
+    /// host-local's store directory shared with the kernel pods' IPAM; None: weft's allocator only.
+    pub ipam_store: Option<PathBuf>,
     /// flanneld's masquerade rules are installed (on the host port's host).
     pub ip_masq: bool,
     pub busy_poll: bool,
@@ -626,6 +633,11 @@ impl NodeFile {
             debug_api: self.debug_api.unwrap_or(false),
             vhost_dir,
             host_iface,
+            ipam_store: match &self.ipam_store {
+                None => Some(PathBuf::from("/var/lib/cni/networks/cbr0")),
+                Some(p) if p.as_os_str().is_empty() => None,
+                Some(p) => Some(p.clone()),
+            },
             ip_masq,
             busy_poll: self.busy_poll.unwrap_or(false),
             mbufs,

@@ -273,42 +273,80 @@ impl Lab {
         })
     }
 
-    /// The flannel side of a weft node's host: `cni0` with the subnet's gateway address (as the flannel
-    /// CNI plugin's bridge delegate makes it, `isGateway`), forwarding on, and one kernel pod `name` on
-    /// it at 10.244.<idx>.<host>. weft reaches it through its host port.
-    pub fn cni0_pod(&mut self, node: &WeftNode, name: &str, host: u8) -> anyhow::Result<(String, Ipv4Addr)> {
+    /// The CNI network's host-local store of a weft node (also given to its weftd as `--ipam-store`).
+    pub fn ipam_store(&self, node: &WeftNode) -> PathBuf {
+        self.dir.join(format!("{}-cni", node.ns)).join("cbr0")
+    }
+
+    /// A kernel pod `name` on the weft node's `cni0`, made the way the flannel CNI plugin makes one: its
+    /// delegate configuration (bridge `cni0`, `isGateway`, `isDefaultGateway`, `hairpinMode`, host-local
+    /// over the node's subnet with a route to the cluster network, the pod MTU, no `ipMasq` since the
+    /// node masquerades) run with the real `bridge` and `host-local` plugins from /usr/lib/cni. Returns
+    /// the pod's namespace and the address host-local gave it.
+    pub fn cni0_pod(&mut self, node: &WeftNode, name: &str) -> anyhow::Result<(String, Ipv4Addr)> {
         let pod_ns = format!("{}-{name}", self.prefix);
         self.add_ns(&pod_ns)?;
-        let net = node.subnet.trim_end_matches(".0/24");
-        let (gw, ip) = (format!("{net}.1"), format!("{net}.{host}"));
-        let sh = |ns: &str, cmd: String| exec(ns, &["sh", "-ec", &cmd]);
-        sh(
-            &node.ns,
-            format!(
-                "sysctl -qw net.ipv4.ip_forward=1
-                 ip link show cni0 >/dev/null 2>&1 || {{ ip link add cni0 type bridge; ip link set cni0 mtu 1450 up; ip addr add {gw}/24 dev cni0; }}
-                 ip link add v-{name} mtu 1450 type veth peer name eth0 netns {pod_ns}
-                 ip link set v-{name} master cni0 up"
-            ),
-        )?;
-        sh(
-            &pod_ns,
-            format!(
-                "ip addr add {ip}/24 dev eth0
-                 ip link set eth0 up
-                 ip route add default via {gw}"
-            ),
-        )?;
-        Ok((pod_ns, ip.parse()?))
+        let store = self.ipam_store(node);
+        let data_dir = store.parent().ok_or_else(|| anyhow!("ipam store {}", store.display()))?;
+        let conf = serde_json::json!({
+            "cniVersion": "0.3.1",
+            "name": "cbr0",
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "hairpinMode": true,
+            "ipMasq": false,
+            "mtu": 1450,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": data_dir,
+                "ranges": [[{"subnet": node.subnet}]],
+                "routes": [{"dst": "10.244.0.0/16"}],
+            },
+        });
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.ns, "/usr/lib/cni/bridge"])
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("lab-{name}"))
+            .env("CNI_NETNS", format!("/run/netns/{pod_ns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow!("running /usr/lib/cni/bridge (apt-get install containernetworking-plugins): {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, conf.to_string().as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!("CNI bridge ADD for {name}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let result: Value = serde_json::from_str(&text)?;
+        let addr =
+            result["ips"][0]["address"].as_str().ok_or_else(|| anyhow!("no address in the CNI result {text}"))?;
+        let ip = addr.split('/').next().unwrap_or_default().parse()?;
+        Ok((pod_ns, ip))
     }
 
     /// A network outside the cluster on a weft node's host: `ext0` at 198.51.100.1/24 to a namespace
-    /// at 198.51.100.2 that has no route to the pods (so only masqueraded traffic gets answers).
+    /// at 198.51.100.2 that has no route to the pods (so only masqueraded traffic gets answers), and
+    /// the host's default route through it, as a node's kernel NIC has.
     pub fn outside(&mut self, node: &WeftNode) -> anyhow::Result<String> {
         let ns = format!("{}-out", self.prefix);
         self.add_ns(&ns)?;
         exec(&node.ns, &["ip", "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        exec(&node.ns, &["sh", "-ec", "ip addr add 198.51.100.1/24 dev ext0; ip link set ext0 up"])?;
+        exec(
+            &node.ns,
+            &[
+                "sh",
+                "-ec",
+                "ip addr add 198.51.100.1/24 dev ext0; ip link set ext0 up; ip route add default via 198.51.100.2",
+            ],
+        )?;
         exec(&ns, &["sh", "-ec", "ip addr add 198.51.100.2/24 dev eth0; ip link set eth0 up"])?;
         Ok(ns)
     }
@@ -483,6 +521,8 @@ impl Lab {
             self.state_dir(node).display().to_string(),
             "--vhost-dir".into(),
             self.dir.join(format!("{}-vhost", node.ns)).display().to_string(),
+            "--ipam-store".into(),
+            self.ipam_store(node).display().to_string(),
             // The lab pauses workers to test the health check.
             "--debug-api".into(),
             "--mbufs".into(),

@@ -159,6 +159,31 @@ pub(super) fn unroute_pod(iface: &str, pod: std::net::Ipv4Addr) {
     let _ = run_ip(&["route", "del", &format!("{pod}/32"), "dev", iface]);
 }
 
+/// The bridge of the node's kernel pods: what the flannel CNI plugin's delegate calls it by default.
+pub const CNI_BRIDGE: &str = "cni0";
+
+/// Kernel pods on the bridge take the whole subnet as on-link and ARP there for weft's pods, which are
+/// not on it: the host answers for them (proxy ARP on the bridge answers for addresses the host routes
+/// through another interface, and weft's pods are routed through the host port). Checked with the
+/// rules, since the bridge appears with its first kernel pod. Whether it had to be switched on.
+pub fn ensure_bridge_proxy_arp(bridge: &str) -> bool {
+    let path = format!("/proc/sys/net/ipv4/conf/{bridge}/proxy_arp");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => false,
+        Ok(_) => match std::fs::write(&path, "1") {
+            Ok(()) => {
+                info!(bridge, "proxy ARP on for weft's pods (kernel pods on the bridge reach them through the host)");
+                true
+            }
+            Err(e) => {
+                warn!(bridge, error = %e, "cannot turn proxy ARP on; kernel pods on the bridge will not reach weft's pods");
+                false
+            }
+        },
+        Err(_) => false, // no bridge (yet)
+    }
+}
+
 const FLANNEL_CHAIN: &str = "FLANNEL-POSTRTG";
 const FLANNEL_COMMENT: &str = "flanneld masq";
 /// kube-proxy's masquerade mark: traffic it will masquerade itself is left alone (no double NAT).

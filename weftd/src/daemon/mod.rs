@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod host;
+pub mod ipam;
 mod metrics;
 pub mod mgmt;
 mod pods;
@@ -318,14 +319,20 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
     let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
 
-    rules.ensure(true);
+    let keep_host = |first: bool| {
+        rules.ensure(first);
+        if shared.host.is_some() {
+            host::ensure_bridge_proxy_arp(host::CNI_BRIDGE);
+        }
+    };
+    keep_host(true);
     let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() >= retry_at {
             // Pods whose restore failed (their netns not there yet, say) are tried again.
             shared.pods.retry_pending();
             // As flanneld's iptables resync (5 s): rules someone flushed come back.
-            rules.ensure(false);
+            keep_host(false);
             retry_at = std::time::Instant::now() + Duration::from_secs(5);
         }
         let Some(e) = &etcd else {

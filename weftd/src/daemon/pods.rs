@@ -68,6 +68,8 @@ pub struct PodRegistry {
     next_vdev: AtomicU32,
     /// The host port's interface: each pod gets a host route through it.
     host_iface: Option<String>,
+    /// host-local's store: weft's pods' addresses are reserved there too (one allocator per node).
+    store: Option<super::ipam::HostLocalStore>,
 }
 
 impl std::fmt::Debug for PodRegistry {
@@ -106,6 +108,7 @@ impl PodRegistry {
             state_problem: Mutex::new(None),
             next_vdev: AtomicU32::new(0),
             host_iface,
+            store: settings.ipam_store.as_deref().map(super::ipam::HostLocalStore::new),
         }
     }
 
@@ -114,8 +117,9 @@ impl PodRegistry {
         lock(&self.state_problem).clone()
     }
 
-    /// The next free pod address: from the second host address up, skipping the gateway and broadcast.
-    fn allocate_ip(&self, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, PodError> {
+    /// The next free pod address: from the second host address up, skipping the gateway and broadcast,
+    /// and whatever host-local handed out (the shared store); reserved there for `pod`.
+    fn allocate_ip(&self, pod: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, PodError> {
         let subnet = self.node.subnet;
         // Pods whose restore is pending keep their addresses.
         let mut used: Vec<Ipv4Addr> = self.tables.inputs().pods.iter().map(|p| p.ip).collect();
@@ -127,18 +131,46 @@ impl PodRegistry {
             if used.contains(&ip) {
                 return Err(PodError::AddressInUse(ip));
             }
-            return Ok(ip);
         }
         let first = u32::from(subnet.first_host()) + 1;
         let last = u32::from(subnet.last_addr());
-        (first..last).map(Ipv4Addr::from).find(|a| !used.contains(a)).ok_or(PodError::SubnetFull(subnet))
+        let free = (first..last).map(Ipv4Addr::from).filter(|a| !used.contains(a));
+        let Some(store) = &self.store else {
+            return match wanted {
+                Some(ip) => Ok(ip),
+                None => free.take(1).next().ok_or(PodError::SubnetFull(subnet)),
+            };
+        };
+        let io = |cause| PodError::Io { what: format!("ipam_store {}", store.dir().display()), cause };
+        match store.reserve(pod, wanted, free).map_err(io)? {
+            Some(ip) => Ok(ip),
+            None => Err(match wanted {
+                Some(ip) => PodError::AddressInUse(ip),
+                None => PodError::SubnetFull(subnet),
+            }),
+        }
+    }
+
+    /// Give a pod's address back to the shared store.
+    fn release_ip(&self, pod: &str, ip: Ipv4Addr) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.release(pod, ip) {
+                warn!(pod, ip = %ip, error = %e, "address not released in the ipam store");
+            }
+        }
     }
 
     pub fn add(&self, spec: PodSpec) -> Result<PodInfo, PodError> {
         if lock(&self.pods).contains_key(&spec.name) || lock(&self.pending).contains_key(&spec.name) {
             return Err(PodError::Exists(spec.name));
         }
-        let ip = self.allocate_ip(spec.ip)?;
+        let name = spec.name.clone();
+        let ip = self.allocate_ip(&name, spec.ip)?;
+        self.attach(spec, ip).inspect_err(|_| self.release_ip(&name, ip))
+    }
+
+    /// Make the pod's port, configure it and hand it to the workers, at the address reserved for it.
+    fn attach(&self, spec: PodSpec, ip: Ipv4Addr) -> Result<PodInfo, PodError> {
         let mac = match spec.mac {
             Some(m) => m,
             None => random_mac()?,
@@ -243,6 +275,7 @@ impl PodRegistry {
     pub fn del(&self, name: &str) -> Result<PodInfo, PodError> {
         if let Some(info) = lock(&self.pending).remove(name) {
             self.save(); // a pod whose restore failed: forgetting it is all there is to do
+            self.release_ip(name, info.ip);
             return Ok(info);
         }
         let Some(rt) = lock(&self.pods).remove(name) else { return Err(PodError::NoSuchPod(name.to_owned())) };
@@ -253,6 +286,7 @@ impl PodRegistry {
         }
         // Durable before anything can fail: the pod does not come back after a restart.
         self.save();
+        self.release_ip(name, rt.info.ip);
         let (done_tx, done_rx) = bounded(self.workers.len());
         for w in &self.workers {
             let _ = w.send_timeout(WorkerCommand::Detach { port, done: done_tx.clone() }, Duration::from_secs(1));
