@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint bench-io bench-fwd bench-pair bench-micro clean
+.PHONY: setup build test demo lint bench-io bench-fwd bench-pair bench-micro bench-hostport clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ demo: build
 # Not a test: weft's I/O loop against dpdk-testpmd on the same net_null ports (see bench/README.md).
 bench-io: build
 	./target/release/weft-bench io
+
+# A cni0 pod riding weft's host port vs a pod on a kernel flannel node: TCP and 64-byte UDP, as ratios.
+bench-hostport: build
+	./target/release/weft-bench hostport
 
 bench-fwd: build
 	./target/release/weft-bench fwd --modes decap,encap,mixed

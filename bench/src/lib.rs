@@ -6,6 +6,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub mod frames;
+pub mod hostport;
 pub mod kernel;
 pub mod ovs;
 pub mod replay;

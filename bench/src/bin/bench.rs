@@ -60,6 +60,10 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         rate_mpps: f64,
     },
+    /// The host port: iperf3 TCP and 64-byte UDP from a cni0 pod on a weft node to a kernel flannel
+    /// node's pod, against the same from a kernel flannel node's pod, in one netns lab (root, hugepages;
+    /// weftd and weftctl built next to this binary).
+    Hostport,
     /// Write the benchmark frames to a pcap (for Pktgen's -s, TRex's pcap streams, or tcpdump).
     Pcap {
         #[arg(long, value_enum, default_value_t = GenMode::Decap)]
@@ -608,6 +612,11 @@ fn main() -> anyhow::Result<()> {
             }
             let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search, rate_mpps };
             results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
+        }
+        Cmd::Hostport => {
+            let bin = std::env::current_exe()?;
+            let dir = bin.parent().context("no directory for weft-bench")?;
+            results.push(weft_bench::hostport::run(dir, cli.reps, cli.seconds)?);
         }
         Cmd::Pcap { mode, peers, flows, size, out } => {
             let f = match mode {
