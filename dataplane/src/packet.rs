@@ -142,14 +142,10 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
 pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut PathCache) -> Verdict {
     let node = &s.node;
     let d = m.data();
-    if d.len() < ethernet::HEADER_LEN {
-        return Verdict::Drop(R::Truncated);
-    }
-    match get_u16(d, 12) {
-        EtherType::IPV4 => {}
-        EtherType::ARP => return uplink_arp(m, s),
-        EtherType::VLAN => return Verdict::Drop(R::Vlan),
-        _ => return Verdict::Drop(R::OtherEthertype),
+    match l3_of(d) {
+        Ok(L3::Ipv4) => {}
+        Ok(L3::Arp) => return uplink_arp(m, s),
+        Err(r) => return Verdict::Drop(r),
     }
     if d[0..6] != node.uplink_mac.0 {
         return Verdict::Drop(R::NotForUs);
@@ -241,10 +237,36 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
 /// does), and the host's kernel decrements when it routes the packet on.
 #[inline]
 fn to_host<B: PacketBuf>(m: &mut B, node: &Node, h: HostPort) -> Verdict {
-    let mut eth = EthernetFrame::new_unchecked(m.data_mut());
-    eth.set_dst(h.mac);
-    eth.set_src(node.gateway_mac());
+    readdress(m, node, h.mac);
     Verdict::ToHost(h.port)
+}
+
+/// Address the frame to `mac` from the pods' gateway (switched: nothing else changes).
+#[inline(always)]
+fn readdress<B: PacketBuf>(m: &mut B, node: &Node, mac: MacAddr) {
+    let mut eth = EthernetFrame::new_unchecked(m.data_mut());
+    eth.set_dst(mac);
+    eth.set_src(node.gateway_mac());
+}
+
+/// What an untagged frame carries, as far as weft cares.
+enum L3 {
+    Ipv4,
+    Arp,
+}
+
+/// IPv4 or ARP by EtherType, or the reason to drop: too short, 802.1Q tagged, another type.
+#[inline(always)]
+fn l3_of(d: &[u8]) -> Result<L3, DropReason> {
+    if d.len() < ethernet::HEADER_LEN {
+        return Err(R::Truncated);
+    }
+    match get_u16(d, 12) {
+        EtherType::IPV4 => Ok(L3::Ipv4),
+        EtherType::ARP => Ok(L3::Arp),
+        EtherType::VLAN => Err(R::Vlan),
+        _ => Err(R::OtherEthertype),
+    }
 }
 
 /// An IPv4 view, or the reason to drop: too short for what its fields say, or fields out of range.
@@ -310,14 +332,10 @@ pub fn process_pod_cached<B: PacketBuf>(
 ) -> Verdict {
     let node = &s.node;
     let d = m.data();
-    if d.len() < ethernet::HEADER_LEN {
-        return Verdict::Drop(R::Truncated);
-    }
-    match get_u16(d, 12) {
-        EtherType::IPV4 => {}
-        EtherType::ARP => return pod_arp(m, s, in_port),
-        EtherType::VLAN => return Verdict::Drop(R::Vlan),
-        _ => return Verdict::Drop(R::OtherEthertype),
+    match l3_of(d) {
+        Ok(L3::Ipv4) => {}
+        Ok(L3::Arp) => return pod_arp(m, s, in_port),
+        Err(r) => return Verdict::Drop(r),
     }
     let ip = match ipv4(&d[ethernet::HEADER_LEN..]) {
         Ok(ip) => ip,
@@ -343,9 +361,7 @@ pub fn process_pod_cached<B: PacketBuf>(
             };
         };
         let (port, mac) = (pod.port, pod.mac);
-        let mut eth = EthernetFrame::new_unchecked(m.data_mut());
-        eth.set_dst(mac);
-        eth.set_src(node.gateway_mac());
+        readdress(m, node, mac);
         return Verdict::ToPod(port);
     }
     if !node.network.contains(ip.dst()) {
@@ -355,18 +371,39 @@ pub fn process_pod_cached<B: PacketBuf>(
             None => Verdict::Drop(R::NotOverlay),
         };
     }
-    let Some(vtep) = s.lookup_vtep_cached(dst, cache) else { return Verdict::Drop(R::NoRoute) };
     if ip.ttl() <= 1 {
         return Verdict::Drop(R::TtlExpired);
     }
-    if total > node.pod_mtu() as usize {
-        return if ip.dont_frag() { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
+    let dont_frag = ip.dont_frag();
+    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, route: true }, cache)
+}
+
+/// A packet for a remote subnet, as its IPv4 header described it.
+#[derive(Clone, Copy)]
+struct Remote {
+    dst: u32,
+    total: usize,
+    padding: usize,
+    dont_frag: bool,
+    /// Outer IPv4 identification.
+    ident: u16,
+    /// weft routes it into the tunnel (TTL - 1), or the host's kernel already did.
+    route: bool,
+}
+
+/// To the node that leases the destination: encapsulated; or answered with fragmentation-needed when it
+/// does not fit the pod MTU and may not be fragmented; or dropped.
+#[inline(always)]
+fn to_remote<B: PacketBuf>(m: &mut B, s: &Snapshot, r: Remote, cache: &mut PathCache) -> Verdict {
+    let Some(vtep) = s.lookup_vtep_cached(r.dst, cache) else { return Verdict::Drop(R::NoRoute) };
+    if r.total > s.node.pod_mtu() as usize {
+        return if r.dont_frag { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
     }
     let Some(t) = vtep.template.as_ref() else { return Verdict::Drop(R::NeighbourUnresolved) };
-    if padding > 0 && m.trim(padding).is_none() {
+    if r.padding > 0 && m.trim(r.padding).is_none() {
         return Verdict::Drop(R::Truncated);
     }
-    encap(m, t, ident, true)
+    encap(m, t, r.ident, r.route)
 }
 
 /// Host port RX: what the host's kernel routed into weft0 (from its own stack or from cni0's pods) ->
@@ -382,14 +419,10 @@ pub fn process_host<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16) -> Verdic
 pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, cache: &mut PathCache) -> Verdict {
     let node = &s.node;
     let d = m.data();
-    if d.len() < ethernet::HEADER_LEN {
-        return Verdict::Drop(R::Truncated);
-    }
-    match get_u16(d, 12) {
-        EtherType::IPV4 => {}
-        EtherType::ARP => return host_arp(m, s),
-        EtherType::VLAN => return Verdict::Drop(R::Vlan),
-        _ => return Verdict::Drop(R::OtherEthertype),
+    match l3_of(d) {
+        Ok(L3::Ipv4) => {}
+        Ok(L3::Arp) => return host_arp(m, s),
+        Err(r) => return Verdict::Drop(r),
     }
     let ip = match ipv4(&d[ethernet::HEADER_LEN..]) {
         Ok(ip) => ip,
@@ -405,25 +438,16 @@ pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, ca
         // The host to a weft pod (a probe, a Service's backend): switched, as cni0 would.
         let Some(pod) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
         let (port, mac) = (pod.port, pod.mac);
-        let mut eth = EthernetFrame::new_unchecked(m.data_mut());
-        eth.set_dst(mac);
-        eth.set_src(node.gateway_mac());
+        readdress(m, node, mac);
         return Verdict::ToPod(port);
     }
     if !node.network.contains(ip.dst()) {
         return Verdict::Drop(R::NotOverlay);
     }
-    let Some(vtep) = s.lookup_vtep_cached(dst, cache) else { return Verdict::Drop(R::NoRoute) };
-    if total > node.pod_mtu() as usize {
-        return if ip.dont_frag() { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
-    }
-    let Some(t) = vtep.template.as_ref() else { return Verdict::Drop(R::NeighbourUnresolved) };
-    if padding > 0 && m.trim(padding).is_none() {
-        return Verdict::Drop(R::Truncated);
-    }
     // The kernel routed it into weft0 already (and decremented the TTL if it forwarded it), as it
     // routes into flannel.1, which encapsulates without touching the inner packet.
-    encap(m, t, ident, false)
+    let dont_frag = ip.dont_frag();
+    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, route: false }, cache)
 }
 
 /// The host's ARP for an address it routes through weft0 (the cluster network): weft is the next hop.

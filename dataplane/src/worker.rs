@@ -126,8 +126,8 @@ pub struct Worker {
     pub id: usize,
     uplink: PortId,
     uplink_rx: RxQueue,
-    pod_rx: Vec<RxQueue>,
-    host_rx: Vec<RxQueue>,
+    /// The pod and host-port queues this worker polls, with the path their frames take.
+    port_rx: Vec<(RxQueue, PortKind)>,
     slots: [Option<TxSlot>; MAX_PORTS],
     cell: Arc<SnapshotCell>,
     counters: Arc<CachePadded<WorkerCounters>>,
@@ -168,8 +168,7 @@ impl Worker {
             id,
             uplink,
             uplink_rx,
-            pod_rx: Vec::new(),
-            host_rx: Vec::new(),
+            port_rx: Vec::new(),
             slots,
             cell,
             counters,
@@ -208,13 +207,13 @@ impl Worker {
                         self.dispatch(v, m, self.uplink);
                     }
                 }
-                for i in 0..self.host_rx.len() {
-                    let n = self.host_rx[i].rx_burst(&mut burst);
+                for i in 0..self.port_rx.len() {
+                    let n = self.port_rx[i].0.rx_burst(&mut burst);
                     if n == 0 {
                         continue;
                     }
                     got += n;
-                    let port = self.host_rx[i].port_id();
+                    let (port, kind) = (self.port_rx[i].0.port_id(), self.port_rx[i].1);
                     self.count_rx(port, &burst);
                     while let Some(mut m) = burst.pop_front() {
                         if m.segments() > 1 {
@@ -222,25 +221,10 @@ impl Worker {
                             continue;
                         }
                         self.ident = self.ident.wrapping_add(1);
-                        let v = process_host_cached(&mut m, &snap, self.ident, &mut self.cache);
-                        self.dispatch(v, m, port);
-                    }
-                }
-                for i in 0..self.pod_rx.len() {
-                    let n = self.pod_rx[i].rx_burst(&mut burst);
-                    if n == 0 {
-                        continue;
-                    }
-                    got += n;
-                    let port = self.pod_rx[i].port_id();
-                    self.count_rx(port, &burst);
-                    while let Some(mut m) = burst.pop_front() {
-                        if m.segments() > 1 {
-                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
-                            continue;
-                        }
-                        self.ident = self.ident.wrapping_add(1);
-                        let v = process_pod_cached(&mut m, &snap, port, self.ident, &mut self.cache);
+                        let v = match kind {
+                            PortKind::Pod => process_pod_cached(&mut m, &snap, port, self.ident, &mut self.cache),
+                            PortKind::Host => process_host_cached(&mut m, &snap, self.ident, &mut self.cache),
+                        };
                         self.dispatch(v, m, port);
                     }
                 }
@@ -371,18 +355,14 @@ impl Worker {
                     a[idx].store(0, Ordering::Relaxed);
                 }
                 self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
-                match kind {
-                    PortKind::Pod => self.pod_rx.extend(rx),
-                    PortKind::Host => self.host_rx.extend(rx),
-                }
+                self.port_rx.extend(rx.into_iter().map(|q| (q, kind)));
             }
             WorkerCommand::Detach { port, done } => {
                 if let Some(mut slot) = port_index(port).and_then(|idx| self.slots[idx].take()) {
                     let freed = slot.buf.free_all();
                     bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
                 }
-                self.pod_rx.retain(|q| q.port_id() != port);
-                self.host_rx.retain(|q| q.port_id() != port);
+                self.port_rx.retain(|(q, _)| q.port_id() != port);
                 let _ = done.send(());
             }
             WorkerCommand::SendOnUplink { frame } => {
@@ -422,7 +402,6 @@ impl Worker {
         for slot in self.slots.iter_mut() {
             *slot = None;
         }
-        self.pod_rx.clear();
-        self.host_rx.clear();
+        self.port_rx.clear();
     }
 }

@@ -702,6 +702,16 @@ impl Drop for Lab {
     }
 }
 
+/// GET `url` with curl from a namespace (5 s at most): (HTTP status, body); status 0 when nothing
+/// answered.
+pub fn http_get(ns: &str, url: &str) -> (u16, String) {
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}", url]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 /// `ping -c count` from a namespace; (sent, received).
 pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, size: Option<u16>, dont_fragment: bool) -> (u32, u32) {
     let mut args = vec![

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testkit::lab::{exec, ping, AsPeer, Lab, WeftNode};
+use testkit::lab::{exec, http_get as get, ping, AsPeer, Lab, WeftNode};
 
 /// An HTTP server that answers every GET with the client address it saw.
 const WHO_AM_I: &str = r#"
@@ -23,17 +23,6 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
 fn new_lab() -> Lab {
     Lab::new(Path::new(env!("CARGO_BIN_EXE_weftd")), Path::new(env!("CARGO_BIN_EXE_weftctl")))
         .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// GET from a namespace: (HTTP status, body); status 0 when nothing answered.
-fn get(ns: &str, url: &str) -> (u16, String) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// Start the who-am-I server in `ns` on `ip`:8080 and wait until it listens (Python may take seconds to

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use testkit::lab::{ping, AsPeer, KernelNode, Lab, WeftNode};
+use testkit::lab::{http_get, ping, AsPeer, KernelNode, Lab, WeftNode};
 use weft_config::Peer;
 
 static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -452,16 +452,6 @@ fn etcd_killed_under_traffic_loses_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     eprintln!("converged {:?} after the link came back", t0.elapsed());
-}
-
-fn http_get(ns: &str, url: &str) -> (u16, String) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 fn prom_query(ns: &str, q: &str) -> f64 {

@@ -284,14 +284,8 @@ fn pod_proxy_arp_for_gateway_and_subnet() {
     f.extend_from_slice(&POD_A_MAC.0);
     f.extend_from_slice(&[0x08, 0x06]);
     f.extend_from_slice(&[0u8; 28]);
-    ArpRepr {
-        operation: arp::OP_REQUEST,
-        sender_mac: POD_A_MAC,
-        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
-        target_mac: MacAddr::ZERO,
-        target_ip: Ipv4Addr::new(10, 244, 1, 1),
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+    ArpRepr::request(POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1))
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     let mut b = VecBuf::new(&f);
     assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 0), Verdict::Reply);
     let eth = EthernetFrame::new_checked(b.data()).unwrap();
@@ -302,34 +296,16 @@ fn pod_proxy_arp_for_gateway_and_subnet() {
     assert_eq!((a.target_mac(), a.target_ip()), (POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2)));
 
     // Its own address (duplicate address detection): silence.
-    ArpRepr {
-        operation: arp::OP_REQUEST,
-        sender_mac: POD_A_MAC,
-        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
-        target_mac: MacAddr::ZERO,
-        target_ip: Ipv4Addr::new(10, 244, 1, 2),
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+    ArpRepr::request(POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 2))
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
     // Outside the subnet: silence.
-    ArpRepr {
-        operation: arp::OP_REQUEST,
-        sender_mac: POD_A_MAC,
-        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
-        target_mac: MacAddr::ZERO,
-        target_ip: Ipv4Addr::new(10, 244, 2, 2),
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+    ArpRepr::request(POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2))
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, POD_A_PORT, 0), Verdict::Drop(R::ArpIgnored));
     // From another port than the pod's: silence.
-    ArpRepr {
-        operation: arp::OP_REQUEST,
-        sender_mac: POD_A_MAC,
-        sender_ip: Ipv4Addr::new(10, 244, 1, 2),
-        target_mac: MacAddr::ZERO,
-        target_ip: Ipv4Addr::new(10, 244, 1, 1),
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+    ArpRepr::request(POD_A_MAC, Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1))
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
     assert_eq!(process_pod(&mut VecBuf::new(&f), &s, PortId(7), 0), Verdict::Drop(R::ArpIgnored));
 }
 
