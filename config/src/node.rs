@@ -105,7 +105,7 @@ pub struct NodeFile {
     /// addresses there too, so the two never hand out the same one. Default
     /// /var/lib/cni/networks/cbr0 (flannel's network name); "" uses weft's own allocator only.
     #[arg(long)]
-    pub ipam_store: Option<PathBuf>,
+    pub ipam_store: Option<String>,
     /// Never sleep when idle (benchmarks, dedicated cores).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
@@ -633,10 +633,10 @@ impl NodeFile {
             debug_api: self.debug_api.unwrap_or(false),
             vhost_dir,
             host_iface,
-            ipam_store: match &self.ipam_store {
+            ipam_store: match self.ipam_store.as_deref() {
                 None => Some(PathBuf::from("/var/lib/cni/networks/cbr0")),
-                Some(p) if p.as_os_str().is_empty() => None,
-                Some(p) => Some(p.clone()),
+                Some("") => None,
+                Some(p) => Some(PathBuf::from(p)),
             },
             ip_masq,
             busy_poll: self.busy_poll.unwrap_or(false),

@@ -20,6 +20,9 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 "#;
 
+/// Labs are named by the process id: one at a time.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn new_lab() -> Lab {
     Lab::new(Path::new(env!("CARGO_BIN_EXE_weftd")), Path::new(env!("CARGO_BIN_EXE_weftctl")))
         .unwrap_or_else(|e| panic!("{e:#}"))
@@ -85,6 +88,7 @@ fn assert_pings(lab: &Lab, n: &WeftNode, from: &str, to: Ipv4Addr, what: &str) {
 
 #[test]
 fn host_port_joins_pods_the_host_services_and_the_world() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
     let n1 = lab.weft_node(1).unwrap();
     let k2 = lab.kernel_node(2, &[n1.peer()]).unwrap();
@@ -189,4 +193,32 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
     assert!(back.contains("10.244.1.0/32") && back.contains("dev weft0") && back.contains("MASQUERADE"), "{back}");
     assert_pings(&lab, &n1, &kpod, k2.pod_ip, "cni0 pod to a kernel node's pod after the restart");
     assert_pings(&lab, &n1, &wpod, kpod_ip, "the restored weft pod to the cni0 pod");
+}
+
+/// A host port name that another interface holds fails at start, naming the setting and the fix, and
+/// weftd exits (it used to hang: the workers were running when the error returned, and EAL's cleanup
+/// waits for every lcore).
+#[test]
+fn a_taken_host_iface_fails_at_start_and_weftd_exits() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let ns = lab.ns_name("taken");
+    lab.add_ns(&ns).unwrap();
+    sh(&ns, "ip link add weft0 type bridge");
+    let dir = lab.dir.join("taken");
+    let t0 = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", &ns, env!("CARGO_BIN_EXE_weftd")])
+        .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
+        .args(["--uplink", "net_null0", "--ipam-store", "", "--metrics-addr", "127.0.0.1:9199"])
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status (124: timeout killed a hung weftd): {err}");
+    assert!(err.contains("host_iface weft0") && err.contains("--host-iface"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
 }

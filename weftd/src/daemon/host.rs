@@ -111,8 +111,11 @@ pub(super) fn attach(
         info!(iface = name, "no /dev/vhost-net: the host port uses net_tap (virtio-user needs vhost-net)");
     }
     let queues = workers.len();
-    let port = Port::probe(&backend.devargs(name, queues))
-        .map_err(Error::dpdk(format!("host_iface {name}: creating the {} port", backend.label())))?;
+    let port = Port::probe(&backend.devargs(name, queues)).map_err(Error::dpdk(format!(
+        "host_iface {name}: creating the {} port (is {name} taken by another interface? give --host-iface \
+             another name, or \"\" to run without the host port)",
+        backend.label()
+    )))?;
     if dataplane::worker::port_index(port.id()).is_none() {
         return Err(Error::Setting {
             field: "host_iface",

@@ -168,6 +168,34 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
     (args, name)
 }
 
+/// The workers' lcores while they run: stopped and joined by [`RunningWorkers::stop`], or when dropped,
+/// so that an error after the launch returns instead of hanging in EAL's cleanup (which waits for every
+/// lcore).
+struct RunningWorkers {
+    senders: Vec<Sender<WorkerCommand>>,
+    handles: Vec<LcoreHandle<u64>>,
+}
+
+impl RunningWorkers {
+    fn stop(&mut self) {
+        for s in &self.senders {
+            // A paused worker takes Stop from inside its pause.
+            let _ = s.send_timeout(WorkerCommand::Stop, Duration::from_secs(1));
+        }
+        for h in self.handles.drain(..) {
+            if let Err(e) = h.join() {
+                error!(error = %e, "worker");
+            }
+        }
+    }
+}
+
+impl Drop for RunningWorkers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The etcd side, when weftd runs in etcd mode: the control thread and the peers it had at the start.
 #[derive(Debug)]
 pub struct EtcdMode {
@@ -236,13 +264,16 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
 
     let mut senders = Vec::new();
     let mut counters = Vec::new();
-    let mut handles: Vec<LcoreHandle<u64>> = Vec::new();
+    // From here on every return stops the workers first (the guard), or EAL's cleanup would wait for
+    // them forever.
+    let mut running = RunningWorkers { senders: Vec::new(), handles: Vec::new() };
     let backoff = Backoff { busy_poll: settings.busy_poll, ..Backoff::default() };
     for (i, (rx, tx)) in uplink_rx.into_iter().zip(uplink_tx).enumerate() {
         let (cmd_tx, cmd_rx) = bounded(256);
         let c = Arc::new(CachePadded::new(WorkerCounters::default()));
         let w = Worker::new(i, rx, tx, cell.clone(), c.clone(), cmd_rx, learn_tx.clone(), pool.clone(), backoff);
-        handles.push(lcores[i].launch(move || w.run())?);
+        running.handles.push(lcores[i].launch(move || w.run())?);
+        running.senders.push(cmd_tx.clone());
         senders.push(cmd_tx);
         counters.push(c);
     }
@@ -356,15 +387,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     // Clients first: whatever they are doing is abandoned (a pod add in flight finds the workers gone).
     mgmt.shutdown(Duration::from_millis(500));
     drop(api);
-    for s in &shared.workers {
-        // A paused worker takes Stop from inside its pause.
-        let _ = s.send_timeout(WorkerCommand::Stop, Duration::from_secs(1));
-    }
-    for h in handles {
-        if let Err(e) = h.join() {
-            error!(error = %e, "worker");
-        }
-    }
+    running.stop();
     let _ = slow.join();
     let _ = ticker.join();
     shared.pods.remove_all();
