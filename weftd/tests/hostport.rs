@@ -186,8 +186,11 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
     // them away.
     let (_, killed) = lab.stop_weftd(&n1.ns);
     assert!(!killed, "weftd stopped on SIGTERM");
-    let after = sh(&n1.ns, "ip -o link show weft0 2>&1 || true; iptables -t nat -S 2>&1");
-    assert!(!after.contains("weft0:") && !after.contains("FLANNEL-POSTRTG"), "left behind after a clean stop: {after}");
+    let after = sh(&n1.ns, "ip -o link show weft0 2>&1 || true; iptables -t nat -S 2>&1; iptables -t mangle -S 2>&1");
+    assert!(
+        !after.contains("weft0:") && !after.contains("FLANNEL-POSTRTG") && !after.contains("WEFT-HOSTPORT"),
+        "left behind after a clean stop: {after}"
+    );
     lab.start_weftd(&n1, &[k2.peer()], &["--ip-masq"]).unwrap();
     let back = sh(&n1.ns, "ip -4 -o addr show weft0; ip route show 10.244.0.0/16; iptables -t nat -S FLANNEL-POSTRTG");
     assert!(back.contains("10.244.1.0/32") && back.contains("dev weft0") && back.contains("MASQUERADE"), "{back}");
