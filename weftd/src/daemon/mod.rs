@@ -347,8 +347,10 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     shared.pods.restore();
     // The API answers only once the pods of the config and of the previous run are attached.
     let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
-    let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
+    // Metrics and health first: once the API answers (what tools and tests wait for), /metrics,
+    // /healthz and /readyz answer too.
     let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
+    let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
 
     let keep_host = |first: bool| {
         rules.ensure(first);
