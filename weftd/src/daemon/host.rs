@@ -285,7 +285,6 @@ impl RuleSet {
 /// flanneld's `--ip-masq` rules for a cluster network and this node's subnet, in its order.
 pub fn flannel_masq(network: Ipv4Net, subnet: Ipv4Net) -> RuleSet {
     let (n, s) = (network.to_string(), subnet.to_string());
-    let r = |v: &[&str]| strings(v);
     RuleSet {
         table: "nat",
         chain: FLANNEL_CHAIN,
@@ -293,12 +292,12 @@ pub fn flannel_masq(network: Ipv4Net, subnet: Ipv4Net) -> RuleSet {
         hook_first: false,
         comment: FLANNEL_COMMENT,
         rules: vec![
-            r(&["-m", "mark", "--mark", KUBE_PROXY_MARK, "-j", "RETURN"]),
-            r(&["-s", &s, "-d", &n, "-j", "RETURN"]),
-            r(&["-s", &n, "-d", &s, "-j", "RETURN"]),
-            r(&["!", "-s", &n, "-d", &s, "-j", "RETURN"]),
-            r(&["-s", &n, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE", "--random-fully"]),
-            r(&["!", "-s", &n, "-d", &n, "-j", "MASQUERADE", "--random-fully"]),
+            strings(&["-m", "mark", "--mark", KUBE_PROXY_MARK, "-j", "RETURN"]),
+            strings(&["-s", &s, "-d", &n, "-j", "RETURN"]),
+            strings(&["-s", &n, "-d", &s, "-j", "RETURN"]),
+            strings(&["!", "-s", &n, "-d", &s, "-j", "RETURN"]),
+            strings(&["-s", &n, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE", "--random-fully"]),
+            strings(&["!", "-s", &n, "-d", &n, "-j", "MASQUERADE", "--random-fully"]),
         ],
     }
 }
