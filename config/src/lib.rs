@@ -7,6 +7,7 @@ pub mod network;
 pub mod node;
 pub mod peer;
 pub mod state;
+pub mod subnet_file;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
 pub use network::{NetworkConfig, NetworkConfigError, DEFAULT_VXLAN_PORT};

@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use weft_config::Ipv4Net;
+use crate::Ipv4Net;
 
 /// Bytes VXLAN over IPv4 adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const VXLAN_OVERHEAD: u16 = 50;
@@ -64,7 +64,7 @@ impl SubnetFile {
 
     /// Write the file atomically: a temporary file in the same directory, fsync, rename.
     pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
-        weft_config::state::write_atomic(path, self.render().as_bytes())
+        crate::state::write_atomic(path, self.render().as_bytes())
     }
 
     /// Read the previous subnet from `path`, if any.
