@@ -276,12 +276,52 @@ impl std::fmt::Display for PodKind {
     }
 }
 
+/// A route a pod gets in its network namespace: `dst` via `gw` (the pod's gateway when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRoute {
+    pub dst: Ipv4Net,
+    pub gw: Option<Ipv4Addr>,
+}
+
+impl std::str::FromStr for PodRoute {
+    type Err = SettingError;
+    /// `10.0.0.0/8`, or `10.0.0.0/8 via 10.244.1.1`.
+    fn from_str(r: &str) -> Result<PodRoute, SettingError> {
+        let bad = || bad("routes", format!("{r:?} is not `10.0.0.0/8` or `10.0.0.0/8 via 10.244.1.1`"));
+        let (dst, gw) = match r.split_once(" via ") {
+            Some((d, g)) => (d, Some(g.trim().parse().map_err(|_| bad())?)),
+            None => (r, None),
+        };
+        Ok(PodRoute { dst: dst.trim().parse().map_err(|_| bad())?, gw })
+    }
+}
+
+impl std::fmt::Display for PodRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.gw {
+            Some(gw) => write!(f, "{} via {gw}", self.dst),
+            None => write!(f, "{}", self.dst),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSpec {
+    /// weft's name for the pod (1-12 characters); empty when a container id is given: weftd derives one.
     pub name: String,
     pub kind: PodKind,
     pub ip: Option<Ipv4Addr>,
+    /// A network namespace: a name under /run/netns, or a path (CNI's `CNI_NETNS`, `/proc/PID/ns/net`).
     pub netns: Option<String>,
+    /// The interface's name in the pod's namespace (CNI's `CNI_IFNAME`); `wt-<name>` when not given.
+    pub ifname: Option<String>,
+    /// The runtime's container id (CNI's `CNI_CONTAINERID`): with `ifname`, the pod's key for CNI.
+    pub container_id: Option<String>,
+    /// The address was reserved by the caller's IPAM (a CNI IPAM plugin): weftd checks it is a pod
+    /// address of this node and free in its tables, but neither reserves nor releases it in the store.
+    pub ip_reserved: bool,
+    /// Routes in the pod's namespace (tap pods); the default route via the gateway when empty.
+    pub routes: Vec<PodRoute>,
     /// vhost pods: weft is the vhost-user client and the pod (virtio-user `server=1`, or a VM) owns the
     /// socket, so either side can restart and the connection comes back.
     pub vhost_client: bool,
@@ -289,25 +329,92 @@ pub struct PodSpec {
     pub mac: Option<MacAddr>,
 }
 
+/// A pod name: 1-12 characters of letters, digits and '-' (`wt-<name>` names a kernel interface).
+pub fn check_pod_name(name: &str) -> Result<(), SettingError> {
+    if name.is_empty() || name.len() > 12 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(bad(
+            "pod name",
+            format!("{name:?} must be 1-12 characters of letters, digits and '-' (it names a kernel interface)"),
+        ));
+    }
+    Ok(())
+}
+
+/// An interface name the kernel takes: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
+pub fn check_ifname(name: &str) -> Result<(), SettingError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("ifname", format!("{name:?} is not an interface name (1-15 characters, no '/', ':' or spaces)")))
+    }
+}
+
+/// A container id as CNI defines it: letters, digits, '_', '.' and '-', starting with a letter or digit.
+pub fn check_container_id(id: &str) -> Result<(), SettingError> {
+    let ok = id.len() <= 256
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("container id", format!("{id:?}: letters, digits, '_', '.' and '-', starting with a letter or digit")))
+    }
+}
+
+/// A network namespace: a name under /run/netns (no '/'), or an absolute path.
+pub fn check_netns(ns: &str) -> Result<(), SettingError> {
+    let name_ok = !ns.is_empty() && !ns.contains('/') && ns != "." && ns != "..";
+    if name_ok || (ns.starts_with('/') && !ns.split('/').any(|c| c == "..")) {
+        Ok(())
+    } else {
+        Err(bad("netns", format!("{ns:?} is neither a namespace name nor an absolute path like /run/netns/pod1")))
+    }
+}
+
 impl PodSpec {
+    /// A pod from its parts as people give them; an empty name is left for [`PodSpec::for_container`]
+    /// (weftd refuses a pod with neither a name nor a container id).
     pub fn parse(name: &str, kind: &str, ip: Option<&str>, netns: Option<&str>) -> Result<PodSpec, SettingError> {
-        if name.is_empty() || name.len() > 12 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(bad(
-                "pod name",
-                format!("{name:?} must be 1-12 characters of letters, digits and '-' (it names a kernel interface)"),
-            ));
+        if !name.is_empty() {
+            check_pod_name(name)?;
         }
         let ip = ip
             .map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad("pod ip", format!("{s:?} is not an IPv4 address"))))
             .transpose()?;
+        if let Some(ns) = netns {
+            check_netns(ns)?;
+        }
         Ok(PodSpec {
             name: name.into(),
             kind: kind.parse()?,
             ip,
             netns: netns.map(str::to_owned),
+            ifname: None,
+            container_id: None,
+            ip_reserved: false,
+            routes: Vec::new(),
             vhost_client: false,
             mac: None,
         })
+    }
+
+    /// Key the pod by a runtime's container id and interface name, as a CNI plugin does; `name` may then
+    /// be empty (weftd derives one).
+    pub fn for_container(mut self, container_id: Option<&str>, ifname: Option<&str>) -> Result<PodSpec, SettingError> {
+        if let Some(id) = container_id {
+            check_container_id(id)?;
+        }
+        if let Some(i) = ifname {
+            check_ifname(i)?;
+        }
+        self.container_id = container_id.map(str::to_owned);
+        self.ifname = ifname.map(str::to_owned);
+        Ok(self)
     }
 }
 
@@ -577,7 +684,8 @@ impl NodeFile {
         }
         let mut pods = Vec::new();
         for (i, p) in self.pods.iter().enumerate() {
-            let mut spec = PodSpec::parse(&p.name, &p.kind, p.ip.as_deref(), p.netns.as_deref())
+            let mut spec = check_pod_name(&p.name)
+                .and_then(|()| PodSpec::parse(&p.name, &p.kind, p.ip.as_deref(), p.netns.as_deref()))
                 .map_err(|e| bad(format!("pods[{i}].{}", e.field.trim_start_matches("pod ")), e.why))?;
             spec.vhost_client = p.vhost_client;
             pods.push(spec);
@@ -824,5 +932,50 @@ mod example_tests {
         f.apply_lease(&net, "10.244.1.0/24".parse().unwrap());
         let s = f.resolve().unwrap();
         assert_eq!((s.workers, s.lcores.as_str()), (2, "0-2"));
+    }
+}
+
+#[cfg(test)]
+mod pod_spec_tests {
+    use super::*;
+
+    #[test]
+    fn names_interfaces_container_ids_and_namespaces() {
+        assert!(check_pod_name("web-1").is_ok());
+        assert_eq!(check_pod_name("a-name-too-long").unwrap_err().field, "pod name");
+        assert!(check_ifname("eth0").is_ok() && check_ifname("net1.100").is_ok());
+        for bad in ["", "a/b", "a:b", "with space", ".", "..", "sixteen-chars-xx"] {
+            assert_eq!(check_ifname(bad).unwrap_err().field, "ifname", "{bad:?}");
+        }
+        let podman = "2f0c3b1e9a7d4c5b8e6f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
+        assert!(check_container_id(podman).is_ok() && check_container_id("ctr_1.a-b").is_ok());
+        for bad in ["", "-lead", "a/b", "a b", "x;y"] {
+            assert_eq!(check_container_id(bad).unwrap_err().field, "container id", "{bad:?}");
+        }
+        assert!(check_netns("pod1").is_ok() && check_netns("/run/netns/cni-1234").is_ok());
+        assert!(check_netns("/proc/42/ns/net").is_ok());
+        for bad in ["", "run/netns/x", "/run/netns/../../etc", ".."] {
+            assert_eq!(check_netns(bad).unwrap_err().field, "netns", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_container_pod_needs_no_name_and_checks_its_key() {
+        let spec = PodSpec::parse("", "tap", None, Some("/run/netns/x")).unwrap();
+        let spec = spec.for_container(Some("abc123"), Some("eth0")).unwrap();
+        assert_eq!((spec.container_id.as_deref(), spec.ifname.as_deref()), (Some("abc123"), Some("eth0")));
+        let e = PodSpec::parse("", "tap", None, None).unwrap().for_container(Some("abc"), Some("a/b")).unwrap_err();
+        assert_eq!(e.field, "ifname");
+        assert_eq!(PodSpec::parse("x", "tap", None, Some("a/b")).unwrap_err().field, "netns");
+    }
+
+    #[test]
+    fn routes_round_trip_and_bad_ones_name_the_field() {
+        for r in ["0.0.0.0/0", "10.96.0.0/12 via 10.244.1.1"] {
+            assert_eq!(r.parse::<PodRoute>().unwrap().to_string(), r);
+        }
+        for bad in ["", "10.0.0.0", "10.0.0.0/8 via", "10.0.0.0/8 via x", "10.0.0.0/8 via 1.2.3.4 via 5.6.7.8"] {
+            assert_eq!(bad.parse::<PodRoute>().unwrap_err().field, "routes", "{bad:?}");
+        }
     }
 }

@@ -51,22 +51,38 @@ enum DebugCmd {
 enum PodCmd {
     /// Attach a pod; prints its name, kind, ip, prefix_len, gateway, mac, mtu and iface or socket.
     Add {
-        name: String,
+        /// weft's name for the pod (1-12 characters); may be left out with --container-id.
+        #[arg(required_unless_present = "container_id")]
+        name: Option<String>,
         #[arg(long, value_parser = ["tap", "vhost"])]
         kind: String,
         /// Address in this node's subnet; default the next free one.
         #[arg(long)]
         ip: Option<String>,
-        /// Network namespace to move a tap pod's interface into and configure.
+        /// Network namespace to move a tap pod's interface into and configure: a name under /run/netns
+        /// or a path (/run/netns/NAME, /proc/PID/ns/net).
         #[arg(long)]
         netns: Option<String>,
+        /// The interface's name in the namespace (default wt-NAME; eth0 with --container-id).
+        #[arg(long)]
+        ifname: Option<String>,
+        /// Key the pod by this container id (and --ifname), as the CNI plugin does.
+        #[arg(long)]
+        container_id: Option<String>,
         /// vhost: weft connects as the vhost-user client (the pod runs virtio-user with server=1 and
         /// owns the socket), so the connection comes back after either side restarts.
         #[arg(long)]
         vhost_client: bool,
     },
-    /// Detach a pod and free its address.
-    Del { name: String },
+    /// Detach a pod and free its address: by name, or by --container-id (and --ifname).
+    Del {
+        #[arg(required_unless_present = "container_id")]
+        name: Option<String>,
+        #[arg(long)]
+        container_id: Option<String>,
+        #[arg(long, requires = "container_id")]
+        ifname: Option<String>,
+    },
     /// List pods.
     List,
 }
@@ -81,10 +97,22 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let req = match cli.cmd {
-        Cmd::Pod { cmd: PodCmd::Add { name, kind, ip, netns, vhost_client } } => {
-            Request::PodAdd { name, kind, ip, netns, vhost_client }
+        Cmd::Pod { cmd: PodCmd::Add { name, kind, ip, netns, ifname, container_id, vhost_client } } => {
+            Request::PodAdd {
+                name: name.unwrap_or_default(),
+                kind,
+                ip,
+                netns,
+                vhost_client,
+                ifname,
+                container_id,
+                ip_reserved: false,
+                routes: Vec::new(),
+            }
         }
-        Cmd::Pod { cmd: PodCmd::Del { name } } => Request::PodDel { name },
+        Cmd::Pod { cmd: PodCmd::Del { name, container_id, ifname } } => {
+            Request::PodDel { name: name.unwrap_or_default(), container_id, ifname }
+        }
         Cmd::Pod { cmd: PodCmd::List } => Request::PodList,
         Cmd::Status => Request::Status,
         Cmd::Debug { cmd: DebugCmd::PauseWorker { worker, seconds } } => Request::DebugPauseWorker { worker, seconds },

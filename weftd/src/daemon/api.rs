@@ -20,16 +20,41 @@ use dataplane::packet::DropReason;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
+    /// Attach a pod. Keyed by `name`, or by `container_id` and `ifname` (CNI) when `name` is empty.
     PodAdd {
+        #[serde(default)]
         name: String,
         kind: String,
         ip: Option<String>,
+        /// A namespace name under /run/netns, or a path.
         netns: Option<String>,
         #[serde(default)]
         vhost_client: bool,
+        #[serde(default)]
+        ifname: Option<String>,
+        #[serde(default)]
+        container_id: Option<String>,
+        /// `ip` was reserved by the caller's IPAM: weftd neither reserves nor releases it.
+        #[serde(default)]
+        ip_reserved: bool,
+        /// Routes in the pod's namespace: `dst` or `dst via gw`; the default route when empty.
+        #[serde(default)]
+        routes: Vec<String>,
     },
+    /// Detach a pod by name, or a container's interface (`name` empty). A container's interface that
+    /// is not attached is no error (CNI's DEL is idempotent): the result is null.
     PodDel {
+        #[serde(default)]
         name: String,
+        #[serde(default)]
+        container_id: Option<String>,
+        #[serde(default)]
+        ifname: Option<String>,
+    },
+    /// CNI's CHECK for a container's interface.
+    PodCheck {
+        container_id: String,
+        ifname: String,
     },
     PodList,
     Status,
@@ -76,14 +101,31 @@ fn pause(shared: &Shared, worker: usize, seconds: u64) -> Result<Value, DebugErr
 
 fn handle(shared: &Shared, req: Request) -> Value {
     let r: Result<Value, String> = match req {
-        Request::PodAdd { name, kind, ip, netns, vhost_client } => {
+        Request::PodAdd { name, kind, ip, netns, vhost_client, ifname, container_id, ip_reserved, routes } => {
             PodSpec::parse(&name, &kind, ip.as_deref(), netns.as_deref())
+                .and_then(|spec| spec.for_container(container_id.as_deref(), ifname.as_deref()))
+                .and_then(|spec| {
+                    Ok(PodSpec {
+                        vhost_client,
+                        ip_reserved,
+                        routes: routes.iter().map(|r| r.parse()).collect::<Result<_, _>>()?,
+                        ..spec
+                    })
+                })
                 .map_err(PodError::from)
-                .and_then(|spec| shared.pods.add(PodSpec { vhost_client, ..spec }))
+                .and_then(|spec| shared.pods.add(spec))
                 .map(|info| json!(info))
                 .map_err(|e| e.to_string())
         }
-        Request::PodDel { name } => shared.pods.del(&name).map(|info| json!(info)).map_err(|e| e.to_string()),
+        Request::PodDel { name, container_id: Some(cid), ifname } if name.is_empty() => shared
+            .pods
+            .del_container(&cid, ifname.as_deref().unwrap_or("eth0"))
+            .map(|info| json!(info))
+            .map_err(|e| e.to_string()),
+        Request::PodDel { name, .. } => shared.pods.del(&name).map(|info| json!(info)).map_err(|e| e.to_string()),
+        Request::PodCheck { container_id, ifname } => {
+            shared.pods.check(&container_id, &ifname).map(|info| json!(info)).map_err(|e| e.to_string())
+        }
         Request::PodList => Ok(json!(shared.pods.list())),
         Request::Status => Ok(status(shared)),
         Request::DebugPauseWorker { worker, seconds } => pause(shared, worker, seconds).map_err(|e| e.to_string()),

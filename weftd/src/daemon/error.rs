@@ -46,6 +46,16 @@ pub enum PodError {
     Exists(String),
     #[error("no pod named {0:?}")]
     NoSuchPod(String),
+    #[error("no pod for container {container_id} interface {ifname}")]
+    NoSuchContainer { container_id: String, ifname: String },
+    #[error("a pod needs a name, or a container id (weft then names it)")]
+    NoName,
+    #[error("ip: an address reserved by the caller's IPAM must be given (ip_reserved without ip)")]
+    ReservedWithoutIp,
+    #[error("pod {name:?} is not restored yet: {why}")]
+    NotRestored { name: String, why: String },
+    #[error("pod {name:?} is not as it was attached: {why}")]
+    Broken { name: String, why: String },
     #[error("ip: {ip} is not a pod address of this node's subnet {subnet} (not the network, gateway or broadcast)")]
     NotPodAddress { ip: Ipv4Addr, subnet: Ipv4Net },
     #[error("ip: {0} is already used by another pod")]

@@ -85,6 +85,25 @@ pub(super) fn run_ip(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Run `ip` in a network namespace given by name (under /run/netns) or by path (CNI's `CNI_NETNS`,
+/// through `nsenter`, as `ip -n` takes names only); its output, or its complaint.
+pub(super) fn ip_in(netns: &str, args: &[&str]) -> Result<String, String> {
+    let mut cmd = if netns.contains('/') {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={netns}")).arg("ip");
+        c
+    } else {
+        let mut c = Command::new("ip");
+        c.args(["-n", netns]);
+        c
+    };
+    let out = cmd.args(args).output().map_err(|e| format!("running ip in {netns} (iproute2, util-linux): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ip {} in {netns}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The kernel interface's MAC, once the device has made it.
 fn iface_mac(name: &str) -> Result<MacAddr, String> {
     let path = format!("/sys/class/net/{name}/address");

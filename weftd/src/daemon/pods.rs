@@ -15,11 +15,11 @@ use std::time::Duration;
 use crossbeam::channel::{bounded, Sender};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
-use weft_config::node::{PodKind, PodSpec};
-use weft_config::MacAddr;
+use weft_config::node::{PodKind, PodRoute, PodSpec};
+use weft_config::{Ipv4Net, MacAddr};
 
 use super::error::{PodError, StateProblem};
-use super::host::run_ip;
+use super::host::{ip_in, run_ip};
 use super::{lock, TablePublisher};
 use dataplane::dpdk::{Mempool, Port, PortConfig, PortId};
 use dataplane::tables::{Node, PodEntry};
@@ -36,12 +36,57 @@ pub struct PodInfo {
     pub gateway: Ipv4Addr,
     pub mac: String,
     pub mtu: u16,
-    /// The tap interface (tap pods) or the vhost-user socket path (vhost pods).
+    /// The tap interface (tap pods: its name in the pod's namespace) or the vhost-user socket path.
     pub iface: String,
     pub netns: Option<String>,
     pub port_id: u16,
     #[serde(default)]
     pub vhost_client: bool,
+    /// The runtime's container id and the interface name it asked for (pods attached through CNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The address belongs to the caller's IPAM (CNI): weftd does not release it.
+    #[serde(default)]
+    pub ip_reserved: bool,
+    /// Routes in the pod's namespace, `dst` or `dst via gw` (tap pods; empty: the default route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+impl PodInfo {
+    fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id.as_deref() == Some(container_id) && self.ifname.as_deref() == Some(ifname)
+    }
+
+    /// The spec that attaches this pod again (a restore): same address, MAC and key.
+    fn spec(&self) -> PodSpec {
+        let routes = self.routes.iter().filter_map(|r| r.parse().ok()).collect();
+        PodSpec {
+            name: self.name.clone(),
+            kind: if self.kind == "vhost" { PodKind::Vhost } else { PodKind::Tap },
+            ip: Some(self.ip),
+            netns: self.netns.clone(),
+            ifname: self.ifname.clone(),
+            container_id: self.container_id.clone(),
+            ip_reserved: self.ip_reserved,
+            routes,
+            vhost_client: self.vhost_client,
+            mac: self.mac.parse().ok(),
+        }
+    }
+}
+
+/// weft's name for a container's interface: `c` and 11 hex digits of a hash of the key, salted until
+/// it is free (FNV-1a: stable across restarts and releases).
+fn container_pod_name(container_id: &str, ifname: &str, salt: u32) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([b'/']).chain(ifname.bytes()).chain(salt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("c{:011x}", h & 0x0fff_ffff_ffff)
 }
 
 pub(super) struct PodRuntime {
@@ -117,11 +162,10 @@ impl PodRegistry {
         lock(&self.state_problem).clone()
     }
 
-    /// The next free pod address: from the second host address up, skipping the gateway and broadcast,
-    /// and whatever host-local handed out (the shared store); reserved there for `pod`.
-    fn allocate_ip(&self, pod: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, PodError> {
+    /// The addresses weft's pods hold (pods whose restore is pending keep theirs); `wanted`, if given,
+    /// checked to be a free pod address of this node.
+    fn used_ips(&self, wanted: Option<Ipv4Addr>) -> Result<Vec<Ipv4Addr>, PodError> {
         let subnet = self.node.subnet;
-        // Pods whose restore is pending keep their addresses.
         let mut used: Vec<Ipv4Addr> = self.tables.inputs().pods.iter().map(|p| p.ip).collect();
         used.extend(lock(&self.pending).values().map(|p| p.ip));
         if let Some(ip) = wanted {
@@ -132,6 +176,14 @@ impl PodRegistry {
                 return Err(PodError::AddressInUse(ip));
             }
         }
+        Ok(used)
+    }
+
+    /// The next free pod address: from the second host address up, skipping the gateway and broadcast,
+    /// and whatever host-local handed out (the shared store); reserved there for `pod`.
+    fn allocate_ip(&self, pod: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, PodError> {
+        let subnet = self.node.subnet;
+        let used = self.used_ips(wanted)?;
         let first = u32::from(subnet.first_host()) + 1;
         let last = u32::from(subnet.last_addr());
         let free = (first..last).map(Ipv4Addr::from).filter(|a| !used.contains(a));
@@ -160,13 +212,73 @@ impl PodRegistry {
         }
     }
 
-    pub fn add(&self, spec: PodSpec) -> Result<PodInfo, PodError> {
-        if lock(&self.pods).contains_key(&spec.name) || lock(&self.pending).contains_key(&spec.name) {
+    fn taken(&self, name: &str) -> bool {
+        lock(&self.pods).contains_key(name) || lock(&self.pending).contains_key(name)
+    }
+
+    /// The name of the pod attached (or pending) for a container's interface.
+    pub fn find(&self, container_id: &str, ifname: &str) -> Option<String> {
+        let attached = lock(&self.pods).values().find(|r| r.info.is(container_id, ifname)).map(|r| r.info.name.clone());
+        attached.or_else(|| lock(&self.pending).values().find(|p| p.is(container_id, ifname)).map(|p| p.name.clone()))
+    }
+
+    pub fn add(&self, mut spec: PodSpec) -> Result<PodInfo, PodError> {
+        if let Some(cid) = spec.container_id.as_deref() {
+            let ifname = spec.ifname.get_or_insert_with(|| "eth0".to_owned()).clone();
+            if let Some(name) = self.find(cid, &ifname) {
+                return Err(PodError::Exists(name));
+            }
+            if spec.name.is_empty() {
+                let mut salt = 0;
+                spec.name = container_pod_name(cid, &ifname, salt);
+                while self.taken(&spec.name) {
+                    salt += 1;
+                    spec.name = container_pod_name(cid, &ifname, salt);
+                }
+            }
+        }
+        if spec.name.is_empty() {
+            return Err(PodError::NoName);
+        }
+        if self.taken(&spec.name) {
             return Err(PodError::Exists(spec.name));
         }
         let name = spec.name.clone();
+        if spec.ip_reserved {
+            // The caller's IPAM holds the address: check it, and leave the store to the caller.
+            let ip = spec.ip.ok_or(PodError::ReservedWithoutIp)?;
+            self.used_ips(Some(ip))?;
+            return self.attach(spec, ip);
+        }
         let ip = self.allocate_ip(&name, spec.ip)?;
         self.attach(spec, ip).inspect_err(|_| self.release_ip(&name, ip))
+    }
+
+    /// Detach a container's interface; `None` when there is none (CNI's DEL is idempotent).
+    pub fn del_container(&self, container_id: &str, ifname: &str) -> Result<Option<PodInfo>, PodError> {
+        match self.find(container_id, ifname) {
+            Some(name) => self.del(&name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// CNI's CHECK: the container's pod is attached and, for a tap pod, its interface is in the
+    /// namespace with the pod's address.
+    pub fn check(&self, container_id: &str, ifname: &str) -> Result<PodInfo, PodError> {
+        let none = || PodError::NoSuchContainer { container_id: container_id.into(), ifname: ifname.into() };
+        let name = self.find(container_id, ifname).ok_or_else(none)?;
+        let Some(info) = lock(&self.pods).get(&name).map(|r| r.info.clone()) else {
+            return Err(PodError::NotRestored { name, why: "weftd restarted and could not attach it again".into() });
+        };
+        if let (true, Some(ns)) = (info.kind == "tap", info.netns.as_deref()) {
+            let broken = |why: String| PodError::Broken { name: info.name.clone(), why };
+            let addrs = ip_in(ns, &["-o", "-4", "addr", "show", "dev", &info.iface]).map_err(broken)?;
+            let want = format!(" {}/{} ", info.ip, info.prefix_len);
+            if !addrs.contains(&want) {
+                return Err(broken(format!("{} in {ns} does not hold {}/{}", info.iface, info.ip, info.prefix_len)));
+            }
+        }
+        Ok(info)
     }
 
     /// Make the pod's port, configure it and hand it to the workers, at the address reserved for it.
@@ -183,13 +295,14 @@ impl PodRegistry {
                 (format!("net_tap{n},iface={iface}"), iface)
             }
             PodKind::Vhost => {
-                // Pods' sockets live apart from the API socket (whose directory is private to root).
-                let dir = &self.vhost_dir;
-                std::fs::create_dir_all(dir).map_err(|cause| PodError::Io {
+                // Pods' sockets live apart from the API socket (whose directory is private to root); a
+                // container's in a directory of its own, which its runtime can mount into it.
+                let (dir, file) = self.vhost_place(&spec);
+                std::fs::create_dir_all(&dir).map_err(|cause| PodError::Io {
                     what: format!("vhost_dir {}: cannot create it", dir.display()),
                     cause,
                 })?;
-                let sock = dir.join(format!("{}.sock", spec.name));
+                let sock = dir.join(format!("{file}.sock"));
                 if spec.vhost_client {
                     // The pod owns the socket; net_vhost's client retries until it can connect.
                     (
@@ -229,26 +342,34 @@ impl PodRegistry {
         let mtu = self.node.pod_mtu();
         let prefix_len = self.node.subnet.prefix_len();
         let gateway = self.node.gateway_ip();
+        let mut iface = iface;
         if let (PodKind::Tap, Some(ns)) = (spec.kind, spec.netns.as_deref()) {
-            // What a CNI plugin does for a pod: move the interface in, then address and route it.
+            // What a CNI plugin does for a pod: move the interface in, name it, address and route it.
             let addr = format!("{ip}/{prefix_len}");
             let (m, t) = (mac.to_string(), mtu.to_string());
+            let inner = spec.ifname.clone().unwrap_or_else(|| iface.clone());
+            let default =
+                [PodRoute { dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(self.node.subnet), gw: None }];
+            let routes = if spec.routes.is_empty() { &default[..] } else { &spec.routes[..] };
             run_ip(&["link", "set", &iface, "netns", ns])
-                .and_then(|_| run_ip(&["-n", ns, "link", "set", &iface, "address", &m, "mtu", &t, "up"]))
-                .and_then(|_| run_ip(&["-n", ns, "addr", "add", &addr, "dev", &iface]))
-                .and_then(|_| run_ip(&["-n", ns, "link", "set", "lo", "up"]))
                 .and_then(|_| {
-                    run_ip(&["-n", ns, "route", "add", "default", "via", &gateway.to_string(), "dev", &iface])
+                    if inner == iface {
+                        Ok(String::new())
+                    } else {
+                        ip_in(ns, &["link", "set", &iface, "name", &inner])
+                    }
+                })
+                .and_then(|_| ip_in(ns, &["link", "set", &inner, "address", &m, "mtu", &t, "up"]))
+                .and_then(|_| ip_in(ns, &["addr", "add", &addr, "dev", &inner]))
+                .and_then(|_| ip_in(ns, &["link", "set", "lo", "up"]))
+                .and_then(|_| {
+                    routes.iter().try_for_each(|r| {
+                        let (dst, via) = (r.dst.to_string(), r.gw.unwrap_or(gateway).to_string());
+                        ip_in(ns, &["route", "add", &dst, "via", &via, "dev", &inner]).map(drop)
+                    })
                 })
                 .map_err(|reason| PodError::Netns { iface: iface.clone(), netns: ns.to_owned(), reason })?;
-        }
-        // Every worker gets a TX queue; one worker (round robin) polls all of the pod's RX queues.
-        let owner = (n as usize) % self.workers.len();
-        let mut rx = Some(rx);
-        for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
-            let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
-            w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: rxq, kind: PortKind::Pod })
-                .map_err(|_| PodError::WorkerGone(i))?;
+            iface = inner;
         }
         let info = PodInfo {
             name: spec.name.clone(),
@@ -262,7 +383,23 @@ impl PodRegistry {
             netns: spec.netns.clone(),
             port_id: port.id().0,
             vhost_client: spec.vhost_client,
+            container_id: spec.container_id.clone(),
+            ifname: spec.ifname.clone(),
+            ip_reserved: spec.ip_reserved,
+            routes: spec.routes.iter().map(ToString::to_string).collect(),
         };
+        if info.kind == "vhost" && info.container_id.is_some() {
+            // Before the workers hold the port: a failure here closes it untouched.
+            self.write_vhost_card(&info)?;
+        }
+        // Every worker gets a TX queue; one worker (round robin) polls all of the pod's RX queues.
+        let owner = (n as usize) % self.workers.len();
+        let mut rx = Some(rx);
+        for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
+            let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
+            w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: rxq, kind: PortKind::Pod })
+                .map_err(|_| PodError::WorkerGone(i))?;
+        }
         self.tables.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
         if let Some(h) = &self.host_iface {
             super::host::route_pod(h, ip);
@@ -275,7 +412,9 @@ impl PodRegistry {
     pub fn del(&self, name: &str) -> Result<PodInfo, PodError> {
         if let Some(info) = lock(&self.pending).remove(name) {
             self.save(); // a pod whose restore failed: forgetting it is all there is to do
-            self.release_ip(name, info.ip);
+            if !info.ip_reserved {
+                self.release_ip(name, info.ip);
+            }
             return Ok(info);
         }
         let Some(rt) = lock(&self.pods).remove(name) else { return Err(PodError::NoSuchPod(name.to_owned())) };
@@ -286,7 +425,9 @@ impl PodRegistry {
         }
         // Durable before anything can fail: the pod does not come back after a restart.
         self.save();
-        self.release_ip(name, rt.info.ip);
+        if !rt.info.ip_reserved {
+            self.release_ip(name, rt.info.ip);
+        }
         let (done_tx, done_rx) = bounded(self.workers.len());
         for w in &self.workers {
             let _ = w.send_timeout(WorkerCommand::Detach { port, done: done_tx.clone() }, Duration::from_secs(1));
@@ -303,10 +444,46 @@ impl PodRegistry {
         // Last handle: stops and closes the port (its queues' mbufs go back to the pool) and removes the
         // device (the tap interface, the vhost socket).
         drop(rt);
-        if info.kind == "vhost" && !info.vhost_client {
-            let _ = std::fs::remove_file(&info.iface);
-        }
+        self.remove_vhost_files(&info);
         Ok(info)
+    }
+
+    /// Where a vhost pod's socket goes: `vhost_dir/<name>.sock`, or for a container
+    /// `vhost_dir/<container id>/<ifname>.sock` beside `<ifname>.json` (its card).
+    fn vhost_place(&self, spec: &PodSpec) -> (PathBuf, String) {
+        match (spec.container_id.as_deref(), spec.ifname.as_deref()) {
+            (Some(cid), Some(ifname)) => (self.vhost_dir.join(cid), ifname.to_owned()),
+            _ => (self.vhost_dir.clone(), spec.name.clone()),
+        }
+    }
+
+    /// The card a DPDK pod reads to configure its virtio-user port: socket, MAC, address, gateway, MTU.
+    fn write_vhost_card(&self, info: &PodInfo) -> Result<(), PodError> {
+        let card = std::path::Path::new(&info.iface).with_extension("json");
+        let text = serde_json::json!({
+            "socket": info.iface, "mode": if info.vhost_client { "server" } else { "client" },
+            "mac": info.mac, "ip": format!("{}/{}", info.ip, info.prefix_len),
+            "gateway": info.gateway, "mtu": info.mtu,
+        });
+        weft_config::state::write_atomic(&card, format!("{text:#}\n").as_bytes())
+            .map_err(|cause| PodError::Io { what: format!("writing {}", card.display()), cause })
+    }
+
+    /// A vhost pod's socket (when weft made it), its card and its container's directory (when empty).
+    fn remove_vhost_files(&self, info: &PodInfo) {
+        if info.kind != "vhost" {
+            return;
+        }
+        let sock = std::path::Path::new(&info.iface);
+        if !info.vhost_client {
+            let _ = std::fs::remove_file(sock);
+        }
+        if info.container_id.is_some() {
+            let _ = std::fs::remove_file(sock.with_extension("json"));
+            if let Some(dir) = sock.parent().filter(|d| *d != self.vhost_dir) {
+                let _ = std::fs::remove_dir(dir); // only when empty: other interfaces may live there
+            }
+        }
     }
 
     fn state_file(&self) -> PathBuf {
@@ -378,14 +555,20 @@ impl PodRegistry {
     pub fn retry_pending(&self) {
         let pending: Vec<PodInfo> = lock(&self.pending).values().cloned().collect();
         for p in pending {
-            let spec = PodSpec {
-                name: p.name.clone(),
-                kind: if p.kind == "vhost" { PodKind::Vhost } else { PodKind::Tap },
-                ip: Some(p.ip),
-                netns: p.netns.clone(),
-                vhost_client: p.vhost_client,
-                mac: p.mac.parse().ok(),
-            };
+            let gone = p.container_id.is_some()
+                && p.netns.as_deref().is_some_and(|ns| ns.contains('/') && !std::path::Path::new(ns).exists());
+            if gone {
+                // The container's namespace is gone while weftd was away: its runtime has deleted it (or
+                // will, and DEL is idempotent). Nothing to attach; the address is its IPAM's to free.
+                warn!(pod = %p.name, container = ?p.container_id, netns = ?p.netns, "container gone: pod forgotten");
+                lock(&self.pending).remove(&p.name);
+                self.save();
+                if !p.ip_reserved {
+                    self.release_ip(&p.name, p.ip);
+                }
+                continue;
+            }
+            let spec = p.spec();
             // Out of the pending list while it is tried, so the address is free for it.
             lock(&self.pending).remove(&p.name);
             match self.add(spec) {
@@ -412,9 +595,7 @@ impl PodRegistry {
         lock(&self.detaching).clear();
         let all = std::mem::take(&mut *lock(&self.pods));
         for (_, rt) in all {
-            if rt.info.kind == "vhost" && !rt.info.vhost_client {
-                let _ = std::fs::remove_file(&rt.info.iface);
-            }
+            self.remove_vhost_files(&rt.info);
         }
     }
 
