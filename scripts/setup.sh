@@ -13,6 +13,7 @@ PACKAGES=(
   iproute2 tcpdump ethtool iputils-ping procps psmisc  # the netns lab
   iptables                             # the host port's masquerade and the lab's Services (nft backend)
   containernetworking-plugins          # bridge, host-local, loopback: kernel pods on cni0 the flannel way
+  podman runc busybox-static           # a real container runtime driving the weft CNI plugin (CNI backend)
   iperf3                               # the host-port benchmark (TCP and small-packet UDP, pod to pod)
   python3 python3-scapy python3-venv   # frames built by scapy in tests; a venv for the TRex client
   prometheus                           # scrapes weftd in the observability test; promtool lints

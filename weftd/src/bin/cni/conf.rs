@@ -1,0 +1,220 @@
+//! The network conf on stdin, the CNI_* environment, and the result printed for ADD.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::ipam::Lease;
+use crate::{code, CniError, SUPPORTED};
+
+/// `cniVersion` of a conf, if the bytes are a JSON object that has one.
+pub fn version_of(stdin: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(stdin).ok()?;
+    v["cniVersion"].as_str().map(str::to_owned)
+}
+
+/// The plugin's conf. Besides CNI's keys: `kind` ("tap", default, or "vhost"), `apiSocket` (weftd's API),
+/// `subnetFile` (flannel's, for the default IPAM), `ipamStore` (the default IPAM's store, shared with
+/// the `cni0` pods), `vhostClient` (vhost pods own their socket).
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub cni_version: String,
+    pub kind: String,
+    pub api_socket: String,
+    pub subnet_file: PathBuf,
+    pub ipam_store: PathBuf,
+    pub vhost_client: bool,
+    /// The conf as given: passed on to the IPAM plugin (with the default `ipam` filled in).
+    pub raw: Value,
+    pub dns: Option<Value>,
+    pub prev_result: Option<Value>,
+}
+
+fn invalid(msg: impl Into<String>) -> CniError {
+    CniError::new(code::INVALID_CONFIG, msg, "see config/cni/ in weft's sources for an example conflist")
+}
+
+impl NetConf {
+    pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
+        let raw: Value = serde_json::from_slice(stdin)
+            .map_err(|e| CniError::new(code::DECODE, "the network conf on stdin is not JSON", e.to_string()))?;
+        if !raw.is_object() {
+            return Err(CniError::new(code::DECODE, "the network conf on stdin is not a JSON object", ""));
+        }
+        let s = |k: &str| raw[k].as_str().map(str::to_owned);
+        let cni_version = s("cniVersion").ok_or_else(|| invalid("cniVersion is missing"))?;
+        if !SUPPORTED.contains(&cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("cniVersion {cni_version} is not supported"),
+                format!("supported: {}", SUPPORTED.join(", ")),
+            ));
+        }
+        if s("name").unwrap_or_default().is_empty() {
+            return Err(invalid("name (the network's) is missing"));
+        }
+        let kind = s("kind").unwrap_or_else(|| "tap".to_owned());
+        if kind != "tap" && kind != "vhost" {
+            return Err(invalid(format!("kind {kind:?}: use \"tap\" (a kernel pod) or \"vhost\" (a DPDK or VM pod)")));
+        }
+        let bool_of = |k: &str| match &raw[k] {
+            Value::Null => Ok(false),
+            Value::Bool(b) => Ok(*b),
+            other => Err(invalid(format!("{k} must be true or false, not {other}"))),
+        };
+        if !matches!(raw["ipam"], Value::Null | Value::Object(_)) {
+            return Err(invalid("ipam must be an object with a \"type\""));
+        }
+        Ok(NetConf {
+            cni_version,
+            kind,
+            api_socket: s("apiSocket").unwrap_or_else(|| "/run/weft/weftd.sock".to_owned()),
+            subnet_file: s("subnetFile").unwrap_or_else(|| "/run/flannel/subnet.env".to_owned()).into(),
+            ipam_store: s("ipamStore").unwrap_or_else(|| "/var/lib/cni/networks/cbr0".to_owned()).into(),
+            vhost_client: bool_of("vhostClient")?,
+            dns: raw.get("dns").filter(|d| d.is_object()).cloned(),
+            prev_result: raw.get("prevResult").filter(|d| d.is_object()).cloned(),
+            raw,
+        })
+    }
+}
+
+/// The CNI_* variables of one invocation.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub container_id: String,
+    pub netns: Option<String>,
+    pub ifname: String,
+    /// Where plugins are (CNI_PATH), for the IPAM plugin.
+    pub path: Vec<PathBuf>,
+}
+
+impl Env {
+    pub fn from_process(command: &str) -> Result<Env, CniError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let need = |k: &str| {
+            var(k).ok_or_else(|| {
+                CniError::new(code::INVALID_ENV, format!("{k} is not set"), format!("{command} needs it"))
+            })
+        };
+        let container_id = need("CNI_CONTAINERID")?;
+        let ifname = need("CNI_IFNAME")?;
+        let path = need("CNI_PATH")?.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        Ok(Env { container_id, netns: var("CNI_NETNS"), ifname, path })
+    }
+}
+
+/// ADD's result in the conf's version: the interface (in the sandbox, or its vhost-user socket), the
+/// address, the routes and DNS.
+pub fn result(conf: &NetConf, env: &Env, netns: &str, lease: &Lease, pod: &Value) -> Value {
+    let mut iface = json!({"name": env.ifname, "mac": pod["mac"]});
+    if conf.kind == "vhost" {
+        iface["socketPath"] = pod["iface"].clone();
+    } else {
+        iface["sandbox"] = json!(netns);
+    }
+    let gateway: Option<Ipv4Addr> = lease.gateway.or_else(|| pod["gateway"].as_str().and_then(|g| g.parse().ok()));
+    let mut ip = json!({"address": format!("{}/{}", lease.ip, lease.prefix_len), "interface": 0});
+    if let Some(gw) = gateway {
+        ip["gateway"] = json!(gw.to_string());
+    }
+    if conf.cni_version.starts_with("0.") {
+        ip["version"] = json!("4");
+    }
+    let routes: Vec<Value> = lease
+        .routes
+        .iter()
+        .map(|r| match r.split_once(" via ") {
+            Some((dst, gw)) => json!({"dst": dst, "gw": gw}),
+            None => json!({"dst": r}),
+        })
+        .collect();
+    let mut out = json!({"cniVersion": conf.cni_version, "interfaces": [iface], "ips": [ip], "routes": routes});
+    if let Some(dns) = conf.dns.clone().or_else(|| lease.dns.clone()) {
+        out["dns"] = dns;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conf_needs_a_known_version_a_name_and_a_kind_it_knows() {
+        let ok = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"weft","type":"weft"}"#).unwrap();
+        assert_eq!((ok.kind.as_str(), ok.api_socket.as_str()), ("tap", "/run/weft/weftd.sock"));
+        assert_eq!(ok.ipam_store, PathBuf::from("/var/lib/cni/networks/cbr0"));
+        let code_of = |s: &str| NetConf::parse(s.as_bytes()).unwrap_err().code;
+        assert_eq!(code_of("not json"), code::DECODE);
+        assert_eq!(code_of("[1]"), code::DECODE);
+        assert_eq!(code_of(r#"{"cniVersion":"9.9.9","name":"w"}"#), code::INCOMPATIBLE_VERSION);
+        assert_eq!(code_of(r#"{"name":"w"}"#), code::INVALID_CONFIG);
+        assert_eq!(code_of(r#"{"cniVersion":"1.0.0"}"#), code::INVALID_CONFIG);
+        assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","kind":"veth"}"#), code::INVALID_CONFIG);
+        assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","vhostClient":"yes"}"#), code::INVALID_CONFIG);
+        assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","ipam":"host-local"}"#), code::INVALID_CONFIG);
+    }
+
+    /// The conflists shipped in config/cni/ give the plugin a conf it takes, with the shared store.
+    #[test]
+    fn shipped_conflists_parse() {
+        for (text, kind) in [
+            (include_str!("../../../../config/cni/10-weft.conflist"), "tap"),
+            (include_str!("../../../../config/cni/20-weft-vhost.conflist"), "vhost"),
+        ] {
+            let list: Value = serde_json::from_str(text).unwrap();
+            let mut plugin = list["plugins"][0].clone();
+            // What a runtime does: the list's version and name go into each plugin's conf.
+            plugin["cniVersion"] = list["cniVersion"].clone();
+            plugin["name"] = list["name"].clone();
+            let c = NetConf::parse(plugin.to_string().as_bytes()).unwrap();
+            assert_eq!((c.kind.as_str(), c.ipam_store.to_str()), (kind, Some("/var/lib/cni/networks/cbr0")));
+        }
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            ip: Ipv4Addr::new(10, 244, 1, 5),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(10, 244, 1, 1)),
+            routes: vec!["0.0.0.0/0".into(), "10.96.0.0/12 via 10.244.1.254".into()],
+            dns: Some(json!({"nameservers": ["10.96.0.10"]})),
+        }
+    }
+
+    fn env() -> Env {
+        Env { container_id: "c1".into(), netns: Some("/run/netns/x".into()), ifname: "eth0".into(), path: vec![] }
+    }
+
+    #[test]
+    fn results_carry_the_interface_address_routes_and_dns_in_the_confs_version() {
+        let pod = json!({"mac": "0a:58:0a:f4:01:05", "iface": "eth0", "gateway": "10.244.1.1"});
+        let conf = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"weft"}"#).unwrap();
+        let r = result(&conf, &env(), "/run/netns/x", &lease(), &pod);
+        assert_eq!(
+            r,
+            json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "mac": "0a:58:0a:f4:01:05", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 0}],
+                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.96.0.0/12", "gw": "10.244.1.254"}],
+                "dns": {"nameservers": ["10.96.0.10"]},
+            })
+        );
+        // The conf's DNS wins over the IPAM plugin's; 0.x results say the IP version; vhost pods carry
+        // their socket instead of a sandbox.
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"0.4.0","name":"weft","kind":"vhost","dns":{"nameservers":["1.1.1.1"]}}"#)
+                .unwrap();
+        let pod = json!({"mac": "0a:58:0a:f4:01:05", "iface": "/run/weft-vhost/c1/eth0.sock"});
+        let r = result(&conf, &env(), "/run/netns/x", &lease(), &pod);
+        assert_eq!(
+            r["interfaces"][0],
+            json!({"name": "eth0", "mac": "0a:58:0a:f4:01:05", "socketPath": "/run/weft-vhost/c1/eth0.sock"})
+        );
+        assert_eq!(r["ips"][0]["version"], "4");
+        assert_eq!(r["dns"], json!({"nameservers": ["1.1.1.1"]}));
+    }
+}
