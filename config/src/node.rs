@@ -254,6 +254,10 @@ pub enum PodKind {
     Tap,
     /// A vhost-user socket (DPDK net_vhost) for a virtio-user pod or a VM.
     Vhost,
+    /// A kernel pod on a veth pair routed through the host port (a /32 route and proxy ARP on the host
+    /// end, as Calico does): no weft port of its own, so the workers' cost per burst does not grow with
+    /// the number of such pods. Needs the host port.
+    Veth,
 }
 
 impl std::str::FromStr for PodKind {
@@ -262,7 +266,8 @@ impl std::str::FromStr for PodKind {
         match s {
             "tap" => Ok(PodKind::Tap),
             "vhost" => Ok(PodKind::Vhost),
-            _ => Err(bad("kind", format!("{s:?} is not a pod kind: use \"tap\" or \"vhost\""))),
+            "veth" => Ok(PodKind::Veth),
+            _ => Err(bad("kind", format!("{s:?} is not a pod kind: use \"tap\", \"vhost\" or \"veth\""))),
         }
     }
 }
@@ -272,6 +277,7 @@ impl std::fmt::Display for PodKind {
         f.write_str(match self {
             PodKind::Tap => "tap",
             PodKind::Vhost => "vhost",
+            PodKind::Veth => "veth",
         })
     }
 }
@@ -839,7 +845,7 @@ netns = "web-ns"
         assert!(err_with(|f| f.metrics_addr = Some("9109".into())).starts_with("metrics_addr:"));
         assert!(err_with(|f| f.peers[0].vtep_mac = "x".into()).starts_with("peers[0].vtep_mac:"));
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
-        assert!(err_with(|f| f.pods[0].kind = "veth".into()).starts_with("pods[0].kind:"));
+        assert!(err_with(|f| f.pods[0].kind = "macvlan".into()).starts_with("pods[0].kind:"));
         assert!(err_with(|f| f.pods[0].name = "a/b".into()).starts_with("pods[0].name:"));
         assert!(err_with(|f| f.host_iface = Some("a-name-of-16-chr".into())).starts_with("host_iface:"));
         assert!(err_with(|f| f.host_iface = Some("weft0,mac=x".into())).starts_with("host_iface:"));

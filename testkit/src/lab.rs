@@ -149,6 +149,13 @@ impl Lab {
         Ok(())
     }
 
+    /// Delete a namespace the lab made, before the lab ends (a container gone).
+    pub fn del_ns(&mut self, name: &str) -> anyhow::Result<()> {
+        ip(&["netns", "del", name])?;
+        self.namespaces.retain(|n| n != name);
+        Ok(())
+    }
+
     /// A veth from the underlay bridge to `eth0` in `ns`.
     fn wire_to_underlay(&self, ns: &str, port: &str) -> anyhow::Result<()> {
         let ul = &self.underlay_ns;
@@ -563,9 +570,14 @@ impl Lab {
 
     /// A pod namespace on a weft node with a tap interface; returns its address.
     pub fn tap_pod(&mut self, node: &WeftNode, name: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+        self.kernel_pod(node, name, "tap")
+    }
+
+    /// A pod namespace on a weft node with an interface of `kind` (tap, veth); returns its address.
+    pub fn kernel_pod(&mut self, node: &WeftNode, name: &str, kind: &str) -> anyhow::Result<(String, Ipv4Addr)> {
         let ns = format!("{}-{name}", self.prefix);
         self.add_ns(&ns)?;
-        let info = self.weftctl(node, &["pod", "add", name, "--kind", "tap", "--netns", &ns])?;
+        let info = self.weftctl(node, &["pod", "add", name, "--kind", kind, "--netns", &ns])?;
         let ip: Ipv4Addr = info["ip"].as_str().ok_or_else(|| anyhow!("no ip in {info}"))?.parse()?;
         Ok((ns, ip))
     }

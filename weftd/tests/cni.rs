@@ -97,6 +97,8 @@ fn the_cni_plugin_speaks_cni_to_weftd() {
     let (mut lab, n1, k3) = etcd_lab();
     let ns = format!("{}-c1", lab.prefix);
     lab.add_ns(&ns).unwrap();
+    let nst = format!("{}-t1", lab.prefix);
+    lab.add_ns(&nst).unwrap();
     let conf = |extra: Value| {
         let mut c = plugin_conf(&lab, &n1, extra);
         c["cniVersion"] = json!("1.0.0");
@@ -161,7 +163,8 @@ fn the_cni_plugin_speaks_cni_to_weftd() {
     assert!(pods(&lab, &n1).iter().any(|p| p["container_id"] == cid));
 
     // CNI's errors: each with its code, as JSON on stdout, exit status 1.
-    let (ok, v) = cni("ADD", &json!({"cniVersion": "1.0.0", "name": "x", "kind": "veth"}), "e1", Some(&path), "eth1");
+    let (ok, v) =
+        cni("ADD", &json!({"cniVersion": "1.0.0", "name": "x", "kind": "macvlan"}), "e1", Some(&path), "eth1");
     assert!(!ok && v["code"] == 7, "invalid config: {v}");
     let (ok, v) = cni("ADD", &json!({"cniVersion": "9.0.0", "name": "x"}), "e1", Some(&path), "eth1");
     assert!(!ok && v["code"] == 1, "incompatible version: {v}");
@@ -183,6 +186,18 @@ fn the_cni_plugin_speaks_cni_to_weftd() {
         "eth0",
     );
     assert!(!ok && v["code"] == 1, "CHECK under 0.3.1: {v}");
+
+    // A tap pod (a weft port of its own) in another namespace: traffic, then DEL closes its port.
+    let patht = format!("/run/netns/{nst}");
+    let ports = |lab: &Lab| lab.weftctl(&n1, &["status"]).unwrap()["ports"].as_array().unwrap().len();
+    let before = ports(&lab);
+    let (ok, rt) = cni("ADD", &conf(json!({"kind": "tap"})), "t1", Some(&patht), "eth0");
+    assert!(ok, "tap ADD: {rt:#}");
+    assert_eq!(ports(&lab), before + 1, "a tap pod has a weft port");
+    let _ = ping(&nst, k3.pod_ip, 2, None, false);
+    assert_eq!(ping(&nst, k3.pod_ip, 3, None, false), (3, 3), "tap container -> kernel node pod");
+    assert!(cni("DEL", &conf(json!({"kind": "tap"})), "t1", Some(&patht), "eth0").0);
+    assert_eq!(ports(&lab), before, "its port is closed");
 
     // A vhost pod: its socket in a directory of its own, and a card the pod reads.
     let (ok, rv) = cni("ADD", &conf(json!({"kind": "vhost"})), "vh1", Some(&path), "net1");
@@ -226,7 +241,7 @@ fn the_cni_plugin_speaks_cni_to_weftd() {
     let (ok, v) = cni("DEL", &tap, "c2", Some(&path2), "eth0");
     assert!(ok, "DEL without weftd: {v}");
     assert!(!store_file(&lab, &n1, &ip2).exists());
-    testkit::lab::ip(&["netns", "del", &ns2]).unwrap();
+    lab.del_ns(&ns2).unwrap();
     lab.start_weftd_etcd(&n1, &[]).unwrap();
     assert!(pods(&lab, &n1).is_empty(), "the container's pod is forgotten: {:?}", pods(&lab, &n1));
     let log = std::fs::read_to_string(&n1.log).unwrap();
@@ -268,7 +283,9 @@ fn podman_runs_containers_on_weft() {
     let cid = podman.run_detached("wa", &net, "sleep 600").unwrap();
     let pod = container_pod(&lab, &n1, &cid).unwrap_or_else(|| panic!("no pod for {cid}: {:?}", pods(&lab, &n1)));
     let ip: Ipv4Addr = pod["ip"].as_str().unwrap().parse().unwrap();
-    assert_eq!(pod["ifname"], "eth0");
+    assert_eq!((pod["ifname"].as_str(), pod["kind"].as_str()), (Some("eth0"), Some("veth")), "the default kind");
+    let host_end = format!("wv-{}", pod["name"].as_str().unwrap());
+    assert!(sh(&n1.ns, "ip -o link").contains(&host_end), "the veth's host end {host_end}");
     for (what, dst) in [("kernel node pod", k3.pod_ip), ("cni0 pod", kpod_ip)] {
         let _ = podman.exec("wa", &format!("ping -c 2 -w 5 {dst}"));
         let (ok, text) = podman.exec("wa", &format!("ping -c 4 -w 10 {dst}")).unwrap();
@@ -278,13 +295,14 @@ fn podman_runs_containers_on_weft() {
     let (ok, text) = podman.exec("wa", "ip -o link show eth0; ip route").unwrap();
     assert!(ok && text.contains("mtu 1450") && text.contains("default via"), "{text}");
 
-    // podman rm: DEL frees the port and the address.
+    // podman rm: DEL removes the veth pair and frees the address.
     let ports_with = lab.weftctl(&n1, &["status"]).unwrap()["ports"].as_array().unwrap().len();
     podman.rm("wa").unwrap();
     assert!(container_pod(&lab, &n1, &cid).is_none(), "pod gone after podman rm");
     assert!(!store_file(&lab, &n1, &ip.to_string()).exists(), "address {ip} freed");
     let ports_after = lab.weftctl(&n1, &["status"]).unwrap()["ports"].as_array().unwrap().len();
-    assert_eq!(ports_after + 1, ports_with, "the pod's port is closed");
+    assert_eq!(ports_after, ports_with, "a veth pod has no weft port");
+    assert!(!sh(&n1.ns, "ip -o link").contains(&host_end), "the veth's host end {host_end} is gone");
 
     // The runtime killed between ADD and DEL (conmon and the container's process, SIGKILL): nothing
     // runs DEL, the pod stays; the next `podman rm` runs it, and nothing is left behind.

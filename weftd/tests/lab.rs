@@ -698,7 +698,8 @@ fn pod_churn_leaks_nothing() {
 /// Pods survive a weftd restart: they come back from the state directory with the same address and
 /// MAC, and the tap interface is made again in the pod's namespace. A vhost-user pod whose socket the pod
 /// owns (virtio-user `server=1`, weft the client) keeps running across the restart, and weft's restored
-/// client reconnects to it: the pod answers pings before and after, after SIGTERM and after SIGKILL.
+/// client reconnects to it: the pod answers pings before and after, after SIGTERM and after SIGKILL. A veth pod keeps its interface
+/// while weftd is away and the new weftd adopts it.
 #[test]
 fn pods_come_back_after_a_restart() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -707,6 +708,7 @@ fn pods_come_back_after_a_restart() {
     let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
     lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
     let tap = lab.tap_pod(&n1, "pa").unwrap();
+    let veth = lab.kernel_pod(&n1, "pv", "veth").unwrap();
     let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost", "--vhost-client"]).unwrap();
     let (path, mac, ip) = (
         info["iface"].as_str().unwrap().to_owned(),
@@ -728,6 +730,7 @@ fn pods_come_back_after_a_restart() {
     };
     wait_ping(&lab, vh_ip);
     wait_ping(&lab, tap.1);
+    wait_ping(&lab, veth.1);
 
     lab.stop_weftd(&n1.ns);
     lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
@@ -744,19 +747,23 @@ fn pods_come_back_after_a_restart() {
     assert_eq!(find("vh")["mac"].as_str(), Some(mac.as_str()));
     assert_eq!(find("pa")["ip"].as_str(), Some(tap.1.to_string().as_str()));
     assert_eq!(find("vh")["vhost_client"], true);
+    assert_eq!(find("pv")["ip"].as_str(), Some(veth.1.to_string().as_str()));
     wait_ping(&lab, tap.1);
+    // The veth pod kept its interface while weftd was away; the new weftd adopts it.
+    wait_ping(&lab, veth.1);
     // The DPDK pod kept running across the restart, its virtio-user server socket too: weft's restored
     // vhost-user client connects to it again and the pod answers through the new weftd.
     assert!(std::path::Path::new(&path).exists(), "the pod's socket {path} is gone");
     wait_ping(&lab, vh_ip);
     let pods = lab.weftctl(&n1, &["pod", "list"]).unwrap();
-    assert_eq!(pods.as_array().unwrap().len(), 2, "{pods}");
+    assert_eq!(pods.as_array().unwrap().len(), 3, "{pods}");
 
     // The same after SIGKILL: nothing was shut down in order, the state directory brings both back.
     lab.kill_weftd(&n1.ns);
     lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
     wait_ping(&lab, tap.1);
     wait_ping(&lab, vh_ip);
+    wait_ping(&lab, veth.1);
 }
 
 /// Issue #11.6 and #11.7: SIGTERM ends weftd within 5 s while a worker is paused and clients hold the

@@ -54,7 +54,7 @@ enum PodCmd {
         /// weft's name for the pod (1-12 characters); may be left out with --container-id.
         #[arg(required_unless_present = "container_id")]
         name: Option<String>,
-        #[arg(long, value_parser = ["tap", "vhost"])]
+        #[arg(long, value_parser = ["tap", "vhost", "veth"])]
         kind: String,
         /// Address in this node's subnet; default the next free one.
         #[arg(long)]

@@ -48,6 +48,10 @@ pub enum PodError {
     NoSuchPod(String),
     #[error("no pod for container {container_id} interface {ifname}")]
     NoSuchContainer { container_id: String, ifname: String },
+    #[error("kind veth: the pod rides the host port, which is off (host_iface \"\"): set host_iface, or use kind tap")]
+    VethNeedsHostPort,
+    #[error("kind veth: a veth pod needs a network namespace (netns)")]
+    VethNeedsNetns,
     #[error("a pod needs a name, or a container id (weft then names it)")]
     NoName,
     #[error("ip: an address reserved by the caller's IPAM must be given (ip_reserved without ip)")]

@@ -39,7 +39,8 @@ pub struct PodInfo {
     /// The tap interface (tap pods: its name in the pod's namespace) or the vhost-user socket path.
     pub iface: String,
     pub netns: Option<String>,
-    pub port_id: u16,
+    /// The pod's weft port (none for a veth pod, which rides the host port).
+    pub port_id: Option<u16>,
     #[serde(default)]
     pub vhost_client: bool,
     /// The runtime's container id and the interface name it asked for (pods attached through CNI).
@@ -65,7 +66,7 @@ impl PodInfo {
         let routes = self.routes.iter().filter_map(|r| r.parse().ok()).collect();
         PodSpec {
             name: self.name.clone(),
-            kind: if self.kind == "vhost" { PodKind::Vhost } else { PodKind::Tap },
+            kind: self.kind.parse().unwrap_or(PodKind::Tap),
             ip: Some(self.ip),
             netns: self.netns.clone(),
             ifname: self.ifname.clone(),
@@ -91,7 +92,8 @@ fn container_pod_name(container_id: &str, ifname: &str, salt: u32) -> String {
 
 pub(super) struct PodRuntime {
     pub info: PodInfo,
-    pub port: Port,
+    /// The pod's DPDK port; `None` for a veth pod.
+    pub port: Option<Port>,
 }
 
 /// The pods of this node and everything about them.
@@ -166,7 +168,7 @@ impl PodRegistry {
     /// checked to be a free pod address of this node.
     fn used_ips(&self, wanted: Option<Ipv4Addr>) -> Result<Vec<Ipv4Addr>, PodError> {
         let subnet = self.node.subnet;
-        let mut used: Vec<Ipv4Addr> = self.tables.inputs().pods.iter().map(|p| p.ip).collect();
+        let mut used: Vec<Ipv4Addr> = lock(&self.pods).values().map(|r| r.info.ip).collect();
         used.extend(lock(&self.pending).values().map(|p| p.ip));
         if let Some(ip) = wanted {
             if !subnet.contains(ip) || ip == subnet.addr() || ip == subnet.last_addr() || ip == self.node.gateway_ip() {
@@ -270,8 +272,11 @@ impl PodRegistry {
         let Some(info) = lock(&self.pods).get(&name).map(|r| r.info.clone()) else {
             return Err(PodError::NotRestored { name, why: "weftd restarted and could not attach it again".into() });
         };
-        if let (true, Some(ns)) = (info.kind == "tap", info.netns.as_deref()) {
-            let broken = |why: String| PodError::Broken { name: info.name.clone(), why };
+        let broken = |why: String| PodError::Broken { name: info.name.clone(), why };
+        if info.kind == "veth" && !std::path::Path::new(&format!("/sys/class/net/wv-{}", info.name)).exists() {
+            return Err(broken(format!("its host end wv-{} is gone", info.name)));
+        }
+        if let (true, Some(ns)) = (info.kind != "vhost", info.netns.as_deref()) {
             let addrs = ip_in(ns, &["-o", "-4", "addr", "show", "dev", &info.iface]).map_err(broken)?;
             let want = format!(" {}/{} ", info.ip, info.prefix_len);
             if !addrs.contains(&want) {
@@ -290,6 +295,7 @@ impl PodRegistry {
         let n = self.next_vdev.fetch_add(1, Ordering::Relaxed);
         let workers = self.workers.len() as u16;
         let (devargs, iface) = match spec.kind {
+            PodKind::Veth => return self.attach_veth(spec, ip, mac),
             PodKind::Tap => {
                 let iface = format!("wt-{}", spec.name);
                 (format!("net_tap{n},iface={iface}"), iface)
@@ -344,32 +350,7 @@ impl PodRegistry {
         let gateway = self.node.gateway_ip();
         let mut iface = iface;
         if let (PodKind::Tap, Some(ns)) = (spec.kind, spec.netns.as_deref()) {
-            // What a CNI plugin does for a pod: move the interface in, name it, address and route it.
-            let addr = format!("{ip}/{prefix_len}");
-            let (m, t) = (mac.to_string(), mtu.to_string());
-            let inner = spec.ifname.clone().unwrap_or_else(|| iface.clone());
-            let default =
-                [PodRoute { dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(self.node.subnet), gw: None }];
-            let routes = if spec.routes.is_empty() { &default[..] } else { &spec.routes[..] };
-            run_ip(&["link", "set", &iface, "netns", ns])
-                .and_then(|_| {
-                    if inner == iface {
-                        Ok(String::new())
-                    } else {
-                        ip_in(ns, &["link", "set", &iface, "name", &inner])
-                    }
-                })
-                .and_then(|_| ip_in(ns, &["link", "set", &inner, "address", &m, "mtu", &t, "up"]))
-                .and_then(|_| ip_in(ns, &["addr", "add", &addr, "dev", &inner]))
-                .and_then(|_| ip_in(ns, &["link", "set", "lo", "up"]))
-                .and_then(|_| {
-                    routes.iter().try_for_each(|r| {
-                        let (dst, via) = (r.dst.to_string(), r.gw.unwrap_or(gateway).to_string());
-                        ip_in(ns, &["route", "add", &dst, "via", &via, "dev", &inner]).map(drop)
-                    })
-                })
-                .map_err(|reason| PodError::Netns { iface: iface.clone(), netns: ns.to_owned(), reason })?;
-            iface = inner;
+            iface = self.configure_in_netns(&spec, ns, &iface, ip, mac)?;
         }
         let info = PodInfo {
             name: spec.name.clone(),
@@ -381,7 +362,7 @@ impl PodRegistry {
             mtu,
             iface,
             netns: spec.netns.clone(),
-            port_id: port.id().0,
+            port_id: Some(port.id().0),
             vhost_client: spec.vhost_client,
             container_id: spec.container_id.clone(),
             ifname: spec.ifname.clone(),
@@ -404,7 +385,108 @@ impl PodRegistry {
         if let Some(h) = &self.host_iface {
             super::host::route_pod(h, ip);
         }
-        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port });
+        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port: Some(port) });
+        self.save();
+        Ok(info)
+    }
+
+    /// What a CNI plugin does for a pod's interface `iface` (in this namespace now): move it into `ns`,
+    /// name it, give it the MAC, the pod MTU, the address and the routes. Its name in the pod.
+    fn configure_in_netns(
+        &self,
+        spec: &PodSpec,
+        ns: &str,
+        iface: &str,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Result<String, PodError> {
+        let addr = format!("{ip}/{}", self.node.subnet.prefix_len());
+        let (m, t) = (mac.to_string(), self.node.pod_mtu().to_string());
+        let gateway = self.node.gateway_ip();
+        let inner = spec.ifname.clone().unwrap_or_else(|| iface.to_owned());
+        let default = [PodRoute { dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(self.node.subnet), gw: None }];
+        let routes = if spec.routes.is_empty() { &default[..] } else { &spec.routes[..] };
+        run_ip(&["link", "set", iface, "netns", ns])
+            .and_then(|_| {
+                if inner == iface {
+                    Ok(String::new())
+                } else {
+                    ip_in(ns, &["link", "set", iface, "name", &inner])
+                }
+            })
+            .and_then(|_| ip_in(ns, &["link", "set", &inner, "address", &m, "mtu", &t, "up"]))
+            .and_then(|_| ip_in(ns, &["addr", "add", &addr, "dev", &inner]))
+            .and_then(|_| ip_in(ns, &["link", "set", "lo", "up"]))
+            .and_then(|_| {
+                routes.iter().try_for_each(|r| {
+                    let (dst, via) = (r.dst.to_string(), r.gw.unwrap_or(gateway).to_string());
+                    ip_in(ns, &["route", "add", &dst, "via", &via, "dev", &inner]).map(drop)
+                })
+            })
+            .map_err(|reason| PodError::Netns { iface: iface.to_owned(), netns: ns.to_owned(), reason })?;
+        Ok(inner)
+    }
+
+    /// A veth pod: a veth pair, one end in the pod's namespace, the other (`wv-<name>`) routed on the
+    /// host (a /32 route, proxy ARP for the pod's gateway and neighbours, forwarding on), so the pod's
+    /// traffic enters and leaves weft through the host port. A host end left by an earlier run (weftd
+    /// stopped; the pod kept its interface) is adopted.
+    fn attach_veth(&self, spec: PodSpec, ip: Ipv4Addr, mac: MacAddr) -> Result<PodInfo, PodError> {
+        if self.host_iface.is_none() {
+            return Err(PodError::VethNeedsHostPort);
+        }
+        let ns = spec.netns.clone().ok_or(PodError::VethNeedsNetns)?;
+        let outer = format!("wv-{}", spec.name);
+        let netns_err = |reason: String| PodError::Netns { iface: outer.clone(), netns: ns.clone(), reason };
+        let inner = match spec.ifname.clone() {
+            Some(i) => i,
+            None => format!("wt-{}", spec.name),
+        };
+        if !std::path::Path::new(&format!("/sys/class/net/{outer}")).exists() {
+            let peer = format!("wp-{}", spec.name);
+            let mtu = self.node.pod_mtu().to_string();
+            run_ip(&["link", "add", &outer, "mtu", &mtu, "type", "veth", "peer", "name", &peer, "mtu", &mtu])
+                .map_err(netns_err)?;
+            if let Err(e) = self.configure_in_netns(&spec, &ns, &peer, ip, mac) {
+                let _ = run_ip(&["link", "del", &outer]);
+                return Err(e);
+            }
+        }
+        let host_side = || -> Result<(), String> {
+            // Proxy ARP answers at once, not after up to 0.8 s (the kernel's proxy_delay), as Calico has it.
+            for (key, value, what) in [
+                (format!("conf/{outer}/proxy_arp"), "1", "proxy ARP"),
+                (format!("neigh/{outer}/proxy_delay"), "0", "proxy ARP delay"),
+                ("ip_forward".to_owned(), "1", "forwarding"),
+            ] {
+                let path = format!("/proc/sys/net/ipv4/{key}");
+                std::fs::write(&path, value).map_err(|e| format!("{what}: {path}: {e}"))?;
+            }
+            run_ip(&["link", "set", &outer, "up"])?;
+            run_ip(&["route", "replace", &format!("{ip}/32"), "dev", &outer])
+        };
+        if let Err(reason) = host_side() {
+            let _ = run_ip(&["link", "del", &outer]);
+            return Err(netns_err(reason));
+        }
+        let info = PodInfo {
+            name: spec.name.clone(),
+            kind: spec.kind.to_string(),
+            ip,
+            prefix_len: self.node.subnet.prefix_len(),
+            gateway: self.node.gateway_ip(),
+            mac: mac.to_string(),
+            mtu: self.node.pod_mtu(),
+            iface: inner,
+            netns: spec.netns.clone(),
+            port_id: None,
+            vhost_client: false,
+            container_id: spec.container_id.clone(),
+            ifname: spec.ifname.clone(),
+            ip_reserved: spec.ip_reserved,
+            routes: spec.routes.iter().map(ToString::to_string).collect(),
+        };
+        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port: None });
         self.save();
         Ok(info)
     }
@@ -418,7 +500,15 @@ impl PodRegistry {
             return Ok(info);
         }
         let Some(rt) = lock(&self.pods).remove(name) else { return Err(PodError::NoSuchPod(name.to_owned())) };
-        let port: PortId = rt.port.id();
+        let Some(port) = rt.port.as_ref().map(Port::id) else {
+            // A veth pod: the pair (and the host route through it) goes with the host end.
+            self.save();
+            let _ = run_ip(&["link", "del", &format!("wv-{name}")]);
+            if !rt.info.ip_reserved {
+                self.release_ip(name, rt.info.ip);
+            }
+            return Ok(rt.info);
+        };
         self.tables.update(|t| t.pods.retain(|p| p.name != name));
         if let Some(h) = &self.host_iface {
             super::host::unroute_pod(h, rt.info.ip);
@@ -601,6 +691,9 @@ impl PodRegistry {
 
     /// Each pod's port id, name and kind.
     pub fn ports(&self) -> Vec<(PortId, String, String)> {
-        lock(&self.pods).values().map(|r| (r.port.id(), r.info.name.clone(), r.info.kind.clone())).collect()
+        lock(&self.pods)
+            .values()
+            .filter_map(|r| Some((r.port.as_ref()?.id(), r.info.name.clone(), r.info.kind.clone())))
+            .collect()
     }
 }

@@ -14,7 +14,8 @@ pub fn version_of(stdin: &[u8]) -> Option<String> {
     v["cniVersion"].as_str().map(str::to_owned)
 }
 
-/// The plugin's conf. Besides CNI's keys: `kind` ("tap", default, or "vhost"), `apiSocket` (weftd's API),
+/// The plugin's conf. Besides CNI's keys: `kind` ("veth", default: a kernel pod routed through the host
+/// port; "tap": a kernel pod on a weft port of its own; "vhost": a DPDK or VM pod), `apiSocket` (weftd's API),
 /// `subnetFile` (flannel's, for the default IPAM), `ipamStore` (the default IPAM's store, shared with
 /// the `cni0` pods), `vhostClient` (vhost pods own their socket).
 #[derive(Debug, Clone)]
@@ -54,9 +55,11 @@ impl NetConf {
         if s("name").unwrap_or_default().is_empty() {
             return Err(invalid("name (the network's) is missing"));
         }
-        let kind = s("kind").unwrap_or_else(|| "tap".to_owned());
-        if kind != "tap" && kind != "vhost" {
-            return Err(invalid(format!("kind {kind:?}: use \"tap\" (a kernel pod) or \"vhost\" (a DPDK or VM pod)")));
+        let kind = s("kind").unwrap_or_else(|| "veth".to_owned());
+        if !["veth", "tap", "vhost"].contains(&kind.as_str()) {
+            return Err(invalid(format!(
+                "kind {kind:?}: use \"veth\" or \"tap\" (a kernel pod) or \"vhost\" (a DPDK or VM pod)"
+            )));
         }
         let bool_of = |k: &str| match &raw[k] {
             Value::Null => Ok(false),
@@ -144,7 +147,7 @@ mod tests {
     #[test]
     fn a_conf_needs_a_known_version_a_name_and_a_kind_it_knows() {
         let ok = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"weft","type":"weft"}"#).unwrap();
-        assert_eq!((ok.kind.as_str(), ok.api_socket.as_str()), ("tap", "/run/weft/weftd.sock"));
+        assert_eq!((ok.kind.as_str(), ok.api_socket.as_str()), ("veth", "/run/weft/weftd.sock"));
         assert_eq!(ok.ipam_store, PathBuf::from("/var/lib/cni/networks/cbr0"));
         let code_of = |s: &str| NetConf::parse(s.as_bytes()).unwrap_err().code;
         assert_eq!(code_of("not json"), code::DECODE);
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!(code_of(r#"{"cniVersion":"9.9.9","name":"w"}"#), code::INCOMPATIBLE_VERSION);
         assert_eq!(code_of(r#"{"name":"w"}"#), code::INVALID_CONFIG);
         assert_eq!(code_of(r#"{"cniVersion":"1.0.0"}"#), code::INVALID_CONFIG);
-        assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","kind":"veth"}"#), code::INVALID_CONFIG);
+        assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","kind":"macvlan"}"#), code::INVALID_CONFIG);
         assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","vhostClient":"yes"}"#), code::INVALID_CONFIG);
         assert_eq!(code_of(r#"{"cniVersion":"1.0.0","name":"w","ipam":"host-local"}"#), code::INVALID_CONFIG);
     }
@@ -161,7 +164,7 @@ mod tests {
     #[test]
     fn shipped_conflists_parse() {
         for (text, kind) in [
-            (include_str!("../../../../config/cni/10-weft.conflist"), "tap"),
+            (include_str!("../../../../config/cni/10-weft.conflist"), "veth"),
             (include_str!("../../../../config/cni/20-weft-vhost.conflist"), "vhost"),
         ] {
             let list: Value = serde_json::from_str(text).unwrap();
