@@ -112,6 +112,10 @@ pub struct NodeFile {
     /// Mbufs in the pool. Default 16383.
     #[arg(long)]
     pub mbufs: Option<u32>,
+    /// vhost-user pods this node can hold (the workers' port tables are sized for them at start).
+    /// Default 256.
+    #[arg(long)]
+    pub max_vhost_pods: Option<u32>,
     /// Where /metrics, /healthz and /readyz are served. Default 127.0.0.1:9109.
     #[arg(long)]
     pub metrics_addr: Option<String>,
@@ -454,6 +458,7 @@ pub struct NodeSettings {
     pub ip_masq: bool,
     pub busy_poll: bool,
     pub mbufs: u32,
+    pub max_vhost_pods: usize,
     pub metrics_addr: std::net::SocketAddr,
     pub peers: Vec<crate::Peer>,
     pub pods: Vec<PodSpec>,
@@ -668,6 +673,15 @@ impl NodeFile {
         if mbufs < 1024 {
             return Err(bad("mbufs", format!("{mbufs} is too few: use at least 1024")));
         }
+        let max_vhost_pods = self.max_vhost_pods.unwrap_or(256);
+        if max_vhost_pods > 1024 {
+            return Err(bad(
+                "max_vhost_pods",
+                format!(
+                    "{max_vhost_pods}: use 0..1024 (RTE_MAX_VHOST_DEVICE: the devices DPDK's vhost library serves)"
+                ),
+            ));
+        }
         let metrics_addr = self.metrics_addr.as_deref().unwrap_or("127.0.0.1:9109");
         let metrics_addr = metrics_addr
             .parse()
@@ -755,6 +769,7 @@ impl NodeFile {
             ip_masq,
             busy_poll: self.busy_poll.unwrap_or(false),
             mbufs,
+            max_vhost_pods: max_vhost_pods as usize,
             metrics_addr,
             peers,
             pods,
@@ -842,6 +857,7 @@ netns = "web-ns"
         assert!(err_with(|f| f.vtep_mac = Some("nonsense".into())).starts_with("vtep_mac:"));
         assert!(err_with(|f| f.workers = Some(0)).starts_with("workers:"));
         assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));
+        assert!(err_with(|f| f.max_vhost_pods = Some(5000)).starts_with("max_vhost_pods:"));
         assert!(err_with(|f| f.metrics_addr = Some("9109".into())).starts_with("metrics_addr:"));
         assert!(err_with(|f| f.peers[0].vtep_mac = "x".into()).starts_with("peers[0].vtep_mac:"));
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));

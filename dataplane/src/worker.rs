@@ -13,28 +13,29 @@ use crossbeam::channel::{Receiver, Sender};
 use crossbeam::utils::CachePadded;
 use weft_config::MacAddr;
 
-use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue};
+use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue, VhostRx, VhostTx};
 use crate::packet::{process_host_cached, process_pod_cached, process_uplink_cached, DropReason, Verdict};
 use crate::tables::PathCache;
 use crate::tables::SnapshotCell;
 
-/// Port ids index fixed arrays: DPDK's RTE_MAX_ETHPORTS in Debian's build.
-pub const MAX_PORTS: usize = 32;
+/// Ethdev port ids: DPDK's RTE_MAX_ETHPORTS in Debian's build. Logical port ids from here up are vhost
+/// devices driven through DPDK's vhost library (see [`crate::dpdk::VhostSocket`]).
+pub const ETH_PORTS: usize = 32;
 
-/// The index of a port in the workers' per-port arrays; `None` for an id the arrays do not cover (such a
-/// port is refused when it is attached, never aliased onto another port's slot).
-pub fn port_index(port: PortId) -> Option<usize> {
-    (usize::from(port.0) < MAX_PORTS).then_some(usize::from(port.0))
+/// How many port slots the workers keep for `max_vhost` vhost devices besides the ethdevs.
+pub fn port_slots(max_vhost: usize) -> usize {
+    ETH_PORTS + max_vhost
 }
 
 /// A worker's counters: written by that worker only (plain load+store, no locked instructions), read
-/// with relaxed loads by the status and metrics side.
+/// with relaxed loads by the status and metrics side. One entry per port slot (sized from the
+/// configuration at start; nothing grows later).
 #[derive(Debug)]
 pub struct WorkerCounters {
-    pub rx_packets: [AtomicU64; MAX_PORTS],
-    pub rx_bytes: [AtomicU64; MAX_PORTS],
-    pub tx_packets: [AtomicU64; MAX_PORTS],
-    pub tx_bytes: [AtomicU64; MAX_PORTS],
+    pub rx_packets: Box<[AtomicU64]>,
+    pub rx_bytes: Box<[AtomicU64]>,
+    pub tx_packets: Box<[AtomicU64]>,
+    pub tx_bytes: Box<[AtomicU64]>,
     pub drops: [AtomicU64; DropReason::COUNT],
     /// Loop iterations: a heartbeat for health checks.
     pub loops: AtomicU64,
@@ -44,17 +45,38 @@ pub struct WorkerCounters {
 }
 
 impl Default for WorkerCounters {
+    /// Slots for the ethdevs only.
     fn default() -> Self {
+        WorkerCounters::new(ETH_PORTS)
+    }
+}
+
+impl WorkerCounters {
+    /// Counters for `slots` port slots (at least the ethdevs').
+    pub fn new(slots: usize) -> WorkerCounters {
+        let slots = slots.max(ETH_PORTS);
+        let zeros = || (0..slots).map(|_| AtomicU64::new(0)).collect::<Box<[AtomicU64]>>();
         WorkerCounters {
-            rx_packets: std::array::from_fn(|_| AtomicU64::new(0)),
-            rx_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
-            tx_packets: std::array::from_fn(|_| AtomicU64::new(0)),
-            tx_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            rx_packets: zeros(),
+            rx_bytes: zeros(),
+            tx_packets: zeros(),
+            tx_bytes: zeros(),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             loops: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             neighbours_learned: AtomicU64::new(0),
         }
+    }
+
+    /// How many port slots there are.
+    pub fn slots(&self) -> usize {
+        self.rx_packets.len()
+    }
+
+    /// The slot of a port; `None` for an id beyond the slots (such a port is refused when it is
+    /// attached, never aliased onto another port's slot).
+    pub fn index(&self, port: PortId) -> Option<usize> {
+        (usize::from(port.0) < self.slots()).then_some(usize::from(port.0))
     }
 }
 
@@ -71,8 +93,8 @@ pub enum WorkerCommand {
     /// another worker polls it).
     Attach {
         port: PortId,
-        tx: TxQueue,
-        rx: Vec<RxQueue>,
+        tx: PortTx,
+        rx: Vec<PortRx>,
         kind: PortKind,
     },
     /// Stop using a port; its buffered frames are freed; `done` is signalled when nothing of it is held.
@@ -99,6 +121,48 @@ pub enum PortKind {
     Host,
 }
 
+/// A queue a worker receives from: an ethdev's RX queue, or a vhost device's driver-TX vrings.
+#[derive(Debug)]
+pub enum PortRx {
+    Eth(RxQueue),
+    Vhost(VhostRx),
+}
+
+impl PortRx {
+    #[inline(always)]
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        match self {
+            PortRx::Eth(q) => q.rx_burst(burst),
+            PortRx::Vhost(q) => q.rx_burst(burst),
+        }
+    }
+
+    pub fn port_id(&self) -> PortId {
+        match self {
+            PortRx::Eth(q) => q.port_id(),
+            PortRx::Vhost(q) => q.port_id(),
+        }
+    }
+}
+
+/// A queue a worker sends on: an ethdev's TX queue, or a vhost device's driver-RX vring.
+#[derive(Debug)]
+pub enum PortTx {
+    Eth(TxQueue),
+    Vhost(VhostTx),
+}
+
+impl PortTx {
+    /// Send what the port takes; the rest stays in `burst`.
+    #[inline(always)]
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        match self {
+            PortTx::Eth(q) => q.tx_burst(burst),
+            PortTx::Vhost(q) => q.tx_burst(burst),
+        }
+    }
+}
+
 /// Idle behaviour.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -115,7 +179,7 @@ impl Default for Backoff {
 }
 
 struct TxSlot {
-    queue: TxQueue,
+    queue: PortTx,
     buf: Burst,
     /// TSC at which the oldest buffered frame must go out.
     deadline: u64,
@@ -127,8 +191,12 @@ pub struct Worker {
     uplink: PortId,
     uplink_rx: RxQueue,
     /// The pod and host-port queues this worker polls, with the path their frames take.
-    port_rx: Vec<(RxQueue, PortKind)>,
-    slots: [Option<TxSlot>; MAX_PORTS],
+    port_rx: Vec<(PortRx, PortKind)>,
+    /// One per port slot: this worker's TX queue on the port and its buffered frames.
+    slots: Box<[Option<TxSlot>]>,
+    /// The slots holding buffered frames (each at most once): what `flush` visits, so its cost follows
+    /// the ports in use, not the slots configured.
+    dirty: Vec<usize>,
     cell: Arc<SnapshotCell>,
     counters: Arc<CachePadded<WorkerCounters>>,
     commands: Receiver<WorkerCommand>,
@@ -160,8 +228,11 @@ impl Worker {
         backoff: Backoff,
     ) -> Worker {
         let uplink = uplink_rx.port_id();
-        let mut slots: [Option<TxSlot>; MAX_PORTS] = std::array::from_fn(|_| None);
-        slots[uplink.0 as usize % MAX_PORTS] = Some(TxSlot { queue: uplink_tx, buf: Burst::new(), deadline: 0 });
+        let n = counters.slots();
+        let mut slots: Box<[Option<TxSlot>]> = (0..n).map(|_| None).collect();
+        if let Some(s) = slots.get_mut(usize::from(uplink.0)) {
+            *s = Some(TxSlot { queue: PortTx::Eth(uplink_tx), buf: Burst::new(), deadline: 0 });
+        }
         // Flush a partly filled TX buffer after ~100 µs, as DPDK's l3fwd does.
         let drain_tsc = (tsc::hz() / 10_000).max(1);
         Worker {
@@ -170,6 +241,7 @@ impl Worker {
             uplink_rx,
             port_rx: Vec::new(),
             slots,
+            dirty: Vec::with_capacity(n),
             cell,
             counters,
             commands,
@@ -249,11 +321,12 @@ impl Worker {
 
     #[inline(always)]
     fn count_rx(&self, port: PortId, burst: &Burst) {
-        // Every port a worker holds has an id below MAX_PORTS (others are refused at attach, see
-        // `port_index`): the `%` is a mask that spares a bounds check, never an alias.
-        let p = port.0 as usize % MAX_PORTS;
-        bump(&self.counters.rx_packets[p], burst.len() as u64);
-        bump(&self.counters.rx_bytes[p], burst.bytes());
+        // Every port a worker holds has a slot (others are refused at attach).
+        let p = usize::from(port.0);
+        if let (Some(n), Some(b)) = (self.counters.rx_packets.get(p), self.counters.rx_bytes.get(p)) {
+            bump(n, burst.len() as u64);
+            bump(b, burst.bytes());
+        }
     }
 
     #[inline(always)]
@@ -278,13 +351,14 @@ impl Worker {
 
     #[inline(always)]
     fn enqueue(&mut self, out: PortId, m: crate::dpdk::Mbuf) {
-        let idx = out.0 as usize % MAX_PORTS;
-        let Some(slot) = self.slots[idx].as_mut() else {
+        let idx = usize::from(out.0);
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
             bump(&self.counters.drops[DropReason::PortGone as usize], 1);
             return;
         };
         if slot.buf.is_empty() {
             slot.deadline = tsc::now() + self.drain_tsc;
+            self.dirty.push(idx);
         }
         if let Err(m) = slot.buf.push(m) {
             // Full: send the burst, then buffer this one.
@@ -301,6 +375,9 @@ impl Worker {
 
     #[inline(always)]
     fn send(slot: &mut TxSlot, counters: &WorkerCounters, idx: usize) {
+        let (Some(tx_packets), Some(tx_bytes)) = (counters.tx_packets.get(idx), counters.tx_bytes.get(idx)) else {
+            return;
+        };
         let mut bytes = slot.buf.bytes();
         let n = slot.buf.len();
         let sent = slot.queue.tx_burst(&mut slot.buf);
@@ -310,21 +387,26 @@ impl Worker {
             let freed = slot.buf.free_all();
             bump(&counters.drops[DropReason::TxFull as usize], freed as u64);
         }
-        bump(&counters.tx_packets[idx], sent as u64);
-        bump(&counters.tx_bytes[idx], bytes);
+        bump(tx_packets, sent as u64);
+        bump(tx_bytes, bytes);
     }
 
-    /// Send buffers past their deadline (or all, when the port went quiet).
+    /// Send buffers past their deadline (or all, when the port went quiet); only the slots holding
+    /// frames are visited.
     #[inline(always)]
     fn flush(&mut self, all: bool) {
-        let now = tsc::now();
-        for idx in 0..MAX_PORTS {
-            if let Some(slot) = self.slots[idx].as_mut() {
-                if !slot.buf.is_empty() && (all || now >= slot.deadline) {
-                    Self::send(slot, &self.counters, idx);
-                }
-            }
+        if self.dirty.is_empty() {
+            return;
         }
+        let now = tsc::now();
+        let (slots, counters) = (&mut self.slots, &self.counters);
+        self.dirty.retain(|&idx| {
+            let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else { return false };
+            if !slot.buf.is_empty() && (all || now >= slot.deadline) {
+                Self::send(slot, counters, idx);
+            }
+            !slot.buf.is_empty()
+        });
     }
 
     /// Apply queued control messages; false on Stop.
@@ -343,7 +425,7 @@ impl Worker {
     fn apply(&mut self, cmd: WorkerCommand) -> bool {
         match cmd {
             WorkerCommand::Attach { port, tx, rx, kind } => {
-                let Some(idx) = port_index(port) else { return true };
+                let Some(idx) = self.counters.index(port) else { return true };
                 // DPDK reuses the ids of closed ports: a new pod starts from zero, not from the last
                 // one's counts (this worker is their only writer).
                 for a in [
@@ -354,11 +436,15 @@ impl Worker {
                 ] {
                     a[idx].store(0, Ordering::Relaxed);
                 }
-                self.slots[idx] = Some(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 });
+                if let Some(mut old) = self.slots[idx].replace(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 }) {
+                    let freed = old.buf.free_all();
+                    bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
+                }
+                self.port_rx.retain(|(q, _)| q.port_id() != port);
                 self.port_rx.extend(rx.into_iter().map(|q| (q, kind)));
             }
             WorkerCommand::Detach { port, done } => {
-                if let Some(mut slot) = port_index(port).and_then(|idx| self.slots[idx].take()) {
+                if let Some(mut slot) = self.counters.index(port).and_then(|idx| self.slots[idx].take()) {
                     let freed = slot.buf.free_all();
                     bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
                 }

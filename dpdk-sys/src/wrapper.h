@@ -13,4 +13,5 @@
 #include <rte_ring.h>
 #include <rte_eth_ring.h>
 #include <rte_malloc.h>
+#include <rte_vhost.h>
 #include "shim.h"

@@ -497,6 +497,19 @@ impl Lab {
         self.launch_weftd(node, args)
     }
 
+    /// etcd with `network_config`, a kernel flannel node (3) registered there, and a weft node (1) in
+    /// etcd mode; the weft node's `subnet` is the one etcd gave it.
+    pub fn etcd_weft_and_kernel(&mut self, network_config: &str) -> anyhow::Result<(WeftNode, KernelNode)> {
+        self.start_etcd(network_config)?;
+        let n1 = self.weft_node(1)?;
+        let k3 = self.kernel_node(3, &[])?;
+        self.kernel_flanneld(&k3)?;
+        self.start_weftd_etcd(&n1, &[])?;
+        let status = self.weftctl(&n1, &["status"])?;
+        let subnet = status["node"]["subnet"].as_str().ok_or_else(|| anyhow!("no subnet in {status}"))?.to_owned();
+        Ok((WeftNode { subnet, ..n1 }, k3))
+    }
+
     /// Start weftd for `node` with static `peers`; waits until its API answers.
     pub fn start_weftd(&mut self, node: &WeftNode, peers: &[Peer], extra: &[&str]) -> anyhow::Result<()> {
         let mut args: Vec<String> =
@@ -632,28 +645,47 @@ impl Lab {
     /// MAC, in `ns`; `server` makes virtio-user own the socket (weft then connects as the client).
     /// Returns its log file.
     pub fn spawn_testpmd_pod(&mut self, ns: &str, socket: &str, mac: &str, server: bool) -> anyhow::Result<PathBuf> {
-        let log = self.dir.join("testpmd.log");
-        let vdev = format!("--vdev=net_virtio_user0,path={socket},server={},mac={mac},queues=1", server as u8);
-        let prefix = format!("--file-prefix={}-testpmd", self.prefix);
+        self.spawn_testpmd_pods(ns, "testpmd", &[(socket, mac)], server, "0,1", 256)
+    }
+
+    /// Up to 32 DPDK pods in one `dpdk-testpmd --forward-mode=icmpecho` (DPDK's port limit): one
+    /// `net_virtio_user` port per (socket, MAC), on EAL `lcores` (e.g. `(0,1)@0` to keep several such
+    /// processes on one CPU) with `mem_mb` of memory. Returns its log file.
+    pub fn spawn_testpmd_pods(
+        &mut self,
+        ns: &str,
+        tag: &str,
+        pods: &[(&str, &str)],
+        server: bool,
+        lcores: &str,
+        mem_mb: u32,
+    ) -> anyhow::Result<PathBuf> {
+        let log = self.dir.join(format!("{tag}.log"));
+        let vdevs: Vec<String> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, (socket, mac))| {
+                format!("--vdev=net_virtio_user{i},path={socket},server={},mac={mac},queues=1", server as u8)
+            })
+            .collect();
+        let prefix = format!("--file-prefix={}-{tag}", self.prefix);
+        let (mem, mbufs) = (mem_mb.to_string(), format!("--total-num-mbufs={}", 4096 + 256 * pods.len()));
         // virtio-user needs --single-file-segments here, which --huge-unlink refuses; --in-memory leaves
         // no hugepage files either.
-        let args = [
+        let mut args = vec![
             "dpdk-testpmd",
-            "-l",
-            "0,1",
+            "--lcores",
+            lcores,
             "--no-pci",
             "--single-file-segments",
             "--in-memory",
             "--no-telemetry",
             &prefix,
             "-m",
-            "256",
-            &vdev,
-            "--",
-            "--forward-mode=icmpecho",
-            "--stats-period",
-            "5",
+            &mem,
         ];
+        args.extend(vdevs.iter().map(String::as_str));
+        args.extend(["--", "--forward-mode=icmpecho", "--stats-period", "5", "--rxd=128", "--txd=128", &mbufs]);
         self.spawn(ns, &args, &log)?;
         Ok(log)
     }

@@ -28,13 +28,8 @@ fn new_lab() -> Lab {
 /// of itself has the subnet etcd gave it.
 fn etcd_lab() -> (Lab, WeftNode, testkit::lab::KernelNode) {
     let mut lab = new_lab();
-    lab.start_etcd(NETWORK_CONFIG).unwrap();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[]).unwrap();
-    lab.kernel_flanneld(&k3).unwrap();
-    lab.start_weftd_etcd(&n1, &[]).unwrap();
-    let subnet = lab.weftctl(&n1, &["status"]).unwrap()["node"]["subnet"].as_str().unwrap().to_owned();
-    (lab, WeftNode { subnet, ..n1 }, k3)
+    let (n1, k3) = lab.etcd_weft_and_kernel(NETWORK_CONFIG).unwrap_or_else(|e| panic!("{e:#}"));
+    (lab, n1, k3)
 }
 
 fn subnet_file(lab: &Lab, n: &WeftNode) -> PathBuf {

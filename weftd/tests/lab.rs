@@ -606,12 +606,8 @@ fn two_workers_share_the_traffic() {
 fn restarts_keep_subnet_and_recover() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    lab.start_etcd(NETWORK_CONFIG).unwrap();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[]).unwrap();
-    lab.kernel_flanneld(&k3).unwrap();
-    lab.start_weftd_etcd(&n1, &[]).unwrap();
-    let subnet = lab.weftctl(&n1, &["status"]).unwrap()["node"]["subnet"].as_str().unwrap().to_owned();
+    let (n1, k3) = lab.etcd_weft_and_kernel(NETWORK_CONFIG).unwrap();
+    let subnet = n1.subnet.clone();
     for how in ["SIGTERM", "SIGKILL"] {
         if how == "SIGTERM" {
             lab.stop_weftd(&n1.ns);

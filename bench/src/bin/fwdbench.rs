@@ -20,7 +20,7 @@ use crossbeam::channel::bounded;
 use crossbeam::utils::CachePadded;
 use dataplane::dpdk::{Eal, LcoreId, Mempool, Port, PortConfig};
 use dataplane::tables::SnapshotCell;
-use dataplane::worker::{Backoff, PortKind, Worker, WorkerCommand, WorkerCounters};
+use dataplane::worker::{Backoff, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -94,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         pool.clone(),
         Backoff { busy_poll: true, ..Backoff::default() },
     );
-    cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx: ptx.remove(0), rx: prx, kind: PortKind::Pod })?;
+    let (tx, rx) = (PortTx::Eth(ptx.remove(0)), prx.into_iter().map(PortRx::Eth).collect());
+    cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx, rx, kind: PortKind::Pod })?;
     let lcore = *LcoreId::workers().first().context("need a worker lcore (-l 0,1)")?;
     let h = lcore.launch(move || w.run())?;
     let reader = cli.read_counters.then(|| {

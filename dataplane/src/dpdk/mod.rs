@@ -9,12 +9,14 @@ mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+mod vhost;
 
 pub use eal::{dpdk_version, Eal};
 pub use lcore::{LaunchError, LcoreHandle, LcoreId};
 pub use mbuf::{Burst, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue};
+pub use vhost::{set_event_sink, VhostEvent, VhostRx, VhostSocket, VhostTx, VhostVid, VringMask};
 
 use std::ffi::CStr;
 
@@ -33,6 +35,8 @@ pub enum DpdkError {
     NoSuchPort(String),
     #[error("hot-plugging device {devargs:?} failed: {reason}")]
     Probe { devargs: String, reason: String },
+    #[error("vhost-user socket {path}: {op} failed: {reason}")]
+    Vhost { path: String, op: &'static str, reason: String },
     #[error("argument contains a NUL byte: {0:?}")]
     NulInArgument(String),
 }

@@ -76,6 +76,8 @@ pub enum PodError {
     Io { what: String, cause: std::io::Error },
     #[error("setting up {iface} in netns {netns}: {reason}")]
     Netns { iface: String, netns: String, reason: String },
+    #[error("this node holds its max_vhost_pods ({0}) vhost pods already: raise max_vhost_pods")]
+    VhostFull(usize),
     #[error("worker {0} is gone")]
     WorkerGone(usize),
     #[error("pod {name:?} is out of the tables and the state file, but a worker did not release port {port} within 5 s; the port is closed when it does (at the latest at shutdown)")]

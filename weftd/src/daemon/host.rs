@@ -135,7 +135,7 @@ pub(super) fn attach(
              another name, or \"\" to run without the host port)",
         backend.label()
     )))?;
-    if dataplane::worker::port_index(port.id()).is_none() {
+    if usize::from(port.id().0) >= dataplane::worker::ETH_PORTS {
         return Err(Error::Setting {
             field: "host_iface",
             reason: format!("DPDK gave the host port id {} beyond the workers' port table", port.id().0),
@@ -155,7 +155,8 @@ pub(super) fn attach(
         .and_then(|_| run_ip(&["route", "replace", &network, "dev", name]))
         .map_err(|reason| Error::Setting { field: "host_iface", reason: format!("{name}: {reason}") })?;
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
-        w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: vec![rxq], kind: PortKind::Host })
+        let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![dataplane::worker::PortRx::Eth(rxq)]);
+        w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Host })
             .map_err(|_| Error::Setting { field: "workers", reason: format!("worker {i} is gone") })?;
     }
     info!(iface = name, backend = backend.label(), mac = %mac, address = %addr, route = %network, "host port up");

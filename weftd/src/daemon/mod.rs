@@ -11,6 +11,7 @@ pub mod mgmt;
 mod pods;
 mod slowpath;
 mod stats;
+mod vhost;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -227,7 +228,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
         .map_err(Error::dpdk("uplink: configuring the port"))?;
     uplink.start().map_err(Error::dpdk("uplink: starting the port"))?;
-    if dataplane::worker::port_index(uplink.id()).is_none() {
+    if usize::from(uplink.id().0) >= dataplane::worker::ETH_PORTS {
         return Err(Error::Setting {
             field: "uplink",
             reason: format!("DPDK port id {} is beyond the workers' port table", uplink.id().0),
@@ -270,7 +271,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let backoff = Backoff { busy_poll: settings.busy_poll, ..Backoff::default() };
     for (i, (rx, tx)) in uplink_rx.into_iter().zip(uplink_tx).enumerate() {
         let (cmd_tx, cmd_rx) = bounded(256);
-        let c = Arc::new(CachePadded::new(WorkerCounters::default()));
+        let c = Arc::new(CachePadded::new(WorkerCounters::new(dataplane::worker::port_slots(settings.max_vhost_pods))));
         let w = Worker::new(i, rx, tx, cell.clone(), c.clone(), cmd_rx, learn_tx.clone(), pool.clone(), backoff);
         running.handles.push(lcores[i].launch(move || w.run())?);
         running.senders.push(cmd_tx.clone());
@@ -293,6 +294,19 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         rule_sets.push(host::flannel_masq(settings.network, settings.subnet));
     }
     let rules = host::HostRules::new(rule_sets);
+    // vhost-user pods: DPDK's vhost thread reports their devices to one thread here.
+    let vhost_index = Arc::new(vhost::VhostIndex::default());
+    {
+        let (tx, rx) = bounded(1024);
+        if dataplane::dpdk::set_event_sink(tx).is_err() {
+            return Err(Error::Setting { field: "vhost", reason: "weftd runs once per process".into() });
+        }
+        let (index, workers, pool) = (vhost_index.clone(), senders.clone(), pool.clone());
+        std::thread::Builder::new()
+            .name("weft-vhost".into())
+            .spawn(move || vhost::handle_events(rx, index, workers, pool))
+            .map_err(Error::io("starting the vhost event thread"))?;
+    }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         pods: PodRegistry::new(
@@ -302,6 +316,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             senders.clone(),
             pool.clone(),
             host.as_ref().map(|h| h.name.clone()),
+            vhost_index,
         ),
         host,
         pool,

@@ -20,10 +20,11 @@ use weft_config::{Ipv4Net, MacAddr};
 
 use super::error::{PodError, StateProblem};
 use super::host::{ip_in, run_ip};
+use super::vhost::VhostIndex;
 use super::{lock, TablePublisher};
-use dataplane::dpdk::{Mempool, Port, PortConfig, PortId};
+use dataplane::dpdk::{Mempool, Port, PortConfig, PortId, VhostSocket};
 use dataplane::tables::{Node, PodEntry};
-use dataplane::worker::{PortKind, WorkerCommand};
+use dataplane::worker::{PortKind, PortRx, PortTx, WorkerCommand, ETH_PORTS};
 
 /// What `weftctl pod add` prints, and what weftd keeps in `state_dir/pods.json` to restore its pods after
 /// a restart (same address, same MAC; tap interfaces are made again, vhost clients reconnect).
@@ -92,8 +93,32 @@ fn container_pod_name(container_id: &str, ifname: &str, salt: u32) -> String {
 
 pub(super) struct PodRuntime {
     pub info: PodInfo,
-    /// The pod's DPDK port; `None` for a veth pod.
-    pub port: Option<Port>,
+    pub port: PodPort,
+}
+
+/// What carries a pod's frames.
+pub(super) enum PodPort {
+    /// A DPDK port (tap): closed when dropped.
+    Eth(Port),
+    /// A vhost-user socket and the pod's logical port: dropping the socket destroys a connected device
+    /// (after the workers let go of it).
+    Vhost {
+        #[allow(dead_code)] // held for its Drop: unregistering the socket
+        socket: VhostSocket,
+        port: PortId,
+    },
+    /// Nothing of weft's own (veth: the host port carries it).
+    None,
+}
+
+impl PodPort {
+    fn id(&self) -> Option<PortId> {
+        match self {
+            PodPort::Eth(p) => Some(p.id()),
+            PodPort::Vhost { port, .. } => Some(*port),
+            PodPort::None => None,
+        }
+    }
 }
 
 /// The pods of this node and everything about them.
@@ -117,6 +142,10 @@ pub struct PodRegistry {
     host_iface: Option<String>,
     /// host-local's store: weft's pods' addresses are reserved there too (one allocator per node).
     store: Option<super::ipam::HostLocalStore>,
+    /// Free logical ports for vhost pods, and how many there are in all.
+    vhost_ports: Mutex<Vec<PortId>>,
+    max_vhost: usize,
+    vhost_index: Arc<VhostIndex>,
 }
 
 impl std::fmt::Debug for PodRegistry {
@@ -141,7 +170,11 @@ impl PodRegistry {
         workers: Vec<Sender<WorkerCommand>>,
         pool: Arc<Mempool>,
         host_iface: Option<String>,
+        vhost_index: Arc<VhostIndex>,
     ) -> PodRegistry {
+        let max_vhost = settings.max_vhost_pods;
+        let first = ETH_PORTS as u16;
+        let vhost_ports = (first..first.saturating_add(max_vhost as u16)).rev().map(PortId).collect();
         PodRegistry {
             node,
             state_dir: settings.state_dir.clone(),
@@ -156,6 +189,9 @@ impl PodRegistry {
             next_vdev: AtomicU32::new(0),
             host_iface,
             store: settings.ipam_store.as_deref().map(super::ipam::HostLocalStore::new),
+            vhost_ports: Mutex::new(vhost_ports),
+            max_vhost,
+            vhost_index,
         }
     }
 
@@ -292,45 +328,58 @@ impl PodRegistry {
             Some(m) => m,
             None => random_mac()?,
         };
+        match spec.kind {
+            PodKind::Tap => self.attach_tap(spec, ip, mac),
+            PodKind::Vhost => self.attach_vhost(spec, ip, mac),
+            PodKind::Veth => self.attach_veth(spec, ip, mac),
+        }
+    }
+
+    /// What `pod add` prints and the state file keeps.
+    fn pod_info(&self, spec: &PodSpec, ip: Ipv4Addr, mac: MacAddr, iface: String, port: Option<PortId>) -> PodInfo {
+        PodInfo {
+            name: spec.name.clone(),
+            kind: spec.kind.to_string(),
+            ip,
+            prefix_len: self.node.subnet.prefix_len(),
+            gateway: self.node.gateway_ip(),
+            mac: mac.to_string(),
+            mtu: self.node.pod_mtu(),
+            iface,
+            netns: spec.netns.clone(),
+            port_id: port.map(|p| p.0),
+            vhost_client: spec.vhost_client,
+            container_id: spec.container_id.clone(),
+            ifname: spec.ifname.clone(),
+            ip_reserved: spec.ip_reserved,
+            routes: spec.routes.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The pod is in the tables (frames for it go to `port`), routed on the host, registered, saved.
+    fn publish(&self, info: &PodInfo, mac: MacAddr, port: PortId, device: PodPort) {
+        let (name, ip) = (info.name.clone(), info.ip);
+        self.tables.update(|t| t.pods.push(PodEntry { name: name.clone(), ip, mac, port }));
+        if let Some(h) = &self.host_iface {
+            super::host::route_pod(h, ip);
+        }
+        lock(&self.pods).insert(name, PodRuntime { info: info.clone(), port: device });
+        self.save();
+    }
+
+    /// A tap pod: a `net_tap` port (a kernel interface moved into the pod's namespace), one RX and TX
+    /// queue per worker; one worker (round robin) polls all of its RX queues.
+    fn attach_tap(&self, spec: PodSpec, ip: Ipv4Addr, mac: MacAddr) -> Result<PodInfo, PodError> {
         let n = self.next_vdev.fetch_add(1, Ordering::Relaxed);
         let workers = self.workers.len() as u16;
-        let (devargs, iface) = match spec.kind {
-            PodKind::Veth => return self.attach_veth(spec, ip, mac),
-            PodKind::Tap => {
-                let iface = format!("wt-{}", spec.name);
-                (format!("net_tap{n},iface={iface}"), iface)
-            }
-            PodKind::Vhost => {
-                // Pods' sockets live apart from the API socket (whose directory is private to root); a
-                // container's in a directory of its own, which its runtime can mount into it.
-                let (dir, file) = self.vhost_place(&spec);
-                std::fs::create_dir_all(&dir).map_err(|cause| PodError::Io {
-                    what: format!("vhost_dir {}: cannot create it", dir.display()),
-                    cause,
-                })?;
-                let sock = dir.join(format!("{file}.sock"));
-                if spec.vhost_client {
-                    // The pod owns the socket; net_vhost's client retries until it can connect.
-                    (
-                        format!("net_vhost{n},iface={},queues={workers},client=1", sock.display()),
-                        sock.display().to_string(),
-                    )
-                } else {
-                    let _ = std::fs::remove_file(&sock);
-                    (
-                        format!("net_vhost{n},iface={},queues={workers},client=0", sock.display()),
-                        sock.display().to_string(),
-                    )
-                }
-            }
-        };
+        let iface = format!("wt-{}", spec.name);
         let dpdk = |what: &str| {
             let what = what.to_owned();
             move |cause| PodError::Dpdk { what, cause }
         };
-        let port = Port::probe(&devargs).map_err(dpdk(&format!("creating the {} port", spec.kind)))?;
-        if dataplane::worker::port_index(port.id()).is_none() {
-            return Err(PodError::NoPortSlot { port: port.id().0, max: dataplane::worker::MAX_PORTS });
+        let port = Port::probe(&format!("net_tap{n},iface={iface}")).map_err(dpdk("creating the tap port"))?;
+        if usize::from(port.id().0) >= ETH_PORTS {
+            return Err(PodError::NoPortSlot { port: port.id().0, max: ETH_PORTS });
         }
         let (rx, tx) = port
             .configure(
@@ -345,48 +394,51 @@ impl PodRegistry {
             )
             .map_err(dpdk("configuring the pod port"))?;
         port.start().map_err(dpdk("starting the pod port"))?;
-        let mtu = self.node.pod_mtu();
-        let prefix_len = self.node.subnet.prefix_len();
-        let gateway = self.node.gateway_ip();
-        let mut iface = iface;
-        if let (PodKind::Tap, Some(ns)) = (spec.kind, spec.netns.as_deref()) {
-            iface = self.configure_in_netns(&spec, ns, &iface, ip, mac)?;
-        }
-        let info = PodInfo {
-            name: spec.name.clone(),
-            kind: spec.kind.to_string(),
-            ip,
-            prefix_len,
-            gateway,
-            mac: mac.to_string(),
-            mtu,
-            iface,
-            netns: spec.netns.clone(),
-            port_id: Some(port.id().0),
-            vhost_client: spec.vhost_client,
-            container_id: spec.container_id.clone(),
-            ifname: spec.ifname.clone(),
-            ip_reserved: spec.ip_reserved,
-            routes: spec.routes.iter().map(ToString::to_string).collect(),
+        let iface = match spec.netns.as_deref() {
+            Some(ns) => self.configure_in_netns(&spec, ns, &iface, ip, mac)?,
+            None => iface,
         };
-        if info.kind == "vhost" && info.container_id.is_some() {
-            // Before the workers hold the port: a failure here closes it untouched.
-            self.write_vhost_card(&info)?;
-        }
-        // Every worker gets a TX queue; one worker (round robin) polls all of the pod's RX queues.
+        let info = self.pod_info(&spec, ip, mac, iface, Some(port.id()));
         let owner = (n as usize) % self.workers.len();
         let mut rx = Some(rx);
         for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
             let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
-            w.send(WorkerCommand::Attach { port: port.id(), tx: txq, rx: rxq, kind: PortKind::Pod })
+            let (tx, rx) = (PortTx::Eth(txq), rxq.into_iter().map(PortRx::Eth).collect());
+            w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Pod })
                 .map_err(|_| PodError::WorkerGone(i))?;
         }
-        self.tables.update(|t| t.pods.push(PodEntry { name: spec.name.clone(), ip, mac, port: port.id() }));
-        if let Some(h) = &self.host_iface {
-            super::host::route_pod(h, ip);
+        self.publish(&info, mac, port.id(), PodPort::Eth(port));
+        Ok(info)
+    }
+
+    /// A vhost-user pod through DPDK's vhost library: a logical port and a registered socket; its queues
+    /// go to the workers when the pod's driver connects (see [`super::vhost`]).
+    fn attach_vhost(&self, spec: PodSpec, ip: Ipv4Addr, mac: MacAddr) -> Result<PodInfo, PodError> {
+        // Pods' sockets live apart from the API socket (whose directory is private to root); a
+        // container's in a directory of its own, which its runtime can mount into it.
+        let (dir, file) = self.vhost_place(&spec);
+        std::fs::create_dir_all(&dir)
+            .map_err(|cause| PodError::Io { what: format!("vhost_dir {}: cannot create it", dir.display()), cause })?;
+        let sock = dir.join(format!("{file}.sock"));
+        if !spec.vhost_client {
+            let _ = std::fs::remove_file(&sock); // a stale socket of an earlier run
         }
-        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port: Some(port) });
-        self.save();
+        let port = lock(&self.vhost_ports).pop().ok_or(PodError::VhostFull(self.max_vhost))?;
+        let path = sock.display().to_string();
+        let info = self.pod_info(&spec, ip, mac, path.clone(), Some(port));
+        let give_back = |e: PodError| {
+            self.vhost_index.remove(&path);
+            lock(&self.vhost_ports).push(port);
+            e
+        };
+        if info.container_id.is_some() {
+            self.write_vhost_card(&info).map_err(give_back)?;
+        }
+        let owner = self.next_vdev.fetch_add(1, Ordering::Relaxed) as usize % self.workers.len().max(1);
+        self.vhost_index.insert(path.clone(), port, owner);
+        let socket = VhostSocket::start(&sock, spec.vhost_client)
+            .map_err(|cause| give_back(PodError::Dpdk { what: "starting the vhost-user socket".into(), cause }))?;
+        self.publish(&info, mac, port, PodPort::Vhost { socket, port });
         Ok(info)
     }
 
@@ -469,24 +521,8 @@ impl PodRegistry {
             let _ = run_ip(&["link", "del", &outer]);
             return Err(netns_err(reason));
         }
-        let info = PodInfo {
-            name: spec.name.clone(),
-            kind: spec.kind.to_string(),
-            ip,
-            prefix_len: self.node.subnet.prefix_len(),
-            gateway: self.node.gateway_ip(),
-            mac: mac.to_string(),
-            mtu: self.node.pod_mtu(),
-            iface: inner,
-            netns: spec.netns.clone(),
-            port_id: None,
-            vhost_client: false,
-            container_id: spec.container_id.clone(),
-            ifname: spec.ifname.clone(),
-            ip_reserved: spec.ip_reserved,
-            routes: spec.routes.iter().map(ToString::to_string).collect(),
-        };
-        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port: None });
+        let info = self.pod_info(&spec, ip, mac, inner, None);
+        lock(&self.pods).insert(spec.name, PodRuntime { info: info.clone(), port: PodPort::None });
         self.save();
         Ok(info)
     }
@@ -500,24 +536,38 @@ impl PodRegistry {
             return Ok(info);
         }
         let Some(rt) = lock(&self.pods).remove(name) else { return Err(PodError::NoSuchPod(name.to_owned())) };
-        let Some(port) = rt.port.as_ref().map(Port::id) else {
-            // A veth pod: the pair (and the host route through it) goes with the host end.
-            self.save();
-            let _ = run_ip(&["link", "del", &format!("wv-{name}")]);
-            if !rt.info.ip_reserved {
-                self.release_ip(name, rt.info.ip);
+        // Out of the tables, the host's routes and the state file before anything can fail (the pod does
+        // not come back after a restart); its address goes back to the store.
+        let port = rt.port.id();
+        if port.is_some() {
+            self.tables.update(|t| t.pods.retain(|p| p.name != name));
+            if let Some(h) = &self.host_iface {
+                super::host::unroute_pod(h, rt.info.ip);
             }
-            return Ok(rt.info);
-        };
-        self.tables.update(|t| t.pods.retain(|p| p.name != name));
-        if let Some(h) = &self.host_iface {
-            super::host::unroute_pod(h, rt.info.ip);
         }
-        // Durable before anything can fail: the pod does not come back after a restart.
         self.save();
         if !rt.info.ip_reserved {
             self.release_ip(name, rt.info.ip);
         }
+        let port = match (&rt.port, port) {
+            (PodPort::Vhost { port, .. }, _) => {
+                // Unregistering the socket destroys a connected device once the workers let go of it;
+                // then the logical port is free again.
+                let port = *port;
+                self.vhost_index.remove(&rt.info.iface);
+                let info = rt.info.clone();
+                drop(rt);
+                lock(&self.vhost_ports).push(port);
+                self.remove_vhost_files(&info);
+                return Ok(info);
+            }
+            (PodPort::Eth(_), Some(port)) => port,
+            _ => {
+                // A veth pod: the pair (and the host route through it) goes with the host end.
+                let _ = run_ip(&["link", "del", &format!("wv-{name}")]);
+                return Ok(rt.info);
+            }
+        };
         let (done_tx, done_rx) = bounded(self.workers.len());
         for w in &self.workers {
             let _ = w.send_timeout(WorkerCommand::Detach { port, done: done_tx.clone() }, Duration::from_secs(1));
@@ -693,7 +743,7 @@ impl PodRegistry {
     pub fn ports(&self) -> Vec<(PortId, String, String)> {
         lock(&self.pods)
             .values()
-            .filter_map(|r| Some((r.port.as_ref()?.id(), r.info.name.clone(), r.info.kind.clone())))
+            .filter_map(|r| Some((r.port.id()?, r.info.name.clone(), r.info.kind.clone())))
             .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use dataplane::dpdk::PortId;
 use dataplane::packet::DropReason;
-use dataplane::worker::{port_index, WorkerCounters};
+use dataplane::worker::WorkerCounters;
 
 use super::Shared;
 
@@ -95,7 +95,7 @@ pub fn read(shared: &Shared) -> Reading {
     let ports = ports
         .into_iter()
         .filter_map(|(id, name, kind)| {
-            let i = port_index(id)?;
+            let i = shared.counters.first()?.index(id)?;
             Some(PortRow { id, name, kind, per_worker: shared.counters.iter().map(|c| counts(c, i)).collect() })
         })
         .collect();
