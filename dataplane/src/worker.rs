@@ -183,6 +183,14 @@ struct TxSlot {
     buf: Burst,
     /// TSC at which the oldest buffered frame must go out.
     deadline: u64,
+    /// In the worker's dirty list (at most once: the list never outgrows the slots).
+    listed: bool,
+}
+
+impl TxSlot {
+    fn new(queue: PortTx) -> TxSlot {
+        TxSlot { queue, buf: Burst::new(), deadline: 0, listed: false }
+    }
 }
 
 /// Everything a worker owns.
@@ -231,7 +239,7 @@ impl Worker {
         let n = counters.slots();
         let mut slots: Box<[Option<TxSlot>]> = (0..n).map(|_| None).collect();
         if let Some(s) = slots.get_mut(usize::from(uplink.0)) {
-            *s = Some(TxSlot { queue: PortTx::Eth(uplink_tx), buf: Burst::new(), deadline: 0 });
+            *s = Some(TxSlot::new(PortTx::Eth(uplink_tx)));
         }
         // Flush a partly filled TX buffer after ~100 µs, as DPDK's l3fwd does.
         let drain_tsc = (tsc::hz() / 10_000).max(1);
@@ -241,7 +249,9 @@ impl Worker {
             uplink_rx,
             port_rx: Vec::new(),
             slots,
-            dirty: Vec::with_capacity(n),
+            // Room for every slot twice: a slot detached and attached again between two flushes may stand in it
+            // once more until the next flush drops its stale entry.
+            dirty: Vec::with_capacity(2 * n),
             cell,
             counters,
             commands,
@@ -358,7 +368,10 @@ impl Worker {
         };
         if slot.buf.is_empty() {
             slot.deadline = tsc::now() + self.drain_tsc;
-            self.dirty.push(idx);
+            if !slot.listed {
+                slot.listed = true;
+                self.dirty.push(idx);
+            }
         }
         if let Err(m) = slot.buf.push(m) {
             // Full: send the burst, then buffer this one.
@@ -405,7 +418,8 @@ impl Worker {
             if !slot.buf.is_empty() && (all || now >= slot.deadline) {
                 Self::send(slot, counters, idx);
             }
-            !slot.buf.is_empty()
+            slot.listed = !slot.buf.is_empty();
+            slot.listed
         });
     }
 
@@ -436,10 +450,13 @@ impl Worker {
                 ] {
                     a[idx].store(0, Ordering::Relaxed);
                 }
-                if let Some(mut old) = self.slots[idx].replace(TxSlot { queue: tx, buf: Burst::new(), deadline: 0 }) {
+                let mut slot = TxSlot::new(tx);
+                if let Some(mut old) = self.slots[idx].take() {
                     let freed = old.buf.free_all();
                     bump(&self.counters.drops[DropReason::PortGone as usize], freed as u64);
+                    slot.listed = old.listed; // its place in the dirty list, if it has one
                 }
+                self.slots[idx] = Some(slot);
                 self.port_rx.retain(|(q, _)| q.port_id() != port);
                 self.port_rx.extend(rx.into_iter().map(|q| (q, kind)));
             }
