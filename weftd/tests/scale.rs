@@ -47,10 +47,12 @@ fn unanswered(ns: &str, ips: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-/// Background traffic to one pod while the others churn: `ping -i 0.05` for `secs`; (sent, received).
-fn ping_during(ns: &str, to: Ipv4Addr, secs: u64) -> std::process::Child {
+/// Background traffic to one pod while the others churn: `count` pings 50 ms apart, each answer awaited
+/// up to 2 s (a count, not a deadline: a deadline would count the last ping in flight as lost).
+fn ping_during(ns: &str, to: Ipv4Addr, count: usize) -> std::process::Child {
     std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-n", "-q", "-i", "0.05", "-w", &secs.to_string(), &to.to_string()])
+        .args(["netns", "exec", ns, "ping", "-n", "-q", "-i", "0.05", "-W", "2", "-c", &count.to_string()])
+        .arg(to.to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -91,7 +93,7 @@ fn report(kind: &str, attach: Duration, detach: Duration, rss0: u64, rss_attache
         detach.as_secs_f64(),
         each(detach),
         grew as f64 / PODS as f64,
-        churn_cycles(),
+        CHURNED.load(std::sync::atomic::Ordering::Relaxed),
         churn.as_secs_f64(),
     );
 }
@@ -109,24 +111,30 @@ fn churn(lab: &mut Lab, n1: &WeftNode, k3: &KernelNode, kind: &str, watch: Ipv4A
         lab.add_ns(&ns).unwrap();
     }
     let before = mbufs_in_use(lab, n1);
-    let secs = (cycles as u64 / 4).max(10);
-    let bg = ping_during(&k3.pod_ns, watch, secs);
+    let mut bg = ping_during(&k3.pod_ns, watch, 2 * cycles.max(50));
     let t0 = Instant::now();
-    for i in 0..cycles {
+    // At least `cycles`, and on for as long as the watched pod is pinged.
+    let mut i = 0;
+    while i < cycles || matches!(bg.try_wait(), Ok(None)) {
         let mut args = vec!["pod", "add", "churn", "--kind", kind];
         if kind == "veth" {
             args.extend(["--netns", &ns]);
         }
         lab.weftctl(n1, &args).unwrap_or_else(|e| panic!("cycle {i}: {e:#}"));
         lab.weftctl(n1, &["pod", "del", "churn"]).unwrap_or_else(|e| panic!("cycle {i}: {e:#}"));
+        i += 1;
     }
     let took = t0.elapsed();
     let (sent, got) = ping_result(bg);
-    assert!(sent > 0 && got == sent, "{kind} churn: the watched pod {watch} answered {got} of {sent}");
+    assert!(sent > 0 && got == sent, "{kind} churn: the watched pod {watch} answered {got} of {sent} in {i} cycles");
     let after = mbufs_in_use(lab, n1);
     assert!(after <= before + 64, "{kind} churn: mbufs in use {before} -> {after} after {cycles} cycles");
+    CHURNED.store(i, std::sync::atomic::Ordering::Relaxed);
     took
 }
+
+/// How many cycles the last churn made (at least `churn_cycles()`).
+static CHURNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[test]
 fn two_hundred_fifty_vhost_pods() {
