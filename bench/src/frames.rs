@@ -23,6 +23,9 @@ pub fn node() -> Node {
         vtep_mac: MacAddr([0x02, 0xbe, 0, 0, 0, 0xee]),
         vni: Vni::new(1).unwrap_or_else(|| unreachable!()),
         vxlan_port: 8472,
+        backend: weft_config::BackendType::Vxlan,
+        direct_routing: false,
+        udp_port: 8285,
         // An underlay with room for full 1518-byte pod frames plus the 50-byte VXLAN overhead, as a
         // datacenter underlay with jumbo frames has; pod MTU 1550.
         underlay_mtu: 1600,

@@ -80,7 +80,27 @@ impl Lease {
         }
     }
 
-    /// The value flannel writes, field for field and in flannel's order.
+    /// A host-gw lease as flanneld's hostgw backend writes it: no BackendData.
+    pub fn host_gw(public_ip: Ipv4Addr) -> Lease {
+        Lease { public_ip, backend_type: "host-gw".into(), backend_data: Value::Null }
+    }
+
+    /// A udp lease as flanneld's udp backend writes it: neither BackendType nor BackendData.
+    pub fn udp(public_ip: Ipv4Addr) -> Lease {
+        Lease { public_ip, backend_type: String::new(), backend_data: Value::Null }
+    }
+
+    /// The lease a node of `backend` writes (`vni` and `vtep_mac` matter for vxlan only).
+    pub fn of(backend: crate::BackendType, public_ip: Ipv4Addr, vni: Vni, vtep_mac: MacAddr) -> Lease {
+        match backend {
+            crate::BackendType::Vxlan => Lease::vxlan(public_ip, vni, vtep_mac),
+            crate::BackendType::HostGw => Lease::host_gw(public_ip),
+            crate::BackendType::Udp => Lease::udp(public_ip),
+        }
+    }
+
+    /// The value flannel writes, field for field and in flannel's order; an empty BackendType and a
+    /// missing BackendData are left out, as Go's `omitempty` leaves them.
     pub fn to_json(&self) -> String {
         // Built by hand so the key order and `"PublicIPv6":null` are exactly flanneld's.
         let data = match &self.backend_data {
@@ -98,12 +118,15 @@ impl Lease {
             }
             other => other.to_string(),
         };
-        format!(
-            "{{\"PublicIP\":\"{}\",\"PublicIPv6\":null,\"BackendType\":{},\"BackendData\":{}}}",
-            self.public_ip,
-            Value::from(self.backend_type.as_str()),
-            data
-        )
+        let mut out = format!("{{\"PublicIP\":\"{}\",\"PublicIPv6\":null", self.public_ip);
+        if !self.backend_type.is_empty() {
+            out.push_str(&format!(",\"BackendType\":{}", Value::from(self.backend_type.as_str())));
+        }
+        if !self.backend_data.is_null() {
+            out.push_str(&format!(",\"BackendData\":{data}"));
+        }
+        out.push('}');
+        out
     }
 
     /// Parse a lease value; keys case-insensitive as in Go.
@@ -178,6 +201,21 @@ mod tests {
     fn emit_matches_flanneld_byte_for_byte() {
         let l = Lease::vxlan(Ipv4Addr::new(192, 168, 100, 1), Vni::ONE, "c6:d2:32:6f:8f:44".parse().unwrap());
         assert_eq!(l.to_json(), FLANNEL);
+    }
+
+    /// flanneld's host-gw and udp leases (`LeaseAttrs` with `omitempty` on BackendType and BackendData).
+    #[test]
+    fn emit_host_gw_and_udp_leases_as_flanneld() {
+        let ip = Ipv4Addr::new(192, 168, 100, 1);
+        let hg = r#"{"PublicIP":"192.168.100.1","PublicIPv6":null,"BackendType":"host-gw"}"#;
+        let udp = r#"{"PublicIP":"192.168.100.1","PublicIPv6":null}"#;
+        assert_eq!(Lease::host_gw(ip).to_json(), hg);
+        assert_eq!(Lease::udp(ip).to_json(), udp);
+        assert_eq!(Lease::from_json(hg).unwrap(), Lease::host_gw(ip));
+        assert_eq!(Lease::from_json(udp).unwrap(), Lease::udp(ip));
+        let mac = "c6:d2:32:6f:8f:44".parse().unwrap();
+        assert_eq!(Lease::of(crate::BackendType::Vxlan, ip, Vni::ONE, mac).to_json(), FLANNEL);
+        assert_eq!(Lease::of(crate::BackendType::Udp, ip, Vni::ONE, mac).to_json(), udp);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod state;
 pub mod subnet_file;
 
 pub use lease::{Lease, LeaseError, SubnetKey};
-pub use network::{NetworkConfig, NetworkConfigError, DEFAULT_VXLAN_PORT};
+pub use network::{BackendType, NetworkConfig, NetworkConfigError, DEFAULT_UDP_PORT, DEFAULT_VXLAN_PORT};
 pub use peer::Peer;
 pub use weft_wire::mac;
 pub use weft_wire::net;

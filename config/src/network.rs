@@ -5,8 +5,9 @@
 //! ```
 //! Keys match case-insensitively, as Go's encoding/json does. Defaults and checks are flannel's:
 //! SubnetLen 24 for a /22 or shorter network, else prefix + 2; SubnetMin = network + one subnet;
-//! SubnetMax = the last subnet; both inside the network and on a SubnetLen boundary. The backend must be
-//! vxlan (VNI default 1, UDP port default 8472, the Linux default).
+//! SubnetMax = the last subnet; both inside the network and on a SubnetLen boundary. The backend is one of
+//! the three flannel modes weft speaks: `vxlan` (VNI default 1, UDP port default 8472, the Linux
+//! default; `DirectRouting`), `host-gw`, and `udp` (port default 8285).
 
 use std::net::Ipv4Addr;
 
@@ -17,6 +18,78 @@ use crate::Vni;
 
 /// The UDP port the Linux kernel (and so flannel) uses for VXLAN unless told otherwise.
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+/// The UDP port of flannel's udp backend unless told otherwise (`pkg/backend/udp` `defaultPort`).
+pub const DEFAULT_UDP_PORT: u16 = 8285;
+
+/// How a flannel cluster crosses hosts (`Backend.Type`). The network config decides it for every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendType {
+    /// VXLAN through `flannel.1` (and, with `DirectRouting`, plain routes to peers on our L2).
+    Vxlan,
+    /// Plain routes to each peer's PublicIP, which must be on our L2.
+    HostGw,
+    /// flanneld's userspace relay: the inner IPv4 packet as a UDP payload.
+    Udp,
+}
+
+impl BackendType {
+    /// The name as flannel writes it in the network config.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendType::Vxlan => "vxlan",
+            BackendType::HostGw => "host-gw",
+            BackendType::Udp => "udp",
+        }
+    }
+
+    /// The `BackendType` a node of this backend writes in its lease. flanneld's udp backend writes none
+    /// (its `LeaseAttrs` leave the field empty and `omitempty` drops it).
+    pub fn lease_type(self) -> &'static str {
+        match self {
+            BackendType::Udp => "",
+            other => other.name(),
+        }
+    }
+
+    /// Bytes the backend adds in front of a pod's IPv4 packet on the underlay (flannel's MTU is the
+    /// underlay MTU minus this): VXLAN 50 (outer Ethernet, IPv4, UDP, VXLAN), udp 28 (IPv4, UDP),
+    /// host-gw nothing.
+    pub fn overhead(self) -> u16 {
+        match self {
+            BackendType::Vxlan => 50,
+            BackendType::HostGw => 0,
+            BackendType::Udp => 28,
+        }
+    }
+
+    /// The UDP port the backend listens on unless `Backend.Port` says otherwise; host-gw has none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            BackendType::Vxlan => DEFAULT_VXLAN_PORT,
+            BackendType::HostGw => 0,
+            BackendType::Udp => DEFAULT_UDP_PORT,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendType {
+    type Err = String;
+    /// Case-insensitive, as flanneld looks backends up (`strings.ToLower`).
+    fn from_str(s: &str) -> Result<BackendType, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "vxlan" => Ok(BackendType::Vxlan),
+            "host-gw" => Ok(BackendType::HostGw),
+            "udp" => Ok(BackendType::Udp),
+            _ => Err(format!("{s:?} is not a backend weft speaks: use \"vxlan\", \"host-gw\" or \"udp\"")),
+        }
+    }
+}
 
 /// A validated flannel network config with flannel's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +98,12 @@ pub struct NetworkConfig {
     pub subnet_len: u8,
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
+    pub backend: BackendType,
+    /// VXLAN only: peers on our L2 are routed to directly, host-gw style.
+    pub direct_routing: bool,
+    /// VXLAN only (1 otherwise).
     pub vni: Vni,
+    /// The backend's UDP port: VXLAN's (8472) or udp's (8285); 0 for host-gw.
     pub port: u16,
 }
 
@@ -143,8 +221,17 @@ impl NetworkConfig {
             return Err(field_err("SubnetMin", format!("{subnet_min} is above SubnetMax {subnet_max}")));
         }
 
-        let (vni, port) = parse_backend(get_ci(&obj, "Backend"))?;
-        Ok(NetworkConfig { network, subnet_len, subnet_min, subnet_max, vni, port })
+        let b = parse_backend(get_ci(&obj, "Backend"))?;
+        Ok(NetworkConfig {
+            network,
+            subnet_len,
+            subnet_min,
+            subnet_max,
+            backend: b.backend,
+            direct_routing: b.direct_routing,
+            vni: b.vni,
+            port: b.port,
+        })
     }
 
     /// Every subnet a node may lease, SubnetMin..=SubnetMax, in order.
@@ -156,35 +243,30 @@ impl NetworkConfig {
     }
 }
 
-/// flannel's `ParseBackendType` defaults a missing backend to "udp"; weft speaks vxlan only.
-fn parse_backend(v: Option<&Value>) -> Result<(Vni, u16), NetworkConfigError> {
+/// The `Backend` object, checked.
+struct ParsedBackend {
+    backend: BackendType,
+    direct_routing: bool,
+    vni: Vni,
+    port: u16,
+}
+
+/// flannel's `ParseBackendType` defaults a missing backend or type to "udp", and so does weft; the types
+/// are vxlan, host-gw and udp (flannel's cloud, ipip, wireguard and ipsec backends are not spoken).
+fn parse_backend(v: Option<&Value>) -> Result<ParsedBackend, NetworkConfigError> {
+    let empty = Map::new();
     let obj = match v {
-        None | Some(Value::Null) => {
-            return Err(field_err(
-                "Backend",
-                "missing, which flannel reads as type \"udp\"; weft supports {\"Type\":\"vxlan\"}",
-            ))
-        }
+        None | Some(Value::Null) => &empty,
         Some(Value::Object(o)) => o,
         Some(v) => return Err(field_err("Backend", format!("must be an object like {{\"Type\":\"vxlan\"}}, got {v}"))),
     };
     let ty = opt_str(obj, "Type")?.unwrap_or("udp");
-    if !ty.eq_ignore_ascii_case("vxlan") {
-        return Err(field_err(
-            "Backend.Type",
-            format!("{ty:?} is not supported: weft is a VXLAN dataplane, set \"Type\":\"vxlan\""),
-        ));
+    let backend: BackendType = ty.parse().map_err(|e: String| field_err("Backend.Type", e))?;
+    if opt_bool(obj, "GBP")? == Some(true) {
+        return Err(field_err("Backend.GBP", "VXLAN group policy is not supported by weft; set it to false"));
     }
-    for (flag, why) in
-        [("GBP", "VXLAN group policy"), ("DirectRouting", "direct routing (host-gw for same-subnet peers)")]
-    {
-        if opt_bool(obj, flag)? == Some(true) {
-            return Err(field_err(
-                if flag == "GBP" { "Backend.GBP" } else { "Backend.DirectRouting" },
-                format!("{why} is not supported by weft; set it to false"),
-            ));
-        }
-    }
+    // flanneld reads DirectRouting in its vxlan backend only; elsewhere it is ignored.
+    let direct_routing = opt_bool(obj, "DirectRouting")?.unwrap_or(false) && backend == BackendType::Vxlan;
     let vni = match opt_u64(obj, "VNI").map_err(|_| field_err("Backend.VNI", "must be an integer"))? {
         None | Some(0) => Vni::ONE,
         Some(v) => u32::try_from(v)
@@ -193,11 +275,12 @@ fn parse_backend(v: Option<&Value>) -> Result<(Vni, u16), NetworkConfigError> {
             .ok_or_else(|| field_err("Backend.VNI", format!("{v} does not fit in 24 bits")))?,
     };
     let port = match opt_u64(obj, "Port").map_err(|_| field_err("Backend.Port", "must be an integer"))? {
-        None | Some(0) => DEFAULT_VXLAN_PORT,
+        _ if backend == BackendType::HostGw => 0,
+        None | Some(0) => backend.default_port(),
         Some(p) if p > 65535 => return Err(field_err("Backend.Port", format!("{p} is not a UDP port"))),
         Some(p) => p as u16,
     };
-    Ok((vni, port))
+    Ok(ParsedBackend { backend, direct_routing, vni, port })
 }
 
 #[cfg(test)]
@@ -229,6 +312,27 @@ mod tests {
     }
 
     #[test]
+    fn parse_the_three_backends() {
+        // flannel: no Backend, or no Type, is udp on port 8285.
+        for text in [r#"{"Network":"10.244.0.0/16"}"#, r#"{"Network":"10.244.0.0/16","Backend":{}}"#] {
+            let c = parse(text);
+            assert_eq!((c.backend, c.port, c.direct_routing), (BackendType::Udp, 8285, false), "{text}");
+        }
+        let c = parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":9000}}"#);
+        assert_eq!((c.backend, c.port), (BackendType::Udp, 9000));
+        let c = parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","DirectRouting":true}}"#);
+        assert_eq!((c.backend, c.port, c.direct_routing), (BackendType::HostGw, 0, false));
+        let c = parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#);
+        assert_eq!((c.backend, c.port, c.direct_routing), (BackendType::Vxlan, 8472, true));
+        assert_eq!(
+            [BackendType::Vxlan, BackendType::HostGw, BackendType::Udp].map(|b| (b.overhead(), b.lease_type())),
+            [(50, "vxlan"), (0, "host-gw"), (28, "")]
+        );
+        assert!(err(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#)
+            .contains("DirectRouting"));
+    }
+
+    #[test]
     fn parse_small_network_defaults() {
         let c = parse(r#"{"Network":"10.0.0.0/24","Backend":{"Type":"vxlan"}}"#);
         assert_eq!(c.subnet_len, 26);
@@ -256,8 +360,8 @@ mod tests {
         assert!(err("{").contains("JSON"));
         assert!(err("[]").contains("object"));
         assert!(err(r#"{"Backend":{"Type":"vxlan"}}"#).contains("Network"));
-        assert!(err(r#"{"Network":"10.244.0.0/16"}"#).contains("udp"));
-        assert!(err(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).contains("Backend.Type"));
+        assert!(err(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}"#).contains("Backend.Type"));
+        assert!(err(r#"{"Network":"10.244.0.0/16","Backend":"vxlan"}"#).contains("Backend"));
         assert!(err(r#"{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}"#).contains("SubnetLen"));
         assert!(
             err(r#"{"Network":"10.244.0.0/16","SubnetLen":17,"Backend":{"Type":"vxlan"}}"#).contains("four subnets")

@@ -50,6 +50,16 @@ pub struct NodeFile {
     /// VXLAN UDP port (flannel's Backend.Port), default 8472.
     #[arg(long)]
     pub vxlan_port: Option<u16>,
+    /// How the cluster crosses hosts (flannel's Backend.Type): vxlan, host-gw or udp. Default vxlan.
+    /// In etcd mode the network config decides.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// VXLAN only: route straight to peers on our L2, as host-gw does (flannel's Backend.DirectRouting).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub direct_routing: Option<bool>,
+    /// The udp backend's UDP port (flannel's Backend.Port for "udp"), default 8285.
+    #[arg(long)]
+    pub udp_port: Option<u16>,
     /// This node's subnet, e.g. 10.244.1.0/24 (static mode; without it, etcd mode).
     #[arg(long)]
     pub subnet: Option<String>,
@@ -151,8 +161,8 @@ pub struct NodeFile {
     /// FLANNEL-POSTRTG rules), and write FLANNEL_IPMASQ=true to the subnet file. Needs the host port.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub ip_masq: Option<bool>,
-    /// Static peer SUBNET,PUBLIC_IP,VTEP_MAC (repeatable; static mode only).
-    #[arg(long = "peer", value_name = "SUBNET,PUBLIC_IP,VTEP_MAC")]
+    /// Static peer SUBNET,PUBLIC_IP[,VTEP_MAC] (repeatable; static mode only; VTEP_MAC for vxlan).
+    #[arg(long = "peer", value_name = "SUBNET,PUBLIC_IP[,VTEP_MAC]")]
     #[serde(default)]
     pub peers: Vec<PeerFile>,
     #[arg(skip)]
@@ -180,19 +190,23 @@ fn group_id(g: &str) -> Result<u32, String> {
 pub struct PeerFile {
     pub subnet: String,
     pub public_ip: String,
-    pub vtep_mac: String,
+    /// VXLAN peers only: host-gw and udp peers have none.
+    pub vtep_mac: Option<String>,
 }
 
 impl std::str::FromStr for PeerFile {
     type Err = String;
-    /// `SUBNET,PUBLIC_IP,VTEP_MAC`, as `--peer` takes it (each part is validated by `resolve`).
+    /// `SUBNET,PUBLIC_IP[,VTEP_MAC]`, as `--peer` takes it (each part is validated by `resolve`).
     fn from_str(p: &str) -> Result<PeerFile, String> {
         match p.split(',').collect::<Vec<_>>()[..] {
-            [subnet, public_ip, vtep_mac] => {
-                Ok(PeerFile { subnet: subnet.into(), public_ip: public_ip.into(), vtep_mac: vtep_mac.into() })
-            }
+            [subnet, public_ip] => Ok(PeerFile { subnet: subnet.into(), public_ip: public_ip.into(), vtep_mac: None }),
+            [subnet, public_ip, vtep_mac] => Ok(PeerFile {
+                subnet: subnet.into(),
+                public_ip: public_ip.into(),
+                vtep_mac: Some(vtep_mac.into()),
+            }),
             _ => Err(format!(
-                "{p:?} must be SUBNET,PUBLIC_IP,VTEP_MAC like 10.244.2.0/24,192.168.77.2,aa:c4:e1:93:50:bd"
+                "{p:?} must be SUBNET,PUBLIC_IP[,VTEP_MAC] like 10.244.2.0/24,192.168.77.2,aa:c4:e1:93:50:bd (the MAC for vxlan)"
             )),
         }
     }
@@ -435,6 +449,9 @@ pub struct NodeSettings {
     pub subnet_len: u8,
     pub vni: Vni,
     pub vxlan_port: u16,
+    pub backend: crate::BackendType,
+    pub direct_routing: bool,
+    pub udp_port: u16,
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
     pub uplink: String,
@@ -604,7 +621,13 @@ impl NodeFile {
         self.network = Some(network.network.to_string());
         self.subnet_len = Some(network.subnet_len);
         self.vni = Some(network.vni.get());
-        self.vxlan_port = Some(network.port);
+        self.backend = Some(network.backend.name().to_owned());
+        self.direct_routing = Some(network.direct_routing);
+        match network.backend {
+            crate::BackendType::Vxlan => self.vxlan_port = Some(network.port),
+            crate::BackendType::Udp => self.udp_port = Some(network.port),
+            crate::BackendType::HostGw => {}
+        }
         self.subnet = Some(subnet.to_string());
     }
 
@@ -644,6 +667,18 @@ impl NodeFile {
         let vxlan_port = self.vxlan_port.unwrap_or(crate::DEFAULT_VXLAN_PORT);
         if vxlan_port == 0 {
             return Err(bad("vxlan_port", "0 is not a UDP port: use 8472 (flannel's default) or 4789"));
+        }
+        let backend: crate::BackendType = match self.backend.as_deref() {
+            None => crate::BackendType::Vxlan,
+            Some(b) => b.parse().map_err(|e: String| bad("backend", e))?,
+        };
+        let direct_routing = self.direct_routing.unwrap_or(false);
+        if direct_routing && backend != crate::BackendType::Vxlan {
+            return Err(bad("direct_routing", format!("is for the vxlan backend only; drop it for {backend}")));
+        }
+        let udp_port = self.udp_port.unwrap_or(crate::DEFAULT_UDP_PORT);
+        if udp_port == 0 {
+            return Err(bad("udp_port", "0 is not a UDP port: use 8285 (flannel's default)"));
         }
         let public_ip = ip(req(&self.public_ip, "public_ip", "192.168.77.1")?, "public_ip")?;
         let uplink = req(&self.uplink, "uplink", "net_af_packet0,iface=eth1")?.to_owned();
@@ -696,11 +731,20 @@ impl NodeFile {
             if s == subnet {
                 return Err(bad(f("subnet"), format!("{s} is this node's own subnet")));
             }
-            peers.push(crate::Peer {
-                subnet: s,
-                public_ip: ip(&p.public_ip, &f("public_ip"))?,
-                vtep_mac: mac(&p.vtep_mac, &f("vtep_mac"))?,
-            });
+            let vtep_mac = match (&p.vtep_mac, backend) {
+                (Some(m), crate::BackendType::Vxlan) => mac(m, &f("vtep_mac"))?,
+                (None, crate::BackendType::Vxlan) => {
+                    return Err(bad(
+                        f("vtep_mac"),
+                        "missing: a vxlan peer needs its VtepMAC (SUBNET,PUBLIC_IP,VTEP_MAC)",
+                    ))
+                }
+                (Some(_), _) => {
+                    return Err(bad(f("vtep_mac"), format!("a {backend} peer has no VtepMAC: give SUBNET,PUBLIC_IP")))
+                }
+                (None, _) => MacAddr::ZERO,
+            };
+            peers.push(crate::Peer { subnet: s, public_ip: ip(&p.public_ip, &f("public_ip"))?, vtep_mac });
         }
         let mut pods = Vec::new();
         for (i, p) in self.pods.iter().enumerate() {
@@ -745,6 +789,9 @@ impl NodeFile {
             subnet_len,
             vni,
             vxlan_port,
+            backend,
+            direct_routing,
+            udp_port,
             subnet,
             public_ip,
             uplink,
@@ -859,7 +906,16 @@ netns = "web-ns"
         assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));
         assert!(err_with(|f| f.max_vhost_pods = Some(5000)).starts_with("max_vhost_pods:"));
         assert!(err_with(|f| f.metrics_addr = Some("9109".into())).starts_with("metrics_addr:"));
-        assert!(err_with(|f| f.peers[0].vtep_mac = "x".into()).starts_with("peers[0].vtep_mac:"));
+        assert!(err_with(|f| f.peers[0].vtep_mac = Some("x".into())).starts_with("peers[0].vtep_mac:"));
+        assert!(err_with(|f| f.peers[0].vtep_mac = None).starts_with("peers[0].vtep_mac:"));
+        assert!(err_with(|f| f.backend = Some("ipip".into())).starts_with("backend:"));
+        assert!(err_with(|f| f.backend = Some("host-gw".into())).starts_with("peers[0].vtep_mac:"));
+        assert!(err_with(|f| {
+            f.backend = Some("udp".into());
+            f.direct_routing = Some(true);
+        })
+        .starts_with("direct_routing:"));
+        assert!(err_with(|f| f.udp_port = Some(0)).starts_with("udp_port:"));
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
         assert!(err_with(|f| f.pods[0].kind = "macvlan".into()).starts_with("pods[0].kind:"));
         assert!(err_with(|f| f.pods[0].name = "a/b".into()).starts_with("pods[0].name:"));

@@ -8,15 +8,14 @@
 //! FLANNEL_IPMASQ=false
 //! ```
 //! FLANNEL_SUBNET is the first host address with the subnet's prefix length; FLANNEL_MTU is the
-//! underlay MTU minus the 50 bytes of VXLAN encapsulation.
+//! underlay MTU minus what the backend adds: 50 bytes for VXLAN, 28 for udp, nothing for host-gw.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::Ipv4Net;
 
-/// Bytes VXLAN over IPv4 adds: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
-pub const VXLAN_OVERHEAD: u16 = 50;
+use crate::BackendType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetFile {
@@ -27,9 +26,9 @@ pub struct SubnetFile {
 }
 
 impl SubnetFile {
-    /// The file for a node with `subnet` on an underlay of `underlay_mtu`.
-    pub fn new(network: Ipv4Net, subnet: Ipv4Net, underlay_mtu: u16, ipmasq: bool) -> SubnetFile {
-        SubnetFile { network, subnet, mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD), ipmasq }
+    /// The file for a node of `backend` with `subnet` on an underlay of `underlay_mtu`.
+    pub fn new(network: Ipv4Net, subnet: Ipv4Net, underlay_mtu: u16, backend: BackendType, ipmasq: bool) -> SubnetFile {
+        SubnetFile { network, subnet, mtu: underlay_mtu.saturating_sub(backend.overhead()), ipmasq }
     }
 
     pub fn render(&self) -> String {
@@ -84,18 +83,28 @@ mod tests {
 
     #[test]
     fn render_like_flanneld() {
-        let f = SubnetFile::new("10.244.0.0/16".parse().unwrap(), "10.244.1.0/24".parse().unwrap(), 1500, false);
+        let (net, sub) = ("10.244.0.0/16".parse().unwrap(), "10.244.1.0/24".parse().unwrap());
+        let f = SubnetFile::new(net, sub, 1500, BackendType::Vxlan, false);
         assert_eq!(
             f.render(),
             "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
         );
+        // flanneld's udp backend: MTU = underlay - 28; host-gw: the underlay's own.
+        assert_eq!(SubnetFile::new(net, sub, 1500, BackendType::Udp, false).mtu, 1472);
+        assert_eq!(SubnetFile::new(net, sub, 1500, BackendType::HostGw, false).mtu, 1500);
     }
 
     #[test]
     fn roundtrip_through_a_file() {
         let dir = std::env::temp_dir().join(format!("weft-subnet-file-{}", std::process::id()));
         let path = dir.join("subnet.env");
-        let f = SubnetFile::new("10.244.0.0/16".parse().unwrap(), "10.244.7.0/24".parse().unwrap(), 9000, true);
+        let f = SubnetFile::new(
+            "10.244.0.0/16".parse().unwrap(),
+            "10.244.7.0/24".parse().unwrap(),
+            9000,
+            BackendType::Vxlan,
+            true,
+        );
         f.write_atomic(&path).unwrap();
         let back = SubnetFile::read_previous(&path).unwrap();
         assert_eq!(back, f);

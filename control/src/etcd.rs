@@ -97,6 +97,9 @@ pub struct ControlStatus {
     pub failovers: AtomicU64,
     /// Watches established (one per session; a steady connection keeps one).
     pub watches: AtomicU64,
+    /// Set when `<prefix>/config` in etcd no longer says what this node started with: the change
+    /// needs a restart, as with flanneld.
+    pub config_changed: AtomicBool,
     /// The last thing that went wrong talking to etcd (a member, a TLS handshake), for status.
     last_error: std::sync::Mutex<String>,
 }
@@ -323,6 +326,45 @@ impl Controller {
         self.stop.load(Ordering::Relaxed)
     }
 
+    fn config_key(&self) -> String {
+        format!("{}/config", self.cfg.prefix.trim_end_matches('/'))
+    }
+
+    /// The network config as etcd has it now, against the one this node runs with: a change is logged
+    /// (once per value) and flagged, and applies at the next start, as flanneld reads it only there.
+    fn check_config(&self, held: &Held, value: Option<&[u8]>, said: &mut Option<String>) {
+        let key = self.config_key();
+        let text = value.map(|v| String::from_utf8_lossy(v).into_owned());
+        let now = text.as_deref().map(NetworkConfig::from_json);
+        let changed = match &now {
+            Some(Ok(c)) => *c != held.network,
+            Some(Err(_)) | None => true,
+        };
+        self.status.config_changed.store(changed, Ordering::Relaxed);
+        if !changed {
+            *said = None;
+            return;
+        }
+        let seen = text.clone().unwrap_or_default();
+        if said.as_deref() == Some(seen.as_str()) {
+            return;
+        }
+        *said = Some(seen);
+        let running = &held.network;
+        match now {
+            Some(Ok(c)) => warn!(
+                key,
+                running = %format!("{} {} backend {}{}", running.network, running.subnet_len, running.backend, if running.direct_routing { " DirectRouting" } else { "" }),
+                new = %format!("{} {} backend {}{}", c.network, c.subnet_len, c.backend, if c.direct_routing { " DirectRouting" } else { "" }),
+                "the network config changed in etcd; weftd keeps the one it started with until it is restarted, as flanneld does"
+            ),
+            Some(Err(e)) => {
+                warn!(key, error = %e, "the network config in etcd no longer parses; weftd keeps the one it started with")
+            }
+            None => warn!(key, "the network config was deleted from etcd; weftd keeps the one it started with"),
+        }
+    }
+
     fn subnets_prefix(&self) -> String {
         format!("{}/subnets/", self.cfg.prefix.trim_end_matches('/'))
     }
@@ -383,7 +425,7 @@ impl Controller {
 
     /// `<prefix>/config`, retried every second until it exists and parses.
     async fn network_config(&mut self) -> Option<NetworkConfig> {
-        let key = format!("{}/config", self.cfg.prefix.trim_end_matches('/'));
+        let key = self.config_key();
         let mut said = String::new();
         loop {
             if self.stopped() {
@@ -444,7 +486,7 @@ impl Controller {
     }
 
     fn our_value(&self, network: &NetworkConfig) -> String {
-        Lease::vxlan(self.id.public_ip, network.vni, self.id.vtep_mac).to_json()
+        Lease::of(network.backend, self.id.public_ip, network.vni, self.id.vtep_mac).to_json()
     }
 
     /// Take a subnet: ours if we have one, else the previous one if free, else a free one. Lost races
@@ -514,7 +556,8 @@ impl Controller {
                     vtep_mac = %self.id.vtep_mac,
                     "holding the lease"
                 );
-                let file = SubnetFile::new(network.network, subnet, self.id.underlay_mtu, self.id.ipmasq);
+                let file =
+                    SubnetFile::new(network.network, subnet, self.id.underlay_mtu, network.backend, self.id.ipmasq);
                 if let Err(e) = file.write_atomic(&self.id.subnet_file) {
                     error!(path = %self.id.subnet_file.display(), error = %e, "writing the subnet file");
                 }
@@ -569,7 +612,7 @@ impl Controller {
     fn peers_of(&self, all: &BTreeMap<Ipv4Net, Option<Lease>>, held: &Held) -> Vec<Peer> {
         all.iter()
             .filter(|(n, _)| **n != held.subnet)
-            .filter_map(|(n, l)| Peer::from_lease(*n, l.as_ref()?, held.network.vni))
+            .filter_map(|(n, l)| Peer::from_lease(*n, l.as_ref()?, held.network.backend, held.network.vni))
             .collect()
     }
 
@@ -687,11 +730,37 @@ impl Controller {
             Ok(s) => s,
             Err(e) => return broken(e),
         };
+        // The network config: read once per session (a change while etcd was away), then watched.
+        let mut config_said = None;
+        match self.get(self.config_key(), None).await {
+            Ok(r) => self.check_config(held, r.kvs().first().map(|kv| kv.value()), &mut config_said),
+            Err(e) => return broken(e),
+        }
+        let cfg_opts = WatchOptions::new().with_start_revision(*rev + 1);
+        let mut cfg_stream = match client.watch(self.config_key(), Some(cfg_opts)).await {
+            Ok(s) => s,
+            Err(e) => return broken(e),
+        };
         let since = tokio::time::Instant::now();
         let broken = |error| SessionEnd::Broken { error, healthy: since.elapsed() >= HEALTHY_AFTER };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
+                msg = cfg_stream.message() => {
+                    match msg {
+                        Ok(Some(resp)) => {
+                            for ev in resp.events() {
+                                let value = match ev.event_type() {
+                                    EventType::Put => ev.kv().map(|kv| kv.value()),
+                                    EventType::Delete => None,
+                                };
+                                self.check_config(held, value, &mut config_said);
+                            }
+                        }
+                        Ok(None) => return broken(etcd_client::Error::WatchError("config watch stream ended".into())),
+                        Err(e) => return broken(e),
+                    }
+                }
                 msg = stream.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,

@@ -607,3 +607,50 @@ fn tls_with_and_without_the_ca() {
     assert!(why.to_lowercase().contains("certificate"), "the TLS cause is reported: {why:?}");
     bad.stop();
 }
+
+/// A host-gw network: our lease is flanneld's host-gw JSON, the subnet file has the underlay's MTU,
+/// only host-gw leases are peers; then a udp network: flanneld's udp lease (no BackendType), MTU - 28,
+/// every lease a peer. Changing the config in etcd is flagged and needs a restart, as with flanneld.
+#[test]
+fn host_gw_and_udp_networks_and_a_config_change() {
+    let hostgw =
+        r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.9.0","Backend":{"Type":"host-gw"}}"#;
+    let etcd = etcd_with_config(hostgw);
+    let s = |i: u8| format!("{PREFIX}/subnets/10.244.{i}.0-24");
+    etcd.put(&s(2), r#"{"PublicIP":"192.168.77.22","PublicIPv6":null,"BackendType":"host-gw"}"#).unwrap();
+    etcd.put(&s(3), &lease_value("192.168.77.33", "02:00:00:00:00:33")).unwrap();
+    etcd.put(&s(4), r#"{"PublicIP":"192.168.77.44","PublicIPv6":null}"#).unwrap();
+    let dir = tmpdir("backends");
+    let id = identity(1, &dir);
+    let h = node(&etcd, id.clone());
+    let (net, subnet, start) = h.wait_acquired(Duration::from_secs(20)).unwrap();
+    assert_eq!(net.backend, weft_config::BackendType::HostGw);
+    assert_eq!(
+        etcd.get(&key(subnet)).unwrap().unwrap(),
+        r#"{"PublicIP":"192.168.77.1","PublicIPv6":null,"BackendType":"host-gw"}"#
+    );
+    assert!(std::fs::read_to_string(&id.subnet_file).unwrap().contains("FLANNEL_MTU=1500\n"));
+    let peers = wait_peers(&h, &start, Duration::from_secs(5), |p| p.len() == 1);
+    assert_eq!(peers[0].public_ip, Ipv4Addr::new(192, 168, 77, 22), "flanneld: Ignoring non-host-gw subnet");
+    assert!(!h.status.config_changed.load(std::sync::atomic::Ordering::Relaxed));
+    etcd.put(&format!("{PREFIX}/config"), &hostgw.replace("host-gw", "vxlan")).unwrap();
+    wait_until("the config change is seen", Duration::from_secs(10), || {
+        h.status.config_changed.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    etcd.put(&format!("{PREFIX}/config"), hostgw).unwrap();
+    wait_until("the config is back", Duration::from_secs(10), || {
+        !h.status.config_changed.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    h.stop();
+
+    // The same cluster turned udp, and our node restarted (a restart applies it, as with flanneld).
+    etcd.put(&format!("{PREFIX}/config"), &hostgw.replace("host-gw", "udp")).unwrap();
+    let h = node(&etcd, id.clone());
+    let (net, subnet2, start) = h.wait_acquired(Duration::from_secs(20)).unwrap();
+    assert_eq!((net.backend, net.port, subnet2), (weft_config::BackendType::Udp, 8285, subnet));
+    assert_eq!(etcd.get(&key(subnet)).unwrap().unwrap(), r#"{"PublicIP":"192.168.77.1","PublicIPv6":null}"#);
+    assert!(std::fs::read_to_string(&id.subnet_file).unwrap().contains("FLANNEL_MTU=1472\n"));
+    let peers = wait_peers(&h, &start, Duration::from_secs(5), |p| p.len() == 3);
+    assert!(peers.iter().all(|p| p.vtep_mac == MacAddr::ZERO), "{peers:?}");
+    h.stop();
+}

@@ -8,12 +8,15 @@ use std::net::Ipv4Addr;
 use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
-use crate::tables::{EncapTemplate, HostPort, Node, PathCache, Snapshot, OUTER_LEN};
+use crate::tables::{
+    EncapTemplate, HostPort, Node, PathCache, PeerPath, Snapshot, UdpTemplate, OUTER_LEN, UDP_OVERHEAD,
+};
 use crate::wire::{
     arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
     Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, UdpPacket, VxlanPacket,
 };
 pub use crate::wire::{PacketBuf, VecBuf};
+use weft_config::BackendType;
 
 impl PacketBuf for Mbuf {
     #[inline(always)]
@@ -65,9 +68,11 @@ drop_reasons! {
     Fragment => "fragment", "Outer IPv4 fragment (weft does not reassemble).";
     NotForUs => "not_for_us", "Uplink frame not addressed to our MAC and PublicIP.";
     NotVxlan => "not_vxlan", "Not UDP to our VXLAN port.";
+    NotUdpEncap => "not_flannel_udp", "udp backend: not UDP to our udp-backend port.";
+    PeerOffLink => "peer_off_link", "host-gw: the peer's PublicIP is not on our L2 (refused, as flanneld's route is).";
     VxlanFlags => "vxlan_flags", "VXLAN I flag clear or reserved bits set.";
     WrongVni => "wrong_vni", "VXLAN network identifier not ours.";
-    UnknownVtep => "unknown_vtep", "VXLAN from a PublicIP that holds no lease.";
+    UnknownVtep => "unknown_vtep", "VXLAN or udp-backend datagram from a PublicIP that holds no lease.";
     InnerNotIpv4 => "inner_not_ipv4", "Encapsulated frame is not IPv4.";
     InnerDstMac => "inner_dst_mac", "Encapsulated frame not addressed to our VtepMAC.";
     NoPod => "no_pod", "Destination in our subnet but no pod has it.";
@@ -131,7 +136,8 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
     (32768 + ((h32 as u64 * (61000 - 32768)) >> 32)) as u16
 }
 
-/// Uplink RX: VXLAN to us -> decapsulated frame for a pod; ARP for our PublicIP -> reply.
+/// Uplink RX: VXLAN (or the udp backend's datagrams) to us -> decapsulated frame for a pod; with host-gw
+/// or DirectRouting, plain IPv4 routed to our subnet -> a pod; ARP for our PublicIP -> reply.
 #[inline]
 pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     process_uplink_cached(m, s, &mut PathCache::default())
@@ -155,6 +161,14 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
         Err(r) => return Verdict::Drop(r),
     };
     if ip.dst() != node.public_ip {
+        // A peer that routes to us (host-gw, DirectRouting) sends our pods' packets as they are, to
+        // our MAC, as it would to a kernel node's eth0.
+        if node.takes_routed() && node.subnet.contains(ip.dst()) {
+            if !ip.verify_checksum() {
+                return Verdict::Drop(R::IpChecksum);
+            }
+            return deliver(m, s, ethernet::HEADER_LEN, 0);
+        }
         return Verdict::Drop(R::NotForUs);
     }
     if !ip.verify_checksum() {
@@ -163,12 +177,27 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
     if ip.is_fragment() {
         return Verdict::Drop(R::Fragment);
     }
+    let not_ours = match node.backend {
+        BackendType::Vxlan => R::NotVxlan,
+        BackendType::Udp => R::NotUdpEncap,
+        // Nothing comes to a host-gw node's own address on this NIC but ARP.
+        BackendType::HostGw => return Verdict::Drop(R::NotForUs),
+    };
     if ip.protocol() != ipv4::protocol::UDP {
-        return Verdict::Drop(R::NotVxlan);
+        return Verdict::Drop(not_ours);
     }
     // The outer UDP checksum is deliberately not verified: Linux sends it partial from offloading
     // veths, and RFC 7348 receivers accept zero; the inner packet carries its own checksums.
     let Ok(u) = UdpPacket::new_checked(ip.payload()) else { return Verdict::Drop(R::Truncated) };
+    if node.backend == BackendType::Udp {
+        if u.dst_port() != node.udp_port {
+            return Verdict::Drop(R::NotUdpEncap);
+        }
+        if !s.known_vtep_cached(ip.src_u32(), cache) {
+            return Verdict::Drop(R::UnknownVtep);
+        }
+        return deliver(m, s, ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN, node.relay_hops());
+    }
     if u.dst_port() != node.vxlan_port {
         return Verdict::Drop(R::NotVxlan);
     }
@@ -189,44 +218,50 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
     if inner.dst() != node.vtep_mac {
         return Verdict::Drop(R::InnerDstMac);
     }
-    let iip = match ipv4(inner.payload()) {
+    let outer = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+    deliver(m, s, outer + ethernet::HEADER_LEN, 0)
+}
+
+/// The IPv4 packet at `ip_at` of an uplink frame (decapsulated, or routed to us) is for our subnet:
+/// to a weft pod, routed as the kernel routes from flannel.1 / eth0 (TTL - 1, and `relay` more for
+/// flanneld's udp relay), or to the host for the rest of our subnet (a cni0 pod, the node's own
+/// `<subnet>.0`), whose kernel routes it on and so changes its TTL itself. The frame becomes the
+/// packet behind a fresh Ethernet header from the pods' gateway.
+#[inline(always)]
+fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Verdict {
+    let node = &s.node;
+    let d = m.data();
+    let iip = match ipv4(&d[ip_at..]) {
         Ok(p) => p,
         Err(r) => return Verdict::Drop(r),
     };
-    if !iip.verify_checksum() {
+    if ip_at != ethernet::HEADER_LEN && !iip.verify_checksum() {
         return Verdict::Drop(R::IpChecksum);
     }
     let dst = iip.dst();
     if !node.subnet.contains(dst) {
         return Verdict::Drop(R::NoRoute);
     }
-    // A weft pod: weft routes from flannel.1 to it as the kernel would (TTL - 1). Anything else of our
-    // subnet (a cni0 pod, the node's own `<subnet>.0`) goes to the host, whose kernel routes it on as
-    // it does what flannel.1 hands it; its TTL is the kernel's to change.
-    let (out, mac) = match s.pods.get(&u32::from(dst)) {
-        Some(pod) => {
-            if iip.ttl() <= 1 {
-                return Verdict::Drop(R::TtlExpired);
-            }
-            (Verdict::ToPod(pod.port), pod.mac)
-        }
+    let (out, mac, hops) = match s.pods.get(&u32::from(dst)) {
+        Some(pod) => (Verdict::ToPod(pod.port), pod.mac, relay + 1),
         None => match s.host {
-            Some(h) => (Verdict::ToHost(h.port), h.mac),
+            Some(h) => (Verdict::ToHost(h.port), h.mac, relay),
             None => return Verdict::Drop(R::NoPod),
         },
     };
-    let outer = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
-    let inner_end = outer + ethernet::HEADER_LEN + iip.total_len() as usize;
-    let padding = d.len() - inner_end;
-    let gw = node.gateway_mac();
-    let buf = m.data_mut();
-    if matches!(out, Verdict::ToPod(_)) {
-        Ipv4Packet::new_unchecked(&mut buf[outer + ethernet::HEADER_LEN..]).decrement_ttl();
+    if hops > 0 && iip.ttl() <= hops {
+        return Verdict::Drop(R::TtlExpired);
     }
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[outer..]);
-    eth.set_dst(mac);
-    eth.set_src(gw);
-    if m.adj(outer).is_none() || (padding > 0 && m.trim(padding).is_none()) {
+    let inner_end = ip_at + iip.total_len() as usize;
+    let padding = d.len() - inner_end;
+    let eth_at = ip_at - ethernet::HEADER_LEN;
+    let buf = m.data_mut();
+    if hops > 0 {
+        Ipv4Packet::new_unchecked(&mut buf[ip_at..]).decrement_ttl_by(hops);
+    }
+    EthernetRepr { dst: mac, src: node.gateway_mac(), vlan_tci: None, ethertype: EtherType::IPV4 }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[eth_at..]));
+    if (eth_at > 0 && m.adj(eth_at).is_none()) || (padding > 0 && m.trim(padding).is_none()) {
         return Verdict::Drop(R::Truncated);
     }
     out
@@ -371,11 +406,11 @@ pub fn process_pod_cached<B: PacketBuf>(
             None => Verdict::Drop(R::NotOverlay),
         };
     }
-    if ip.ttl() <= 1 {
-        return Verdict::Drop(R::TtlExpired);
-    }
-    let dont_frag = ip.dont_frag();
-    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, route: true }, cache)
+    let (ttl, dont_frag) = (ip.ttl(), ip.dont_frag());
+    // weft routes it into the tunnel as the kernel routes into flannel.1 / eth0 (TTL - 1); flanneld's
+    // udp relay takes one more.
+    let hops = 1 + node.relay_hops();
+    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, cache)
 }
 
 /// A packet for a remote subnet, as its IPv4 header described it.
@@ -387,23 +422,37 @@ struct Remote {
     dont_frag: bool,
     /// Outer IPv4 identification.
     ident: u16,
-    /// weft routes it into the tunnel (TTL - 1), or the host's kernel already did.
-    route: bool,
+    /// The packet's TTL, and the hops this node takes off it: 1 where weft routes it, 0 where the host's
+    /// kernel already did, and one more through flanneld's udp relay.
+    ttl: u8,
+    hops: u8,
 }
 
-/// To the node that leases the destination: encapsulated; or answered with fragmentation-needed when it
-/// does not fit the pod MTU and may not be fragmented; or dropped.
+/// To the node that leases the destination: encapsulated, or routed straight to it (host-gw,
+/// DirectRouting); or answered with fragmentation-needed when it does not fit the pod MTU and may not
+/// be fragmented; or dropped.
 #[inline(always)]
 fn to_remote<B: PacketBuf>(m: &mut B, s: &Snapshot, r: Remote, cache: &mut PathCache) -> Verdict {
+    if r.hops > 0 && r.ttl <= r.hops {
+        return Verdict::Drop(R::TtlExpired);
+    }
     let Some(vtep) = s.lookup_vtep_cached(r.dst, cache) else { return Verdict::Drop(R::NoRoute) };
     if r.total > s.node.pod_mtu() as usize {
         return if r.dont_frag { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
     }
-    let Some(t) = vtep.template.as_ref() else { return Verdict::Drop(R::NeighbourUnresolved) };
+    let path = &vtep.path;
+    if !path.is_resolved() {
+        return Verdict::Drop(if matches!(path, PeerPath::OffLink) { R::PeerOffLink } else { R::NeighbourUnresolved });
+    }
     if r.padding > 0 && m.trim(r.padding).is_none() {
         return Verdict::Drop(R::Truncated);
     }
-    encap(m, t, r.ident, r.route)
+    match path {
+        PeerPath::Vxlan(t) => encap(m, t, r.ident, r.hops),
+        PeerPath::Direct(macs) => route_out(m, macs, r.hops),
+        PeerPath::Udp(t) => udp_encap(m, t, r.hops),
+        PeerPath::Unresolved | PeerPath::OffLink => Verdict::Drop(R::NeighbourUnresolved),
+    }
 }
 
 /// Host port RX: what the host's kernel routed into weft0 (from its own stack or from cni0's pods) ->
@@ -445,9 +494,11 @@ pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, ca
         return Verdict::Drop(R::NotOverlay);
     }
     // The kernel routed it into weft0 already (and decremented the TTL if it forwarded it), as it
-    // routes into flannel.1, which encapsulates without touching the inner packet.
-    let dont_frag = ip.dont_frag();
-    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, route: false }, cache)
+    // routes into flannel.1, which encapsulates without touching the inner packet (flanneld's udp
+    // relay does take one off).
+    let (ttl, dont_frag) = (ip.ttl(), ip.dont_frag());
+    let hops = node.relay_hops();
+    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, cache)
 }
 
 /// The host's ARP for an address it routes through weft0 (the cluster network): weft is the next hop.
@@ -468,19 +519,42 @@ fn host_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     Verdict::Reply
 }
 
+/// Take `hops` off the TTL of the IPv4 packet behind the frame's Ethernet header.
+#[inline(always)]
+fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) {
+    if hops > 0 {
+        Ipv4Packet::new_unchecked(&mut m.data_mut()[ethernet::HEADER_LEN..]).decrement_ttl_by(hops);
+    }
+}
+
 /// Prepend the outer headers from the template and patch the per-packet fields. The inner IPv4 header
 /// follows the pod's 14-byte Ethernet header, which the template's inner Ethernet header overwrites.
-/// `route`: weft routes the packet into the tunnel (from a pod, as the kernel routes into flannel.1:
-/// TTL - 1); without it the host's kernel already did.
+/// `hops`: 1 when weft routes the packet into the tunnel (from a pod, as the kernel routes into
+/// flannel.1: TTL - 1); 0 when the host's kernel already did.
 #[inline(always)]
-fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, route: bool) -> Verdict {
-    let inner_ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
-    if route {
-        Ipv4Packet::new_unchecked(&mut *inner_ip).decrement_ttl();
-    }
-    let sport = flow_src_port(inner_ip);
+fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Verdict {
+    route_hops(m, hops);
+    let sport = flow_src_port(&m.data()[ethernet::HEADER_LEN..]);
     let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident, sport);
+    Verdict::ToUplink
+}
+
+/// flanneld's udp encapsulation: outer IPv4 and UDP in front of the packet, whose Ethernet header the
+/// outer one replaces.
+#[inline(always)]
+fn udp_encap<B: PacketBuf>(m: &mut B, t: &UdpTemplate, hops: u8) -> Verdict {
+    route_hops(m, hops);
+    let Some(_) = m.prepend(UDP_OVERHEAD) else { return Verdict::Drop(R::NoHeadroom) };
+    t.write(m.data_mut());
+    Verdict::ToUplink
+}
+
+/// host-gw (and DirectRouting): routed to the peer's uplink as it is, from ours.
+#[inline(always)]
+fn route_out<B: PacketBuf>(m: &mut B, macs: &[u8; 12], hops: u8) -> Verdict {
+    route_hops(m, hops);
+    m.data_mut()[..12].copy_from_slice(macs);
     Verdict::ToUplink
 }
 

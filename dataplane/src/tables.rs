@@ -4,20 +4,23 @@
 //! has moved past it (reference counting through `arc-swap`, so no `unsafe` outside the DPDK layer).
 //!
 //! Everything a worker would otherwise compute per packet is precomputed here: the SubnetLen mask, the
-//! 64-byte encap template per remote VTEP (outer Ethernet/IPv4/UDP/VXLAN and inner Ethernet) with its
-//! IPv4 checksum over the constant fields, and the VTEP allow-list for decap.
+//! path to each remote node (the 64-byte VXLAN template with its IPv4 checksum over the constant fields,
+//! the 42-byte udp-backend template, or the two MACs of a host-gw / DirectRouting hop), and the
+//! allow-list of PublicIPs for decap.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
-use weft_config::{Ipv4Net, MacAddr};
+use weft_config::{BackendType, Ipv4Net, MacAddr};
 
 use crate::dpdk::PortId;
 use crate::wire::Vni;
 
-pub use crate::wire::encap::{at, EncapTemplate, Tunnel, OUTER_LEN, OUTER_TTL, TEMPLATE_LEN};
+pub use crate::wire::encap::{
+    at, udp_at, EncapTemplate, Tunnel, UdpTemplate, OUTER_LEN, OUTER_TTL, TEMPLATE_LEN, UDP_OVERHEAD, UDP_TEMPLATE_LEN,
+};
 
 /// What this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,12 @@ pub struct Node {
     pub vtep_mac: MacAddr,
     pub vni: Vni,
     pub vxlan_port: u16,
+    /// How the cluster crosses hosts (the network config's Backend.Type).
+    pub backend: BackendType,
+    /// VXLAN: peers on our L2 get plain routed frames (flannel's DirectRouting).
+    pub direct_routing: bool,
+    /// The udp backend's port (ours and every peer's).
+    pub udp_port: u16,
     /// Underlay (uplink) MTU: IPv4 packets of the outer frame up to this size.
     pub underlay_mtu: u16,
     /// Pods whose destinations lie outside this prefix are sent through `underlay_gateway`.
@@ -48,9 +57,24 @@ impl Node {
         self.vtep_mac
     }
 
-    /// Largest inner IPv4 packet that fits: underlay MTU minus the 50 bytes of encapsulation.
+    /// Largest inner IPv4 packet that fits: the underlay MTU minus what the backend adds (VXLAN 50, udp
+    /// 28, host-gw 0), as flanneld computes the MTU it writes to the subnet file.
     pub fn pod_mtu(&self) -> u16 {
-        self.underlay_mtu.saturating_sub(OUTER_LEN as u16)
+        self.underlay_mtu.saturating_sub(self.backend.overhead())
+    }
+
+    /// Extra routing hops a packet takes on a node of this backend besides the kernel's: flanneld's udp
+    /// relay decrements the TTL itself (`decrement_ttl` in its proxy, on both ends), the others do not.
+    #[inline(always)]
+    pub fn relay_hops(&self) -> u8 {
+        (self.backend == BackendType::Udp) as u8
+    }
+
+    /// Whether plain IPv4 from the underlay to our subnet is expected: host-gw peers and DirectRouting
+    /// peers route it to us.
+    #[inline(always)]
+    pub fn takes_routed(&self) -> bool {
+        self.backend == BackendType::HostGw || self.direct_routing
     }
 
     /// The underlay next hop for a remote PublicIP.
@@ -74,14 +98,49 @@ pub struct PodEntry {
     pub port: PortId,
 }
 
-/// Everything needed to encapsulate towards one remote VTEP, built once per snapshot.
+/// How frames reach one remote node, built once per snapshot.
 #[derive(Debug, Clone)]
 pub struct RemoteVtep {
     pub peer: Peer,
+    /// The underlay neighbour frames go to: the peer itself on our L2, else the underlay gateway.
     pub next_hop: Ipv4Addr,
-    /// `None` while the next hop's MAC is not known: packets are dropped (counted) until the slow path
-    /// resolves it.
-    pub template: Option<EncapTemplate>,
+    pub path: PeerPath,
+}
+
+/// The way to one remote node.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerPath {
+    /// The next hop's MAC is not known yet: frames are dropped (counted) until the slow path resolves it.
+    Unresolved,
+    /// VXLAN: the outer headers and the inner Ethernet header.
+    Vxlan(EncapTemplate),
+    /// host-gw, or VXLAN DirectRouting to a peer on our L2: the frame is routed (TTL - 1) to the peer's
+    /// uplink with these destination and source MACs, nothing added.
+    Direct([u8; 12]),
+    /// flanneld's udp backend: outer IPv4 and UDP.
+    Udp(UdpTemplate),
+    /// A host-gw lease whose PublicIP is not on our L2: refused, as the kernel refuses flanneld's route
+    /// through a gateway that is not on link ("network is unreachable"); frames are dropped
+    /// (`peer_off_link`).
+    OffLink,
+}
+
+impl PeerPath {
+    /// Whether the path is complete (a MAC resolved, or refused for good).
+    pub fn is_resolved(&self) -> bool {
+        !matches!(self, PeerPath::Unresolved | PeerPath::OffLink)
+    }
+
+    /// The mode's name for people: vxlan, direct, udp, unresolved, off-link.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerPath::Unresolved => "unresolved",
+            PeerPath::Vxlan(_) => "vxlan",
+            PeerPath::Direct(_) => "direct",
+            PeerPath::Udp(_) => "udp",
+            PeerPath::OffLink => "off-link",
+        }
+    }
 }
 
 /// The tunnel to one peer through a next hop whose MAC is known.
@@ -96,6 +155,14 @@ pub fn tunnel(node: &Node, peer: &Peer, next_hop_mac: MacAddr) -> Tunnel {
         inner_src_mac: node.vtep_mac,
         inner_dst_mac: peer.vtep_mac,
     }
+}
+
+/// The Ethernet addresses of a routed hop: to `dst`, from `src`.
+fn direct_hop(dst: MacAddr, src: MacAddr) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..6].copy_from_slice(&dst.0);
+    b[6..].copy_from_slice(&src.0);
+    b
 }
 
 /// A hasher for the tables' `u32` keys (IPv4 addresses and subnet keys): one multiply and a shift. The
@@ -143,6 +210,8 @@ pub struct Snapshot {
     pub pods: PodTable,
     /// Next hops the slow path must resolve (no MAC known yet).
     pub unresolved: Vec<Ipv4Addr>,
+    /// Peers refused because host-gw cannot reach them (PublicIP not on our L2).
+    pub off_link: Vec<Peer>,
     /// Where frames for the host, for kernel pods and for outside the cluster go; without it they are
     /// dropped (`no_pod`, `not_overlay`).
     pub host: Option<HostPort>,
@@ -287,6 +356,7 @@ impl TableInputs {
         let mut vteps = Vec::with_capacity(self.peers.len());
         let mut known_vteps = U32Map::with_capacity_and_hasher(self.peers.len(), Default::default());
         let mut unresolved = Vec::new();
+        let mut off_link = Vec::new();
         for p in &self.peers {
             // Our own lease, or one outside the network or of another size, is not a route.
             if p.subnet == node.subnet
@@ -295,18 +365,41 @@ impl TableInputs {
             {
                 continue;
             }
-            let next_hop = node.next_hop(p.public_ip);
-            let template = self.neighbours.get(&next_hop).map(|mac| EncapTemplate::build(&tunnel(&node, p, *mac)));
-            if template.is_none() && !unresolved.contains(&next_hop) {
-                unresolved.push(next_hop);
+            let on_link = node.underlay_net.contains(p.public_ip);
+            let direct = node.backend == BackendType::HostGw || (node.direct_routing && on_link);
+            let next_hop = if direct { p.public_ip } else { node.next_hop(p.public_ip) };
+            let path = match (self.neighbours.get(&next_hop), node.backend) {
+                _ if direct && !on_link => PeerPath::OffLink,
+                (None, _) => PeerPath::Unresolved,
+                (Some(mac), _) if direct => PeerPath::Direct(direct_hop(*mac, node.uplink_mac)),
+                (Some(mac), BackendType::Udp) => {
+                    PeerPath::Udp(UdpTemplate::build(node.uplink_mac, *mac, node.public_ip, p.public_ip, node.udp_port))
+                }
+                (Some(mac), _) => PeerPath::Vxlan(EncapTemplate::build(&tunnel(&node, p, *mac))),
+            };
+            match path {
+                PeerPath::Unresolved if !unresolved.contains(&next_hop) => unresolved.push(next_hop),
+                PeerPath::OffLink => off_link.push(*p),
+                _ => {}
             }
             subnets.insert(p.subnet.addr_u32(), vteps.len() as u32);
             known_vteps.insert(u32::from(p.public_ip), ());
-            vteps.push(RemoteVtep { peer: *p, next_hop, template });
+            vteps.push(RemoteVtep { peer: *p, next_hop, path });
         }
         let pods = PodTable::build(node.subnet, &self.pods);
         let subnet_mask = weft_config::net::mask(node.subnet_len);
-        Snapshot { generation, subnet_mask, node, subnets, vteps, known_vteps, pods, unresolved, host: self.host }
+        Snapshot {
+            generation,
+            subnet_mask,
+            node,
+            subnets,
+            vteps,
+            known_vteps,
+            pods,
+            unresolved,
+            off_link,
+            host: self.host,
+        }
     }
 }
 
@@ -354,6 +447,9 @@ pub(crate) mod tests {
             vtep_mac: MacAddr([0x12, 0xfa, 0x72, 0xe4, 0x41, 0xd0]),
             vni: Vni::new(1).unwrap(),
             vxlan_port: 8472,
+            backend: BackendType::Vxlan,
+            direct_routing: false,
+            udp_port: 8285,
             underlay_mtu: 1500,
             underlay_net: "192.168.77.0/24".parse().unwrap(),
             underlay_gateway: None,
@@ -390,7 +486,7 @@ pub(crate) mod tests {
         let s = inputs().build(1);
         let v = s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 2, 77))).unwrap();
         assert_eq!(v.peer, peer2());
-        assert!(v.template.is_some());
+        assert!(matches!(v.path, PeerPath::Vxlan(_)));
         assert!(s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 3, 1))).is_none());
         assert!(s.known_vteps.contains_key(&u32::from(Ipv4Addr::new(192, 168, 77, 2))));
         assert!(s.unresolved.is_empty());
@@ -409,8 +505,43 @@ pub(crate) mod tests {
         let s = i.build(2);
         assert_eq!(s.vteps.len(), 2);
         let v3 = s.lookup_vtep(u32::from(Ipv4Addr::new(10, 244, 3, 9))).unwrap();
-        assert!(v3.template.is_none());
+        assert!(matches!(v3.path, PeerPath::Unresolved));
         assert_eq!(s.unresolved, vec![Ipv4Addr::new(192, 168, 77, 3)]);
+    }
+
+    /// host-gw routes to peers on our L2 and refuses the rest; DirectRouting routes to peers on our L2
+    /// and tunnels to the rest through the gateway; udp tunnels to everyone.
+    #[test]
+    fn build_paths_per_backend() {
+        let far = Peer {
+            subnet: "10.244.3.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(172, 16, 0, 3),
+            vtep_mac: MacAddr([2, 0, 0, 0, 0, 3]),
+        };
+        let gw = Ipv4Addr::new(192, 168, 77, 254);
+        let gw_mac = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let paths = |backend, direct_routing| {
+            let mut i = inputs();
+            i.node.backend = backend;
+            i.node.direct_routing = direct_routing;
+            i.node.underlay_gateway = Some(gw);
+            i.neighbours.insert(gw, gw_mac);
+            i.peers.push(far);
+            let s = i.build(1);
+            let names: Vec<_> = s.vteps.iter().map(|v| (v.path.name(), v.next_hop)).collect();
+            (names, s.off_link.clone())
+        };
+        let near = Ipv4Addr::new(192, 168, 77, 2);
+        assert_eq!(paths(BackendType::HostGw, false), (vec![("direct", near), ("off-link", far.public_ip)], vec![far]));
+        assert_eq!(paths(BackendType::Vxlan, true), (vec![("direct", near), ("vxlan", gw)], vec![]));
+        assert_eq!(paths(BackendType::Vxlan, false), (vec![("vxlan", near), ("vxlan", gw)], vec![]));
+        assert_eq!(paths(BackendType::Udp, false), (vec![("udp", near), ("udp", gw)], vec![]));
+        let s = inputs().build(1);
+        let mut n = s.node.clone();
+        for (b, mtu) in [(BackendType::Vxlan, 1450), (BackendType::Udp, 1472), (BackendType::HostGw, 1500)] {
+            n.backend = b;
+            assert_eq!(n.pod_mtu(), mtu, "{b}");
+        }
     }
 
     #[test]

@@ -65,7 +65,41 @@ pub struct KernelNode {
     pub public_ip: Ipv4Addr,
     pub subnet: String,
     pub vtep_mac: String,
+    /// How flanneld on this node crosses hosts.
+    pub backend: KernelBackend,
 }
+
+/// The flanneld backend a kernel node of the lab is programmed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelBackend {
+    /// `flannel.1`; with `direct_routing`, plain routes to peers whose PublicIP is on link.
+    Vxlan { direct_routing: bool },
+    /// Routes to each host-gw peer's PublicIP on eth0.
+    HostGw,
+    /// `flannel0` and the userspace relay on UDP 8285 (`flannel_udp_relay.py`).
+    Udp,
+}
+
+impl KernelBackend {
+    pub const VXLAN: KernelBackend = KernelBackend::Vxlan { direct_routing: false };
+
+    /// The backend as weft's config names it.
+    pub fn backend_type(self) -> weft_config::BackendType {
+        match self {
+            KernelBackend::Vxlan { .. } => weft_config::BackendType::Vxlan,
+            KernelBackend::HostGw => weft_config::BackendType::HostGw,
+            KernelBackend::Udp => weft_config::BackendType::Udp,
+        }
+    }
+
+    /// The MTU flanneld gives the node's pods on a 1500-byte underlay.
+    pub fn pod_mtu(self) -> u16 {
+        1500 - self.backend_type().overhead()
+    }
+}
+
+/// flanneld's udp backend for the lab's kernel nodes (flanneld itself is not packaged).
+const UDP_RELAY: &str = include_str!("flannel_udp_relay.py");
 
 /// What a flannel node looks like to the others: its lease, as a peer.
 pub trait AsPeer {
@@ -158,9 +192,14 @@ impl Lab {
 
     /// A veth from the underlay bridge to `eth0` in `ns`.
     fn wire_to_underlay(&self, ns: &str, port: &str) -> anyhow::Result<()> {
+        self.wire_to_bridge(ns, port, "br0")
+    }
+
+    /// A veth from `bridge` of the underlay namespace to `eth0` in `ns`.
+    fn wire_to_bridge(&self, ns: &str, port: &str, bridge: &str) -> anyhow::Result<()> {
         let ul = &self.underlay_ns;
         exec(ul, &["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-        exec(ul, &["ip", "link", "set", port, "master", "br0", "up"])?;
+        exec(ul, &["ip", "link", "set", port, "master", bridge, "up"])?;
         exec(ns, &["ip", "link", "set", "eth0", "up"])?;
         Ok(())
     }
@@ -361,27 +400,52 @@ impl Lab {
     /// A kernel flannel node `k<idx>` with one pod at 10.244.<idx>.2, programmed for `peers` the way
     /// flanneld programs the kernel from their leases.
     pub fn kernel_node(&mut self, idx: u8, peers: &[Peer]) -> anyhow::Result<KernelNode> {
+        self.kernel_node_with(idx, KernelBackend::VXLAN, false, peers)
+    }
+
+    /// A kernel flannel node of `backend`. `far` puts it on a second L2 segment (192.168.78.0/24),
+    /// routed to the first through the underlay namespace (192.168.77.254 / 192.168.78.254).
+    pub fn kernel_node_with(
+        &mut self,
+        idx: u8,
+        backend: KernelBackend,
+        far: bool,
+        peers: &[Peer],
+    ) -> anyhow::Result<KernelNode> {
         let ns = format!("{}-k{idx}", self.prefix);
         let pod_ns = format!("{}-k{idx}p", self.prefix);
         self.add_ns(&ns)?;
         self.add_ns(&pod_ns)?;
-        self.wire_to_underlay(&ns, &format!("k{idx}"))?;
+        if far {
+            self.far_segment()?;
+        }
+        self.wire_to_bridge(&ns, &format!("k{idx}"), if far { "br1" } else { "br0" })?;
         self.wire_to_mgmt(&ns, idx)?;
-        let public_ip = Ipv4Addr::new(192, 168, 77, idx);
+        let public_ip = Ipv4Addr::new(192, 168, if far { 78 } else { 77 }, idx);
         let vtep_mac = format!("02:77:00:00:01:{idx:02x}");
         let subnet = format!("10.244.{idx}.0/24");
+        let mtu = backend.pod_mtu();
         let sh = |cmd: String| exec(&ns, &["sh", "-ec", &cmd]);
         sh(format!(
             "ip addr add {public_ip}/24 dev eth0
              ethtool -K eth0 tx off >/dev/null
-             sysctl -qw net.ipv4.ip_forward=1
-             ip link add flannel.1 address {vtep_mac} type vxlan id 1 local {public_ip} dev eth0 dstport 8472 nolearning
-             ip link set flannel.1 mtu 1450 up
-             ip addr add 10.244.{idx}.0/32 dev flannel.1
-             ip link add cni0 type bridge
-             ip link set cni0 mtu 1450 up
+             sysctl -qw net.ipv4.ip_forward=1"
+        ))?;
+        if far {
+            sh("ip route add default via 192.168.78.254".into())?;
+        }
+        if let KernelBackend::Vxlan { .. } = backend {
+            sh(format!(
+                "ip link add flannel.1 address {vtep_mac} type vxlan id 1 local {public_ip} dev eth0 dstport 8472 nolearning
+                 ip link set flannel.1 mtu 1450 up
+                 ip addr add 10.244.{idx}.0/32 dev flannel.1"
+            ))?;
+        }
+        sh(format!(
+            "ip link add cni0 type bridge
+             ip link set cni0 mtu {mtu} up
              ip addr add 10.244.{idx}.1/24 dev cni0
-             ip link add veth0 mtu 1450 type veth peer name eth0 netns {pod_ns}
+             ip link add veth0 mtu {mtu} type veth peer name eth0 netns {pod_ns}
              ip link set veth0 master cni0 up
              ethtool -K veth0 tx off >/dev/null"
         ))?;
@@ -392,37 +456,116 @@ impl Lab {
                 "-ec",
                 &format!(
                     "ip addr add 10.244.{idx}.2/24 dev eth0
-             ip link set eth0 mtu 1450 up
+             ip link set eth0 mtu {mtu} up
              ethtool -K eth0 tx off >/dev/null
              ip route add default via 10.244.{idx}.1"
                 ),
             ],
         )?;
-        let k = KernelNode { ns, pod_ns, pod_ip: Ipv4Addr::new(10, 244, idx, 2), public_ip, subnet, vtep_mac };
+        let k = KernelNode { ns, pod_ns, pod_ip: Ipv4Addr::new(10, 244, idx, 2), public_ip, subnet, vtep_mac, backend };
+        if backend == KernelBackend::Udp {
+            self.start_udp_relay(&k)?;
+        }
         for p in peers {
             self.kernel_add_peer(&k, p)?;
         }
         Ok(k)
     }
 
-    /// What flanneld's vxlan backend installs for a new lease (`handleSubnetEvents`): ARP, FDB, route.
+    /// The second L2 segment: bridge `br1` in the underlay namespace, which routes between the two
+    /// (192.168.77.254 on br0, 192.168.78.254 on br1), as a router between two racks does.
+    pub fn far_segment(&mut self) -> anyhow::Result<()> {
+        let ul = self.underlay_ns.clone();
+        if exec(&ul, &["ip", "link", "show", "br1"]).is_ok() {
+            return Ok(());
+        }
+        exec(
+            &ul,
+            &[
+                "sh",
+                "-ec",
+                "ip link add br1 type bridge; ip link set br1 up
+                 ip addr add 192.168.77.254/24 dev br0; ip addr add 192.168.78.254/24 dev br1
+                 sysctl -qw net.ipv4.ip_forward=1",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// flanneld's udp backend on kernel node `k`: the relay script, with the route file the lab's
+    /// syncer keeps from etcd.
+    fn start_udp_relay(&mut self, k: &KernelNode) -> anyhow::Result<()> {
+        let script = self.dir.join("flannel_udp_relay.py");
+        if !script.exists() {
+            fs::write(&script, UDP_RELAY)?;
+        }
+        let routes = self.udp_routes_file(k);
+        let log = self.dir.join(format!("{}-relay.log", k.ns));
+        let (script, routes) = (script.display().to_string(), routes.display().to_string());
+        let mtu = k.backend.pod_mtu().to_string();
+        let ip = k.public_ip.to_string();
+        self.spawn(
+            &k.ns.clone(),
+            &["python3", "-u", &script, "10.244.0.0/16", &k.subnet, &ip, "8285", &mtu, &routes],
+            &log,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fs::read_to_string(&log).unwrap_or_default().contains("flannel0 up") {
+            if Instant::now() > deadline {
+                bail!("the udp relay on {} did not come up: {}", k.ns, fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn udp_routes_file(&self, k: &KernelNode) -> PathBuf {
+        self.dir.join(format!("{}-udp-routes", k.ns))
+    }
+
+    /// What flanneld installs for a new lease (`handleSubnetEvents`): for vxlan ARP, FDB and route (or
+    /// the direct route); for host-gw the route via the PublicIP; for udp a route in the relay.
     pub fn kernel_add_peer(&self, k: &KernelNode, p: &Peer) -> anyhow::Result<()> {
-        exec(&k.ns, &["sh", "-ec", &flannel_add_cmd(p)])?;
+        if k.backend == KernelBackend::Udp {
+            let path = self.udp_routes_file(k);
+            let mut text = fs::read_to_string(&path).unwrap_or_default();
+            text.push_str(&format!("{} {}\n", p.subnet, p.public_ip));
+            fs::write(&path, text)?;
+            return Ok(());
+        }
+        exec(&k.ns, &["sh", "-ec", &flannel_add_cmd(k.backend, p)])?;
         Ok(())
     }
 }
 
 /// flanneld's vxlan backend for a new lease: the neighbour entry for the peer's subnet address, the FDB
-/// entry to its PublicIP, and the route through flannel.1.
-fn flannel_add_cmd(p: &Peer) -> String {
+/// entry to its PublicIP, and the route through flannel.1; with DirectRouting and the PublicIP on link
+/// (`ip.DirectRouting`: the route to it has no gateway), the route via the PublicIP instead. host-gw:
+/// the route via the PublicIP on eth0, which the kernel refuses when the PublicIP is not on link.
+fn flannel_add_cmd(backend: KernelBackend, p: &Peer) -> String {
     let gw = p.subnet.addr();
-    format!(
-        "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
+    let (ip, subnet) = (p.public_ip, p.subnet);
+    match backend {
+        KernelBackend::HostGw => format!("ip route replace {subnet} via {ip} dev eth0"),
+        KernelBackend::Vxlan { direct_routing: true } => format!(
+            "if ip route get {ip} | grep -q ' via '; then {}; else ip route replace {subnet} via {ip}; fi",
+            flannel_add_cmd(KernelBackend::VXLAN, p).replace('\n', ";")
+        ),
+        _ => format!(
+            "ip neigh replace {gw} lladdr {mac} dev flannel.1 nud permanent
          bridge fdb replace {mac} dev flannel.1 dst {ip} self permanent
          ip route replace {subnet} via {gw} dev flannel.1 onlink",
-        mac = p.vtep_mac,
-        ip = p.public_ip,
-        subnet = p.subnet
+            mac = p.vtep_mac,
+        ),
+    }
+}
+
+/// What flanneld removes when a lease goes (for the udp backend the syncer rewrites the relay's routes).
+fn flannel_del_cmd(p: &Peer) -> String {
+    let gw = p.subnet.addr();
+    format!(
+        "ip route del {}; ip neigh del {gw} dev flannel.1; bridge fdb del {} dev flannel.1 dst {} self",
+        p.subnet, p.vtep_mac, p.public_ip
     )
 }
 
@@ -432,7 +575,9 @@ impl Lab {
     /// ends: new vxlan peers get neighbour, FDB and route entries; vanished ones lose them.
     pub fn kernel_flanneld(&mut self, k: &KernelNode) -> anyhow::Result<()> {
         let mac: weft_config::MacAddr = k.vtep_mac.parse().map_err(|e| anyhow!("{e}"))?;
-        let value = Lease::vxlan(k.public_ip, weft_config::Vni::ONE, mac).to_json();
+        let backend = k.backend.backend_type();
+        let value = Lease::of(backend, k.public_ip, weft_config::Vni::ONE, mac).to_json();
+        let routes_file = self.udp_routes_file(k);
         let grant = self.etcdctl(&["lease", "grant", "86400"])?;
         let id = grant.split_whitespace().nth(1).ok_or_else(|| anyhow!("lease grant said {grant}"))?.to_owned();
         let key = format!("{ETCD_PREFIX}/subnets/{}", k.subnet.replace('/', "-"));
@@ -458,24 +603,35 @@ impl Lab {
                                 continue;
                             };
                             let Ok(l) = Lease::from_json(value) else { continue };
-                            let Some(p) = Peer::from_lease(sk.0, &l, weft_config::Vni::ONE) else { continue };
+                            let Some(p) = Peer::from_lease(sk.0, &l, backend, weft_config::Vni::ONE) else { continue };
                             let subnet = sk.0.to_string();
                             if subnet != k.subnet {
                                 now.insert(subnet, p);
                             }
                         }
+                        if k.backend == KernelBackend::Udp {
+                            if now != installed {
+                                let text: String =
+                                    now.values().map(|p| format!("{} {}\n", p.subnet, p.public_ip)).collect();
+                                let tmp = routes_file.with_extension("tmp");
+                                if fs::write(&tmp, text).is_ok() {
+                                    let _ = fs::rename(&tmp, &routes_file);
+                                }
+                            }
+                            installed = now;
+                            std::thread::sleep(Duration::from_millis(300));
+                            continue;
+                        }
                         for (subnet, p) in &now {
                             if installed.get(subnet).map(|q| (q.public_ip, &q.vtep_mac))
                                 != Some((p.public_ip, &p.vtep_mac))
                             {
-                                let _ = exec(&k.ns, &["sh", "-c", &flannel_add_cmd(p)]);
+                                let _ = exec(&k.ns, &["sh", "-c", &flannel_add_cmd(k.backend, p)]);
                             }
                         }
                         for (subnet, p) in &installed {
                             if !now.contains_key(subnet) {
-                                let gw = subnet.split('/').next().unwrap_or_default();
-                                let cmd = format!("ip route del {subnet}; ip neigh del {gw} dev flannel.1; bridge fdb del {} dev flannel.1 dst {} self", p.vtep_mac, p.public_ip);
-                                let _ = exec(&k.ns, &["sh", "-c", &cmd]);
+                                let _ = exec(&k.ns, &["sh", "-c", &flannel_del_cmd(p)]);
                             }
                         }
                         installed = now;

@@ -117,6 +117,101 @@ impl EncapTemplate {
     }
 }
 
+/// flanneld's udp backend: the inner IPv4 packet is the payload of a UDP datagram from our PublicIP
+/// and port to the peer's PublicIP and the same port (its relay's socket is bound to the port it sends
+/// to). No header of its own.
+///
+/// ```text
+///  0             14                34        42
+///  | outer Ether | outer IPv4 (20) | UDP (8) | inner IPv4 ...
+/// ```
+pub mod udp_at {
+    use super::*;
+    pub const IP: usize = ethernet::HEADER_LEN;
+    pub const IP_TOTAL_LEN: usize = IP + ipv4::field::TOTAL_LEN.start;
+    pub const IP_CHECKSUM: usize = IP + ipv4::field::CHECKSUM.start;
+    pub const UDP: usize = IP + ipv4::HEADER_LEN;
+    pub const UDP_LEN: usize = UDP + udp::field::LENGTH.start;
+    pub const UDP_CHECKSUM: usize = UDP + udp::field::CHECKSUM.start;
+    pub const PAYLOAD: usize = UDP + udp::HEADER_LEN;
+}
+
+/// Outer Ethernet + IPv4 + UDP of the udp backend: 42 bytes, 28 of them in front of the pod's Ethernet
+/// header (which the outer one replaces).
+pub const UDP_TEMPLATE_LEN: usize = udp_at::PAYLOAD;
+/// What the udp backend adds in front of the pod's frame: outer IPv4 + UDP.
+pub const UDP_OVERHEAD: usize = ipv4::HEADER_LEN + udp::HEADER_LEN;
+
+/// The headers a Linux UDP socket (flanneld's relay) puts on a datagram, as a template: DF set and the
+/// identification zero (an unconnected socket's DF datagrams carry id 0, `ip_select_ident_segs`), TTL
+/// 64, and a full UDP checksum, which the kernel computes for every UDP socket. The IPv4 checksum and
+/// the UDP checksum's constant part (addresses, protocol, ports) are summed here; `write` adds the
+/// lengths and the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpTemplate {
+    pub bytes: [u8; UDP_TEMPLATE_LEN],
+    pub ip_checksum_base: u16,
+    pub udp_checksum_base: u32,
+}
+
+impl UdpTemplate {
+    /// From `src_ip:port` to `dst_ip:port` through the next hop `next_hop_mac`.
+    pub fn build(
+        src_mac: MacAddr,
+        next_hop_mac: MacAddr,
+        src_ip: Ipv4Addr,
+        dst_ip: Ipv4Addr,
+        port: u16,
+    ) -> UdpTemplate {
+        let mut b = [0u8; UDP_TEMPLATE_LEN];
+        EthernetRepr { dst: next_hop_mac, src: src_mac, vlan_tci: None, ethertype: EtherType::IPV4 }
+            .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+        let mut ip = Ipv4Packet::new_unchecked(&mut b[udp_at::IP..udp_at::UDP]);
+        Ipv4Repr {
+            src: src_ip,
+            dst: dst_ip,
+            protocol: ipv4::protocol::UDP,
+            payload_len: 0,
+            ttl: OUTER_TTL,
+            dscp_ecn: 0,
+            ident: 0,
+            dont_frag: true,
+        }
+        .emit(&mut ip);
+        ip.set_total_len(0);
+        ip.set_checksum(0);
+        let ip_checksum_base = !checksum::checksum(&b[udp_at::IP..udp_at::UDP]);
+        UdpRepr { src_port: port, dst_port: port }.emit(&mut UdpPacket::new_unchecked(&mut b[udp_at::UDP..]), 0);
+        b[udp_at::UDP_LEN..udp_at::UDP_LEN + 2].fill(0);
+        b[udp_at::UDP_CHECKSUM..udp_at::UDP_CHECKSUM + 2].fill(0);
+        // Pseudo-header without its length, plus the UDP header without length and checksum.
+        let udp_checksum_base = udp::pseudo_header(src_ip, dst_ip, 0) + 2 * port as u32;
+        UdpTemplate { bytes: b, ip_checksum_base, udp_checksum_base }
+    }
+
+    /// Write the template over the first `UDP_TEMPLATE_LEN` bytes of `frame` (28 bytes prepended to the
+    /// pod's frame) and patch the lengths and checksums. The UDP checksum reads the whole payload.
+    #[inline(always)]
+    pub fn write(&self, frame: &mut [u8]) {
+        let len = frame.len();
+        frame[..UDP_TEMPLATE_LEN].copy_from_slice(&self.bytes);
+        let ip_total = (len - udp_at::IP) as u16;
+        let udp_len = (len - udp_at::UDP) as u16;
+        frame[udp_at::IP_TOTAL_LEN..udp_at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
+        let csum = !checksum::sum(&[], self.ip_checksum_base as u32 + ip_total as u32);
+        frame[udp_at::IP_CHECKSUM..udp_at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+        frame[udp_at::UDP_LEN..udp_at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+        // The length counts twice: in the pseudo-header and in the UDP header.
+        let sum = checksum::sum(&frame[udp_at::PAYLOAD..], self.udp_checksum_base + 2 * udp_len as u32);
+        // A computed zero is sent as all ones (RFC 768): zero means "no checksum".
+        let c = match !sum {
+            0 => 0xffff,
+            c => c,
+        };
+        frame[udp_at::UDP_CHECKSUM..udp_at::UDP_CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +245,26 @@ mod tests {
         assert_eq!((udp.src_port(), udp.dst_port(), udp.len()), (40000, 8472, 50));
         let inner = EthernetFrame::new_checked(&f[at::INNER_ETH..]).unwrap();
         assert_eq!((inner.src(), inner.dst()), (t.inner_src_mac, t.inner_dst_mac));
+    }
+
+    #[test]
+    fn udp_template_writes_what_a_linux_socket_sends() {
+        let (a, b) = (Ipv4Addr::new(192, 168, 77, 1), Ipv4Addr::new(192, 168, 77, 2));
+        let tpl = UdpTemplate::build(MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), a, b, 8285);
+        assert_eq!((UDP_TEMPLATE_LEN, UDP_OVERHEAD), (42, 28));
+        for payload_len in [20usize, 21, 84, 1472] {
+            let mut f = vec![0u8; UDP_TEMPLATE_LEN + payload_len];
+            for (i, x) in f[UDP_TEMPLATE_LEN..].iter_mut().enumerate() {
+                *x = (i * 7 + 3) as u8;
+            }
+            tpl.write(&mut f);
+            let ip = Ipv4Packet::new_checked(&f[udp_at::IP..]).unwrap();
+            assert!(ip.verify_checksum(), "{payload_len}");
+            assert!(ip.dont_frag() && ip.ttl() == 64 && ip.ident() == 0);
+            assert_eq!(ip.total_len() as usize, 28 + payload_len);
+            let u = UdpPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!((u.src_port(), u.dst_port(), u.len() as usize), (8285, 8285, 8 + payload_len));
+            assert!(u.checksum() != 0 && u.verify_checksum(a, b), "{payload_len}: a full checksum");
+        }
     }
 }

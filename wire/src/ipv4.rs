@@ -241,9 +241,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// that the TTL is above 1 first.
     #[inline(always)]
     pub fn decrement_ttl(&mut self) {
+        self.decrement_ttl_by(1)
+    }
+
+    /// Take `hops` off the TTL (flannel's udp mode routes twice per node: the kernel and the relay),
+    /// patching the checksum incrementally.
+    #[inline(always)]
+    pub fn decrement_ttl_by(&mut self, hops: u8) {
         let b = self.buffer.as_mut();
         let old = get_u16(b, field::TTL);
-        b[field::TTL] = b[field::TTL].wrapping_sub(1);
+        b[field::TTL] = b[field::TTL].wrapping_sub(hops);
         let new = get_u16(b, field::TTL);
         let hc = get_u16(b, field::CHECKSUM.start);
         set_u16(b, field::CHECKSUM.start, checksum::update16(hc, old, new));

@@ -620,3 +620,162 @@ fn host_arp_for_the_cluster_is_answered_with_the_gateway_mac() {
         assert_eq!(process_host(&mut b, &s, 1), Verdict::Drop(DropReason::ArpIgnored), "{target}");
     }
 }
+
+/// Tables of both fixture nodes switched to `backend` (and DirectRouting).
+fn both_as(backend: BackendType, direct_routing: bool) -> (Snapshot, Snapshot) {
+    let (mut a, mut b) = (inputs(), node2_inputs());
+    for t in [&mut a, &mut b] {
+        t.node.backend = backend;
+        t.node.direct_routing = direct_routing;
+    }
+    (a.build(1), b.build(1))
+}
+
+/// host-gw: the pod's packet leaves as it is, routed (TTL - 1) from our uplink to the peer's, and the
+/// peer routes it to its pod (TTL - 1 again), as two kernel host-gw nodes do.
+#[test]
+fn host_gw_routes_to_the_peer_and_back() {
+    let (s1, s2) = both_as(BackendType::HostGw, false);
+    let sent = pod_a_echo_frame();
+    let mut b = VecBuf::new(&sent);
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    let wire = b.data().to_vec();
+    assert_eq!(wire.len(), sent.len(), "nothing added");
+    assert_eq!((&wire[0..6], &wire[6..12]), (&NODE2_UPLINK.0[..], &node1().uplink_mac.0[..]));
+    let ip = Ipv4Packet::new_checked(&wire[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.ttl(), 63);
+    assert_eq!(&wire[14 + 9..14 + 10], &sent[14 + 9..14 + 10]);
+    assert_eq!(ip.payload(), &sent[14 + 20..]);
+    assert_eq!(process_uplink(&mut b, &s2), Verdict::ToPod(POD_B_PORT));
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (POD_B_MAC, s2.node.gateway_mac()));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.ttl(), 62);
+    assert!(ip.verify_checksum());
+}
+
+/// flanneld's udp backend: IPv4 / UDP 8285 -> 8285 / the inner packet, with the TTL taken down by the
+/// kernel and by the relay on each side (64 -> 62 on the wire -> 60 at the pod).
+#[test]
+fn udp_backend_encap_and_decap() {
+    let (s1, s2) = both_as(BackendType::Udp, false);
+    let sent = pod_a_echo_frame();
+    let mut b = VecBuf::new(&sent);
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    let wire = b.data().to_vec();
+    assert_eq!(wire.len(), sent.len() + 28);
+    assert_eq!((&wire[0..6], &wire[6..12]), (&NODE2_UPLINK.0[..], &node1().uplink_mac.0[..]));
+    let outer = Ipv4Packet::new_checked(&wire[14..]).unwrap();
+    assert!(outer.verify_checksum() && outer.dont_frag());
+    assert_eq!((outer.src(), outer.dst(), outer.ttl(), outer.ident()), (node1().public_ip, s2.node.public_ip, 64, 0));
+    let u = UdpPacket::new_checked(outer.payload()).unwrap();
+    assert_eq!((u.src_port(), u.dst_port()), (8285, 8285));
+    assert!(u.verify_checksum(outer.src(), outer.dst()));
+    let inner = Ipv4Packet::new_checked(u.payload()).unwrap();
+    assert_eq!(inner.ttl(), 62);
+    assert!(inner.verify_checksum());
+    assert_eq!(inner.payload(), &sent[14 + 20..]);
+    assert_eq!(process_uplink(&mut b, &s2), Verdict::ToPod(POD_B_PORT));
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    assert_eq!((eth.dst(), eth.src(), eth.outer_ethertype()), (POD_B_MAC, s2.node.gateway_mac(), EtherType::IPV4));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.ttl(), 60);
+    assert!(ip.verify_checksum());
+    assert_eq!(b.data().len(), sent.len());
+}
+
+#[test]
+fn udp_backend_drops_by_reason() {
+    let (s1, s2) = both_as(BackendType::Udp, false);
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    let wire = b.data().to_vec();
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut w = wire.clone();
+        f(&mut w);
+        Ipv4Packet::new_unchecked(&mut w[14..]).fill_checksum();
+        let mut b = VecBuf::new(&w);
+        process_uplink(&mut b, &s2)
+    };
+    assert_eq!(with(&|w| w[37] = 0x2d), Verdict::Drop(R::NotUdpEncap), "another port");
+    assert_eq!(with(&|w| w[23] = 6), Verdict::Drop(R::NotUdpEncap), "not UDP");
+    assert_eq!(with(&|w| w[29] = 9), Verdict::Drop(R::UnknownVtep), "from a PublicIP without a lease");
+    assert_eq!(with(&|w| w[42 + 10] ^= 1), Verdict::Drop(R::IpChecksum), "inner checksum");
+    let ttl2 = |w: &mut Vec<u8>| {
+        let mut inner = Ipv4Packet::new_unchecked(&mut w[42..]);
+        inner.set_ttl(2);
+        inner.fill_checksum();
+    };
+    assert_eq!(with(&ttl2), Verdict::Drop(R::TtlExpired), "the relay and the kernel need two hops");
+    assert_eq!(with(&|w| w.truncate(50)), Verdict::Drop(R::Truncated));
+    // A pod's packet with TTL 2 dies in this node's relay.
+    let mut f = pod_a_echo_frame();
+    Ipv4Packet::new_unchecked(&mut f[14..]).set_ttl(2);
+    Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+    assert_eq!(process_pod(&mut VecBuf::new(&f), &s1, POD_A_PORT, 1), Verdict::Drop(R::TtlExpired));
+}
+
+/// DirectRouting: a peer on our L2 is routed to; one behind the underlay gateway still gets VXLAN;
+/// routed frames to our subnet come in. Without DirectRouting (or host-gw), a routed frame to a pod is
+/// not for us.
+#[test]
+fn direct_routing_per_peer_and_routed_frames_in() {
+    let (s1, s2) = both_as(BackendType::Vxlan, true);
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    assert_eq!(b.data().len(), pod_a_echo_frame().len(), "direct: no VXLAN");
+    let routed = b.data().to_vec();
+    assert_eq!(process_uplink(&mut VecBuf::new(&routed), &s2), Verdict::ToPod(POD_B_PORT));
+    // VXLAN from the peer still decapsulates under DirectRouting.
+    assert_eq!(verdict_of(&kernel_vxlan_ping()[0], &s2).0, Verdict::ToPod(POD_B_PORT));
+    let plain = node2_inputs().build(1);
+    assert_eq!(verdict_of(&routed, &plain).0, Verdict::Drop(R::NotForUs));
+    // The same peer behind a gateway: VXLAN through the gateway's MAC.
+    let mut far = inputs();
+    far.node.direct_routing = true;
+    far.node.underlay_net = "192.168.76.0/24".parse().unwrap();
+    far.node.underlay_gateway = Some(Ipv4Addr::new(192, 168, 76, 254));
+    far.neighbours.insert(Ipv4Addr::new(192, 168, 76, 254), MacAddr([2, 0, 0, 0, 0, 0xfe]));
+    let s = far.build(1);
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 1), Verdict::ToUplink);
+    assert_eq!(b.data().len(), pod_a_echo_frame().len() + 50);
+    assert_eq!(&b.data()[0..6], &[2, 0, 0, 0, 0, 0xfe]);
+}
+
+/// host-gw: a peer whose PublicIP is not on our L2 is refused; its frames are counted, not sent.
+#[test]
+fn host_gw_refuses_a_peer_off_our_l2() {
+    let mut t = inputs();
+    t.node.backend = BackendType::HostGw;
+    t.node.underlay_gateway = Some(Ipv4Addr::new(192, 168, 77, 254));
+    t.peers[0].public_ip = Ipv4Addr::new(172, 16, 0, 2);
+    let s = t.build(1);
+    assert_eq!(s.off_link, vec![t.peers[0]]);
+    assert!(s.unresolved.is_empty(), "nothing to resolve for a refused peer");
+    let mut b = VecBuf::new(&pod_a_echo_frame());
+    assert_eq!(process_pod(&mut b, &s, POD_A_PORT, 1), Verdict::Drop(R::PeerOffLink));
+}
+
+/// The host port under host-gw: what the kernel routed into weft0 is sent on as it is (the kernel took
+/// its hop); a routed frame for a cni0 pod goes to the host untouched.
+#[test]
+fn host_gw_with_the_host_port() {
+    let mut t = inputs();
+    t.node.backend = BackendType::HostGw;
+    let s = with_host(t);
+    let mut f = pod_a_echo_frame();
+    f[0..6].copy_from_slice(&s.node.gateway_mac().0);
+    f[6..12].copy_from_slice(&HOST_MAC.0);
+    let mut b = VecBuf::new(&f);
+    assert_eq!(process_host(&mut b, &s, 1), Verdict::ToUplink);
+    assert_eq!(Ipv4Packet::new_checked(&b.data()[14..]).unwrap().ttl(), 64);
+    let mut t2 = node2_inputs();
+    t2.node.backend = BackendType::HostGw;
+    t2.pods.clear();
+    let s2 = with_host(t2);
+    assert_eq!(process_uplink(&mut b, &s2), Verdict::ToHost(HOST_PORT));
+    assert_eq!(Ipv4Packet::new_checked(&b.data()[14..]).unwrap().ttl(), 64);
+    assert_eq!(&b.data()[0..6], &HOST_MAC.0);
+}

@@ -57,6 +57,15 @@ fn describe() {
     describe_gauge!("weft_peers", "Remote VTEPs in the current table");
     describe_gauge!("weft_pods", "Pods attached to this node");
     describe_gauge!("weft_unresolved_next_hops", "Underlay next hops without a MAC yet");
+    describe_gauge!(
+        "weft_backend_info",
+        "1, labelled with how the cluster crosses hosts (flannel's Backend.Type) and DirectRouting"
+    );
+    describe_gauge!("weft_peers_by_path", "Remote nodes by the path to them: vxlan, direct, udp, unresolved, off-link");
+    describe_gauge!(
+        "weft_network_config_changed",
+        "1 when the network config in etcd differs from the one weftd started with (restart to apply)"
+    );
     describe_gauge!("weft_table_generation", "Generation of the newest published table");
     describe_gauge!("weft_worker_up", "1 while the worker makes progress, 0 when stalled");
     describe_gauge!("weft_etcd_connected", "1 while the watch is live on an etcd member that has a leader");
@@ -145,6 +154,13 @@ impl Collector {
         gauge!("weft_peers").set(snap.vteps.len() as f64);
         gauge!("weft_pods").set(snap.pods.len() as f64);
         gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);
+        let node = &shared.node;
+        gauge!("weft_backend_info", "backend" => node.backend.name(), "direct_routing" => if node.direct_routing { "true" } else { "false" })
+            .set(1.0);
+        for path in ["vxlan", "direct", "udp", "unresolved", "off-link"] {
+            let n = snap.vteps.iter().filter(|v| v.path.name() == path).count();
+            gauge!("weft_peers_by_path", "path" => path).set(n as f64);
+        }
         gauge!("weft_table_generation").set(snap.generation as f64);
         gauge!("weft_state_file_problem").set(if shared.pods.state_problem().is_some() { 1.0 } else { 0.0 });
         gauge!("weft_pods_not_restored").set(shared.pods.pending().len() as f64);
@@ -158,6 +174,7 @@ impl Collector {
             counter!("weft_etcd_rpc_retries_total").absolute(e.rpc_retries.load(Ordering::Relaxed));
             counter!("weft_etcd_rpc_failures_total").absolute(e.rpc_failures.load(Ordering::Relaxed));
             counter!("weft_etcd_failovers_total").absolute(e.failovers.load(Ordering::Relaxed));
+            gauge!("weft_network_config_changed").set(if e.config_changed.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
             gauge!("weft_lease_expiry_timestamp_seconds").set(e.lease_expiry.load(Ordering::Relaxed) as f64);
         }
     }

@@ -245,6 +245,9 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         vtep_mac,
         vni: settings.vni,
         vxlan_port: settings.vxlan_port,
+        backend: settings.backend,
+        direct_routing: settings.direct_routing,
+        udp_port: settings.udp_port,
         underlay_mtu: settings.underlay_mtu,
         underlay_net: settings.underlay_net,
         underlay_gateway: settings.underlay_gateway,
@@ -334,6 +337,9 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         dpdk = dataplane::dpdk::dpdk_version(),
         subnet = %settings.subnet,
         public_ip = %settings.public_ip,
+        backend = %settings.backend,
+        direct_routing = settings.direct_routing,
+        pod_mtu = shared.node.pod_mtu(),
         uplink = %uplink_name,
         uplink_mac = %uplink_mac,
         vtep_mac = %vtep_mac,
@@ -375,6 +381,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     };
     keep_host(true);
     let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
+    let mut off_link_said = Vec::new();
+    report_off_link(&shared, &mut off_link_said);
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() >= retry_at {
             // Pods whose restore failed (their netns not there yet, say) are tried again.
@@ -391,6 +399,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             Ok(ControlEvent::Peers(peers)) => {
                 info!(peers = peers.len(), "peers from etcd");
                 shared.tables.update(|t| t.peers = peers);
+                report_off_link(&shared, &mut off_link_said);
             }
             Ok(ControlEvent::Acquired { subnet, .. }) if subnet != settings.subnet => {
                 error!(was = %settings.subnet, now = %subnet, "etcd moved this node; pods keep their addresses until weftd restarts");
@@ -418,6 +427,23 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     drop(eal);
     info!(seconds = t0.elapsed().as_secs_f64(), "stopped");
     Ok(())
+}
+
+/// host-gw peers the table refuses (PublicIP not on our L2) are logged once each, as flanneld logs the
+/// route the kernel refuses it ("Error adding route to ...: network is unreachable").
+fn report_off_link(shared: &Shared, said: &mut Vec<weft_config::Peer>) {
+    let snap = shared.tables.snapshot();
+    for p in &snap.off_link {
+        if !said.contains(p) {
+            error!(
+                subnet = %p.subnet,
+                public_ip = %p.public_ip,
+                underlay = %snap.node.underlay_net,
+                "host-gw: refusing the route to this subnet: its PublicIP is not on our L2 (network is unreachable); its frames are dropped as peer_off_link"
+            );
+        }
+    }
+    *said = snap.off_link.clone();
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub(super) fn run(
             .unresolved
             .iter()
             .map(|ip| (*ip, RETRY))
-            .chain(snap.vteps.iter().filter(|v| v.template.is_some()).map(|v| (v.next_hop, REFRESH)));
+            .chain(snap.vteps.iter().filter(|v| v.path.is_resolved()).map(|v| (v.next_hop, REFRESH)));
         for (ip, every) in wanted {
             if asked.get(&ip).is_none_or(|t| now.duration_since(*t) >= every) {
                 asked.insert(ip, now);
