@@ -450,7 +450,7 @@ fn to_remote<B: PacketBuf>(m: &mut B, s: &Snapshot, r: Remote, cache: &mut PathC
     match path {
         PeerPath::Vxlan(t) => encap(m, t, r.ident, r.hops),
         PeerPath::Direct(macs) => route_out(m, macs, r.hops),
-        PeerPath::Udp(t) => udp_encap(m, t, r.hops),
+        PeerPath::Udp(t) => udp_encap(m, t, r.ident, r.hops),
         PeerPath::Unresolved | PeerPath::OffLink => Verdict::Drop(R::NeighbourUnresolved),
     }
 }
@@ -543,10 +543,10 @@ fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Ve
 /// flanneld's udp encapsulation: outer IPv4 and UDP in front of the packet, whose Ethernet header the
 /// outer one replaces.
 #[inline(always)]
-fn udp_encap<B: PacketBuf>(m: &mut B, t: &UdpTemplate, hops: u8) -> Verdict {
+fn udp_encap<B: PacketBuf>(m: &mut B, t: &UdpTemplate, ident: u16, hops: u8) -> Verdict {
     route_hops(m, hops);
     let Some(_) = m.prepend(UDP_OVERHEAD) else { return Verdict::Drop(R::NoHeadroom) };
-    t.write(m.data_mut());
+    t.write(m.data_mut(), ident);
     Verdict::ToUplink
 }
 

@@ -98,6 +98,36 @@ impl KernelBackend {
     }
 }
 
+/// A TCP sink on port 5001 that answers with the byte count and SHA-256 of what it got.
+const TCP_SERVER: &str = r#"
+import socket, hashlib
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
+"#;
+
+/// 4 MiB of a known pattern to the sink; fails unless the sink's count and hash match.
+const TCP_CLIENT: &str = r#"
+import socket, hashlib, sys
+n = 4 << 20
+data = bytes((i * 7 + (i >> 11)) & 255 for i in range(n))
+c = socket.create_connection((sys.argv[1], 5001), timeout=30)
+c.sendall(data); c.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    b = c.recv(256)
+    if not b: break
+    got += b
+want = f"{n} {hashlib.sha256(data).hexdigest()}"
+print(got.decode(), "want", want)
+sys.exit(0 if got.decode() == want else 1)
+"#;
+
 /// flanneld's udp backend for the lab's kernel nodes (flanneld itself is not packaged).
 const UDP_RELAY: &str = include_str!("flannel_udp_relay.py");
 
@@ -519,6 +549,54 @@ impl Lab {
         Ok(())
     }
 
+    /// A checked TCP transfer: 4 MiB from `client_ns` to a sink in `server_ns` at `server_ip`, whose
+    /// byte count and SHA-256 must match what was sent.
+    pub fn tcp_transfer(&mut self, server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) -> anyhow::Result<()> {
+        let log = self.dir.join(format!("tcp-{server_ns}-{}.log", self.children.len()));
+        self.spawn(server_ns, &["/usr/bin/python3", "-c", TCP_SERVER], &log)?;
+        std::thread::sleep(Duration::from_millis(700));
+        let ip = server_ip.to_string();
+        exec(client_ns, &["timeout", "60", "/usr/bin/python3", "-c", TCP_CLIENT, &ip]).with_context(|| {
+            format!("4 MiB TCP {client_ns} -> {server_ns}\nserver: {}", fs::read_to_string(&log).unwrap_or_default())
+        })?;
+        Ok(())
+    }
+
+    /// Capture `count` frames matching the tcpdump `filter` on `iface` of the underlay namespace while
+    /// `trigger` runs (tcpdump gets 20 s at most); the frames, or an error saying what tcpdump said.
+    pub fn capture_underlay(
+        &mut self,
+        iface: &str,
+        filter: &[&str],
+        count: usize,
+        trigger: impl FnOnce(),
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let n = self.children.len();
+        let file = self.dir.join(format!("capture-{n}.pcap"));
+        let log = self.dir.join(format!("capture-{n}.log"));
+        let (f, c) = (file.display().to_string(), count.to_string());
+        let mut args = vec!["timeout", "20", "tcpdump", "-i", iface, "-U", "-c", &c, "-w", &f];
+        args.extend_from_slice(filter);
+        let ul = self.underlay_ns.clone();
+        self.spawn(&ul, &args, &log)?;
+        std::thread::sleep(Duration::from_secs(1));
+        trigger();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let bytes = fs::read(&file).unwrap_or_default();
+            let frames: Vec<Vec<u8>> = weft_wire::pcap::PcapReader::new(&bytes)
+                .map(|r| r.filter_map(|x| x.ok()).map(|x| x.data.to_vec()).collect())
+                .unwrap_or_default();
+            if frames.len() >= count {
+                return Ok(frames);
+            }
+            if Instant::now() > deadline {
+                bail!("captured {} of {count} frames: {}", frames.len(), fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn udp_routes_file(&self, k: &KernelNode) -> PathBuf {
         self.dir.join(format!("{}-udp-routes", k.ns))
     }
@@ -913,6 +991,14 @@ pub fn http_get(ns: &str, url: &str) -> (u16, String) {
 }
 
 /// `ping -c count` from a namespace; (sent, received).
+/// One ping from `ns` to `dst`: the TTL of the reply, if one came (what the far end sent, less the hops
+/// on the way back).
+pub fn ping_ttl(ns: &str, dst: Ipv4Addr) -> Option<u8> {
+    let out = exec(ns, &["ping", "-n", "-c", "1", "-W", "2", &dst.to_string()]).ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("ttl=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 pub fn ping(ns: &str, dst: Ipv4Addr, count: u32, size: Option<u16>, dont_fragment: bool) -> (u32, u32) {
     let mut args = vec![
         "ip".to_string(),

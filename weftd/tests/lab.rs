@@ -106,45 +106,8 @@ fn vhost_pod_answers_kernel_ping() {
     assert_eq!(again["ip"].as_str(), Some(ip), "the address was freed");
 }
 
-const TCP_SERVER: &str = r#"
-import socket, hashlib
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(30)
-c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b); n += len(b)
-c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
-"#;
-
-const TCP_CLIENT: &str = r#"
-import socket, hashlib, sys
-n = 4 << 20
-data = bytes((i * 7 + (i >> 11)) & 255 for i in range(n))
-c = socket.create_connection((sys.argv[1], 5001), timeout=30)
-c.sendall(data); c.shutdown(socket.SHUT_WR)
-got = b""
-while True:
-    b = c.recv(256)
-    if not b: break
-    got += b
-want = f"{n} {hashlib.sha256(data).hexdigest()}"
-print(got.decode(), "want", want)
-sys.exit(0 if got.decode() == want else 1)
-"#;
-
 fn tcp_transfer(lab: &mut Lab, server_ns: &str, server_ip: std::net::Ipv4Addr, client_ns: &str) {
-    let log = lab.dir.join(format!("tcp-{server_ns}.log"));
-    lab.spawn(server_ns, &["/usr/bin/python3", "-c", TCP_SERVER], &log).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let ip = server_ip.to_string();
-    let out = testkit::lab::exec(client_ns, &["timeout", "60", "/usr/bin/python3", "-c", TCP_CLIENT, &ip]);
-    assert!(
-        out.is_ok(),
-        "4 MiB TCP {client_ns} -> {server_ns}: {out:?}\nserver: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    lab.tcp_transfer(server_ns, server_ip, client_ns).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 #[test]
@@ -198,52 +161,16 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
 /// UDP checksum (the kernel computes one, weft sends zero as RFC 7348 recommends for IPv4).
 #[test]
 fn encap_on_the_wire_matches_the_kernel() {
-    use dataplane::wire::{pcap::PcapReader, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
+    use dataplane::wire::{EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = cluster();
     assert_ping(&c.pod1.0, c.k3.pod_ip, &c.lab, &[&c.n1, &c.n2]);
-    let file = c.lab.dir.join("underlay.pcap");
-    let ul = c.lab.underlay_ns.clone();
-    let log = c.lab.dir.join("tcpdump.log");
-    let f = file.display().to_string();
-    c.lab
-        .spawn(
-            &ul,
-            &[
-                "timeout",
-                "20",
-                "tcpdump",
-                "-i",
-                "br0",
-                "-U",
-                "-c",
-                "2",
-                "-w",
-                &f,
-                "udp",
-                "port",
-                "8472",
-                "and",
-                "host",
-                "192.168.77.3",
-            ],
-            &log,
-        )
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(ping(&c.pod1.0, c.k3.pod_ip, 1, None, false), (1, 1));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let frames = loop {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let frames: Vec<Vec<u8>> = PcapReader::new(&bytes)
-            .map(|r| r.filter_map(|x| x.ok()).map(|x| x.data.to_vec()).collect())
-            .unwrap_or_default();
-        if frames.len() >= 2 || std::time::Instant::now() > deadline {
-            break frames;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    assert_eq!(frames.len(), 2, "tcpdump: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let (pod, k3_pod) = (c.pod1.0.clone(), c.k3.pod_ip);
+    let filter = ["udp", "port", "8472", "and", "host", "192.168.77.3"];
+    let frames = c
+        .lab
+        .capture_underlay("br0", &filter, 2, || assert_eq!(ping(&pod, k3_pod, 1, None, false), (1, 1)))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     struct Fields {
         tos: u8,
         df: bool,

@@ -129,6 +129,7 @@ pub mod udp_at {
     use super::*;
     pub const IP: usize = ethernet::HEADER_LEN;
     pub const IP_TOTAL_LEN: usize = IP + ipv4::field::TOTAL_LEN.start;
+    pub const IP_IDENT: usize = IP + ipv4::field::IDENT.start;
     pub const IP_CHECKSUM: usize = IP + ipv4::field::CHECKSUM.start;
     pub const UDP: usize = IP + ipv4::HEADER_LEN;
     pub const UDP_LEN: usize = UDP + udp::field::LENGTH.start;
@@ -142,11 +143,13 @@ pub const UDP_TEMPLATE_LEN: usize = udp_at::PAYLOAD;
 /// What the udp backend adds in front of the pod's frame: outer IPv4 + UDP.
 pub const UDP_OVERHEAD: usize = ipv4::HEADER_LEN + udp::HEADER_LEN;
 
-/// The headers a Linux UDP socket (flanneld's relay) puts on a datagram, as a template: DF set and the
-/// identification zero (an unconnected socket's DF datagrams carry id 0, `ip_select_ident_segs`), TTL
-/// 64, and a full UDP checksum, which the kernel computes for every UDP socket. The IPv4 checksum and
-/// the UDP checksum's constant part (addresses, protocol, ports) are summed here; `write` adds the
-/// lengths and the payload.
+/// The headers a Linux UDP socket (flanneld's relay) puts on a datagram, as a template: DF set (path
+/// MTU discovery is on for UDP sockets by default), TTL 64, and a full UDP checksum, which the kernel
+/// computes for every UDP socket. The identification is per packet: kernels differ (6.1 sends an
+/// unconnected socket's DF datagrams with id 0, the 6.18 kernel of the lab a running value), and RFC
+/// 6864 lets a DF datagram carry any. The IPv4 checksum and the UDP checksum's constant part
+/// (addresses, protocol, ports) are summed here; `write` adds the lengths, the identification and the
+/// payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpTemplate {
     pub bytes: [u8; UDP_TEMPLATE_LEN],
@@ -192,13 +195,14 @@ impl UdpTemplate {
     /// Write the template over the first `UDP_TEMPLATE_LEN` bytes of `frame` (28 bytes prepended to the
     /// pod's frame) and patch the lengths and checksums. The UDP checksum reads the whole payload.
     #[inline(always)]
-    pub fn write(&self, frame: &mut [u8]) {
+    pub fn write(&self, frame: &mut [u8], ident: u16) {
         let len = frame.len();
         frame[..UDP_TEMPLATE_LEN].copy_from_slice(&self.bytes);
         let ip_total = (len - udp_at::IP) as u16;
         let udp_len = (len - udp_at::UDP) as u16;
         frame[udp_at::IP_TOTAL_LEN..udp_at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
-        let csum = !checksum::sum(&[], self.ip_checksum_base as u32 + ip_total as u32);
+        frame[udp_at::IP_IDENT..udp_at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+        let csum = !checksum::sum(&[], self.ip_checksum_base as u32 + ip_total as u32 + ident as u32);
         frame[udp_at::IP_CHECKSUM..udp_at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
         frame[udp_at::UDP_LEN..udp_at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
         // The length counts twice: in the pseudo-header and in the UDP header.
@@ -257,10 +261,10 @@ mod tests {
             for (i, x) in f[UDP_TEMPLATE_LEN..].iter_mut().enumerate() {
                 *x = (i * 7 + 3) as u8;
             }
-            tpl.write(&mut f);
+            tpl.write(&mut f, (payload_len as u16).wrapping_mul(977));
             let ip = Ipv4Packet::new_checked(&f[udp_at::IP..]).unwrap();
             assert!(ip.verify_checksum(), "{payload_len}");
-            assert!(ip.dont_frag() && ip.ttl() == 64 && ip.ident() == 0);
+            assert!(ip.dont_frag() && ip.ttl() == 64 && ip.ident() == (payload_len as u16).wrapping_mul(977));
             assert_eq!(ip.total_len() as usize, 28 + payload_len);
             let u = UdpPacket::new_checked(ip.payload()).unwrap();
             assert_eq!((u.src_port(), u.dst_port(), u.len() as usize), (8285, 8285, 8 + payload_len));

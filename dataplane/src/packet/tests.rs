@@ -662,13 +662,13 @@ fn udp_backend_encap_and_decap() {
     let (s1, s2) = both_as(BackendType::Udp, false);
     let sent = pod_a_echo_frame();
     let mut b = VecBuf::new(&sent);
-    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 1), Verdict::ToUplink);
+    assert_eq!(process_pod(&mut b, &s1, POD_A_PORT, 7), Verdict::ToUplink);
     let wire = b.data().to_vec();
     assert_eq!(wire.len(), sent.len() + 28);
     assert_eq!((&wire[0..6], &wire[6..12]), (&NODE2_UPLINK.0[..], &node1().uplink_mac.0[..]));
     let outer = Ipv4Packet::new_checked(&wire[14..]).unwrap();
     assert!(outer.verify_checksum() && outer.dont_frag());
-    assert_eq!((outer.src(), outer.dst(), outer.ttl(), outer.ident()), (node1().public_ip, s2.node.public_ip, 64, 0));
+    assert_eq!((outer.src(), outer.dst(), outer.ttl(), outer.ident()), (node1().public_ip, s2.node.public_ip, 64, 7));
     let u = UdpPacket::new_checked(outer.payload()).unwrap();
     assert_eq!((u.src_port(), u.dst_port()), (8285, 8285));
     assert!(u.verify_checksum(outer.src(), outer.dst()));
