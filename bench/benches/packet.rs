@@ -1,6 +1,7 @@
 //! Microbenchmarks of weft's per-packet work on bursts of 32 frames in memory, no DPDK: decap
 //! (`process_uplink_cached`), encap (`process_pod_cached`) and the subnet-table lookup, at table sizes of
-//! 10, 10k and 100k remote VTEPs. Frames come from `weft_bench::frames`, the same the forwarding
+//! 10, 10k and 100k remote VTEPs; and the same decap and encap for the host-gw and udp backends at 10 and
+//! 100k peers (`decap-host-gw`, `encap-udp`, ...). Frames come from `weft_bench::frames`, the same the forwarding
 //! benchmarks replay; 256 flows interleave peers, so the one-entry caches miss as on a busy node.
 //!
 //! `cargo bench -p weft-bench --bench packet` prints criterion's report, then ns and cycles per packet
@@ -14,6 +15,7 @@ use dataplane::dpdk::PortId;
 use dataplane::packet::{process_pod_cached, process_uplink_cached, VecBuf, Verdict};
 use dataplane::tables::PathCache;
 use weft_bench::frames;
+use weft_config::BackendType;
 
 const BURST: usize = 32;
 const SIZES: [u32; 3] = [10, 10_000, 100_000];
@@ -73,6 +75,46 @@ fn benches(c: &mut Criterion) {
         });
         g.finish();
     }
+    for backend in [BackendType::HostGw, BackendType::Udp] {
+        for peers in [SIZES[0], SIZES[2]] {
+            let snap = frames::inputs_for(backend, peers, POD_PORT).build(1);
+            let flows = 256.min(peers.max(32));
+            let decap = frames::decap_frames_for(backend, peers, flows, 64);
+            let encap = frames::encap_frames(peers, flows, 64);
+            let mut g = c.benchmark_group("packet");
+            g.throughput(Throughput::Elements(BURST as u64));
+            let mut cache = PathCache::default();
+            g.bench_function(format!("decap-{backend}/{peers}"), |b| {
+                b.iter_batched_ref(
+                    || burst(&decap),
+                    |bufs| {
+                        for m in bufs.iter_mut() {
+                            let v = process_uplink_cached(m, &snap, &mut cache);
+                            debug_assert!(matches!(v, Verdict::ToPod(_)));
+                            black_box(v);
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            let mut ident = 0u16;
+            g.bench_function(format!("encap-{backend}/{peers}"), |b| {
+                b.iter_batched_ref(
+                    || burst(&encap),
+                    |bufs| {
+                        for m in bufs.iter_mut() {
+                            ident = ident.wrapping_add(1);
+                            let v = process_pod_cached(m, &snap, PortId(POD_PORT), ident, &mut cache);
+                            debug_assert_eq!(v, Verdict::ToUplink);
+                            black_box(v);
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            g.finish();
+        }
+    }
 }
 
 fn criterion_dir() -> PathBuf {
@@ -99,12 +141,12 @@ fn main() {
     c.final_summary();
     let ghz = ghz();
     println!("\nper packet (mean of bursts of {BURST}; cycles at {:.2} GHz nominal TSC):", ghz.unwrap_or(0.0));
-    for path in ["decap", "encap", "lookup"] {
+    for path in ["decap", "encap", "lookup", "decap-host-gw", "encap-host-gw", "decap-udp", "encap-udp"] {
         for peers in SIZES {
             if let Some(ns) = mean_ns(&format!("{path}/{peers}")) {
                 let per = ns / BURST as f64;
                 let cycles = ghz.map(|g| format!("{:.0}", per * g)).unwrap_or_else(|| "?".into());
-                println!("  {path:<6} {peers:>6} peers: {per:>6.1} ns  {cycles:>4} cycles");
+                println!("  {path:<13} {peers:>6} peers: {per:>6.1} ns  {cycles:>4} cycles");
             }
         }
     }

@@ -3,8 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use dataplane::tables::{tunnel, EncapTemplate, Node, Peer, TableInputs, OUTER_LEN};
+use dataplane::tables::{tunnel, EncapTemplate, Node, Peer, TableInputs, UdpTemplate, OUTER_LEN, UDP_OVERHEAD};
 use dataplane::wire::{ipv4, EthernetFrame, Ipv4Packet, UdpPacket, Vni};
+use weft_config::BackendType;
 use weft_config::{Ipv4Net, MacAddr};
 
 pub const POD_PORT_MAC: MacAddr = MacAddr([0x02, 0xbe, 0, 0, 0, 0x01]);
@@ -65,6 +66,76 @@ pub fn inputs(peers: u32, pod_port: u16) -> TableInputs {
         neighbours: (0..peers).map(|i| (peer(i).public_ip, NEXT_HOP_MAC)).collect(),
         host: None,
         node,
+    }
+}
+
+/// The backend a benchmark runs, as its command lines name it (`--backend vxlan|host-gw|udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Vxlan,
+    HostGw,
+    Udp,
+}
+
+impl Backend {
+    pub fn config(self) -> BackendType {
+        match self {
+            Backend::Vxlan => BackendType::Vxlan,
+            Backend::HostGw => BackendType::HostGw,
+            Backend::Udp => BackendType::Udp,
+        }
+    }
+}
+
+/// The tables of a node of `backend` (the same node, peers and pods as [`inputs`]).
+pub fn inputs_for(backend: BackendType, peers: u32, pod_port: u16) -> TableInputs {
+    let mut t = inputs(peers, pod_port);
+    t.node.backend = backend;
+    t
+}
+
+/// What the peers send to our pods under `backend`: VXLAN frames ([`decap_frames`]); for host-gw the
+/// inner packet routed by the peer (TTL 63) from its uplink to ours; for udp the inner packet in a
+/// datagram from the peer's PublicIP:8285 to ours, as flanneld's relay sends it.
+pub fn decap_frames_for(backend: BackendType, peers: u32, flows: u32, inner_len: usize) -> Vec<Vec<u8>> {
+    if backend == BackendType::Vxlan {
+        return decap_frames(peers, flows, inner_len);
+    }
+    let me = node();
+    (0..flows)
+        .map(|i| {
+            let p = peer(i % peers.max(1));
+            let pod = (i % PODS as u32) as u8;
+            let src = Ipv4Addr::from(p.subnet.addr_u32() + 2);
+            let mut inner = udp_frame(
+                NEXT_HOP_MAC,
+                me.uplink_mac,
+                src,
+                Ipv4Addr::new(10, 0, 0, 2 + pod),
+                10_000 + i as u16,
+                inner_len,
+            );
+            let mut ip = Ipv4Packet::new_unchecked(&mut inner[14..]);
+            ip.set_ttl(63);
+            ip.fill_checksum();
+            if backend == BackendType::HostGw {
+                return inner;
+            }
+            let t = UdpTemplate::build(NEXT_HOP_MAC, me.uplink_mac, p.public_ip, me.public_ip, me.udp_port);
+            let mut f = vec![0u8; UDP_OVERHEAD];
+            f.extend_from_slice(&inner);
+            t.write(&mut f, 0);
+            f
+        })
+        .collect()
+}
+
+/// Where the stamp sits in a decap frame of `backend`.
+pub fn stamp_at_decap(backend: BackendType) -> usize {
+    match backend {
+        BackendType::Vxlan => STAMP_AT_VXLAN,
+        BackendType::HostGw => STAMP_AT_POD,
+        BackendType::Udp => STAMP_AT_UDP,
     }
 }
 
@@ -167,6 +238,9 @@ pub const STAMP_LEN: usize = 20;
 pub const STAMP_AT_POD: usize = 42;
 /// ... and in a VXLAN frame (the 50-byte outer headers in front).
 pub const STAMP_AT_VXLAN: usize = OUTER_LEN + STAMP_AT_POD;
+/// ... and in a udp-backend datagram (28 bytes of outer IPv4 and UDP in front). Writing the stamp there
+/// leaves the outer UDP checksum stale; weft does not verify it (the inner packet has its own).
+pub const STAMP_AT_UDP: usize = UDP_OVERHEAD + STAMP_AT_POD;
 /// The smallest frame that carries a stamp.
 pub const MIN_STAMPED_LEN: usize = STAMP_AT_POD + STAMP_LEN;
 
@@ -183,7 +257,7 @@ pub fn write_stamp(frame: &mut [u8], at: usize, seq: u64, tsc: u64) -> bool {
 /// Find the stamp of a frame that may be a pod frame or a VXLAN frame: (sequence, TSC).
 #[inline]
 pub fn read_stamp(frame: &[u8]) -> Option<(u64, u64)> {
-    [STAMP_AT_POD, STAMP_AT_VXLAN].into_iter().find_map(|at| {
+    [STAMP_AT_POD, STAMP_AT_VXLAN, STAMP_AT_UDP].into_iter().find_map(|at| {
         let s = frame.get(at..at + STAMP_LEN)?;
         (s[..4] == STAMP_MAGIC).then(|| {
             let mut seq = [0u8; 8];
@@ -234,6 +308,26 @@ mod tests {
         assert_eq!(read_stamp(b.data()), Some((8, 100)));
         assert!(!write_stamp(&mut [0u8; 61], STAMP_AT_POD, 1, 1));
         assert_eq!(read_stamp(&[0u8; 200]), None);
+    }
+
+    /// The host-gw and udp frames go through weft's paths, stamps and all, both ways.
+    #[test]
+    fn host_gw_and_udp_frames_are_forwarded() {
+        for backend in [BackendType::HostGw, BackendType::Udp] {
+            let s = inputs_for(backend, 10, 5).build(1);
+            for (i, mut d) in decap_frames_for(backend, 10, 8, 64).into_iter().enumerate() {
+                assert!(write_stamp(&mut d, stamp_at_decap(backend), i as u64, 5));
+                let mut b = buf(&d);
+                assert!(matches!(process_uplink(&mut b, &s), Verdict::ToPod(PortId(5))), "{backend} {i}");
+                assert_eq!(read_stamp(b.data()), Some((i as u64, 5)));
+            }
+            for mut e in encap_frames(10, 8, 64) {
+                assert!(write_stamp(&mut e, STAMP_AT_POD, 3, 4));
+                let mut b = buf(&e);
+                assert_eq!(process_pod(&mut b, &s, PortId(5), 1), Verdict::ToUplink, "{backend}");
+                assert_eq!(read_stamp(b.data()), Some((3, 4)));
+            }
+        }
     }
 
     /// 100k peers fit the benchmark network, each with its own subnet.

@@ -2,7 +2,9 @@
 //! own, programmed the way flanneld programs it (`flannel.1` VNI 1 dstport 8472 nolearning; per peer a
 //! neighbour entry for the subnet address, an FDB entry to the PublicIP and a route through flannel.1),
 //! with the benchmark node's addresses (`frames::node`), so `weft-gen` drives the same frames through
-//! it as through weft.
+//! it as through weft. As a host-gw node: per peer the route to its subnet via its PublicIP on the
+//! uplink (flanneld's hostgw `RouteAdd`) and the PublicIP's neighbour entry, the uplink holding the
+//! benchmark underlay's prefix so every PublicIP is on link.
 //!
 //! ```text
 //!  gen ns (weft-gen, net_af_packet)          node ns (the kernel)
@@ -37,8 +39,16 @@ fn sh(ns: &str, script: &str) -> anyhow::Result<()> {
 }
 
 impl KernelNode {
-    /// Build it for `peers` remote VTEPs, kernel receive work on `cpu`.
-    pub fn new(tag: &str, peers: u32, cpu: u32) -> anyhow::Result<KernelNode> {
+    /// Build it as a node of `backend` (vxlan or host-gw) for `peers` remote nodes, kernel receive work
+    /// on `cpu`.
+    pub fn new(tag: &str, backend: weft_config::BackendType, peers: u32, cpu: u32) -> anyhow::Result<KernelNode> {
+        let host_gw = match backend {
+            weft_config::BackendType::Vxlan => false,
+            weft_config::BackendType::HostGw => true,
+            weft_config::BackendType::Udp => {
+                bail!("no kernel baseline for udp: flanneld's udp backend is a userspace relay, not the kernel")
+            }
+        };
         let gen_ns = format!("wbg-{tag}");
         let node_ns = format!("wbk-{tag}");
         let dir = std::env::temp_dir().join(format!("weft-bench-kernel-{tag}"));
@@ -64,7 +74,7 @@ impl KernelNode {
         }
         let node = frames::node();
         let mtu = node.underlay_mtu;
-        let pod_mtu = mtu - 50;
+        let pod_mtu = mtu - backend.overhead();
         let pod_port_mac = node.vtep_mac; // pods address their gateway by this MAC in the generated frames
         sh(
             &gen_ns,
@@ -77,31 +87,39 @@ impl KernelNode {
                  ip link set gp up"
             ),
         )?;
+        let uplink = if host_gw {
+            // Every PublicIP on link, as host-gw requires.
+            format!("ip addr add {pip}/{plen} dev ku", pip = node.public_ip, plen = node.underlay_net.prefix_len())
+        } else {
+            format!(
+                "ip addr add {pip}/32 dev ku
+                 ip route add 172.31.255.254/32 dev ku
+                 ip neigh add 172.31.255.254 lladdr {nh} dev ku nud permanent
+                 ip route add {ul} via 172.31.255.254 dev ku
+                 ip link add flannel.1 address {vmac} type vxlan id {vni} local {pip} dev ku dstport {port} nolearning
+                 ip link set flannel.1 mtu {pod_mtu} up
+                 ip addr add {net0}/32 dev flannel.1",
+                pip = node.public_ip,
+                nh = frames::NEXT_HOP_MAC,
+                ul = node.underlay_net,
+                vmac = node.vtep_mac,
+                vni = node.vni.get(),
+                port = node.vxlan_port,
+                net0 = node.subnet.addr(),
+            )
+        };
         let mut script = format!(
             "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
              sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
              ip link set lo up
              ip link set ku address {umac} up
-             ip addr add {pip}/32 dev ku
-             ip route add 172.31.255.254/32 dev ku
-             ip neigh add 172.31.255.254 lladdr {nh} dev ku nud permanent
-             ip route add {ul} via 172.31.255.254 dev ku
-             ip link add flannel.1 address {vmac} type vxlan id {vni} local {pip} dev ku dstport {port} nolearning
-             ip link set flannel.1 mtu {pod_mtu} up
-             ip addr add {net0}/32 dev flannel.1
+             {uplink}
              ip link set kp address {pod_port_mac} mtu {mtu} up
              ip addr add {gw}/{len} dev kp
              echo {mask:x} > /sys/class/net/ku/queues/rx-0/rps_cpus
              echo {mask:x} > /sys/class/net/kp/queues/rx-0/rps_cpus
              ",
             umac = frames::UPLINK_MAC,
-            pip = node.public_ip,
-            nh = frames::NEXT_HOP_MAC,
-            ul = node.underlay_net,
-            vmac = node.vtep_mac,
-            vni = node.vni.get(),
-            port = node.vxlan_port,
-            net0 = node.subnet.addr(),
             gw = std::net::Ipv4Addr::from(node.subnet.addr_u32() + 1),
             len = node.subnet.prefix_len(),
             mask = 1u64 << cpu,
@@ -114,6 +132,12 @@ impl KernelNode {
         let (mut ipb, mut fdb) = (String::new(), String::new());
         for i in 0..peers {
             let p = frames::peer(i);
+            if host_gw {
+                let _ =
+                    writeln!(ipb, "neigh replace {} lladdr {} dev ku nud permanent", p.public_ip, frames::NEXT_HOP_MAC);
+                let _ = writeln!(ipb, "route replace {} via {} dev ku", p.subnet, p.public_ip);
+                continue;
+            }
             let gw = p.subnet.addr();
             let _ = writeln!(ipb, "neigh replace {gw} lladdr {} dev flannel.1 nud permanent", p.vtep_mac);
             let _ = writeln!(ipb, "route replace {} via {gw} dev flannel.1 onlink", p.subnet);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use weft_bench::frames;
+use weft_bench::frames::{self, Backend};
 use weft_bench::stats::{median, testpmd_rx_pps};
 
 #[derive(Debug, Parser)]
@@ -68,6 +68,8 @@ enum Cmd {
     Pcap {
         #[arg(long, value_enum, default_value_t = GenMode::Decap)]
         mode: GenMode,
+        #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+        backend: Backend,
         #[arg(long, default_value_t = 10)]
         peers: u32,
         #[arg(long, default_value_t = 256)]
@@ -107,6 +109,10 @@ struct Traffic {
     /// Flows (distinct frames) per direction.
     #[arg(long, default_value_t = 256)]
     flows: u32,
+    /// The flannel backend weft runs and the frames are of: vxlan, host-gw or udp. OVS-DPDK is a
+    /// VXLAN baseline only; the kernel baseline of `pair` is VXLAN or host-gw.
+    #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+    backend: Backend,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -271,6 +277,7 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
 /// One two-process run: what the device under test, fed and drained by weft-gen, forwarded.
 struct PairRun<'a> {
     r: &'a Runner,
+    backend: Backend,
     mode: GenMode,
     peers: u32,
     size: usize,
@@ -331,7 +338,8 @@ impl PairRun<'_> {
             }
             None => Command::new(&exe),
         };
-        cmd.args(["--mode", &name(self.mode), "--uplink", &names[0], "--pod", &names[1]])
+        cmd.args(["--mode", &name(self.mode), "--backend", &name(self.backend)])
+            .args(["--uplink", &names[0], "--pod", &names[1]])
             .args(["--peers", &self.peers.to_string(), "--flows", &self.flows.to_string()])
             .args(["--size", &self.size.to_string(), "--seconds", &self.r.seconds.to_string()])
             .args(["--rx-queues", &rx_queues.to_string(), "--rate-mpps", &self.rate_mpps.to_string()]);
@@ -390,6 +398,7 @@ impl PairRun<'_> {
             _ => {
                 let mut c = Command::new(std::env::current_exe()?.with_file_name("weft-fwdbench"));
                 c.args(["--mode", "decap", "--seconds", "0", "--peers", &self.peers.to_string()])
+                    .args(["--backend", &name(self.backend)])
                     .args(["--uplink-dev", &names[0], "--pod-dev", &names[1], "--"])
                     .args(&eal);
                 c
@@ -443,10 +452,13 @@ fn pair(
         let mut b = Baselines::default();
         if duts.contains(&Dut::Kernel) {
             let t = Instant::now();
-            b.kernel = Some(weft_bench::kernel::KernelNode::new(&r.tag, p, r.lcore)?);
+            b.kernel = Some(weft_bench::kernel::KernelNode::new(&r.tag, base.backend.config(), p, r.lcore)?);
             eprintln!("kernel node with {p} peers programmed in {:.1?}", t.elapsed());
         }
         if duts.contains(&Dut::Ovs) {
+            if base.backend != Backend::Vxlan {
+                bail!("the OVS-DPDK baseline is VXLAN only: drop ovs from --duts for {}", name(base.backend));
+            }
             if base.transport != Transport::Memif {
                 bail!("the OVS-DPDK baseline is wired over memif only (--transport memif)");
             }
@@ -481,7 +493,7 @@ fn pair(
             };
             let mut row = serde_json::json!({
                 "topology": format!("two-process over {}", name(base.transport)),
-                "mode": name(mode), "peers": p, "size": base.size, "flows": base.flows, "reps": reps,
+                "backend": name(base.backend), "mode": name(mode), "peers": p, "size": base.size, "flows": base.flows, "reps": reps,
             });
             let mut weft = 0.0;
             for (i, &d) in duts.iter().enumerate() {
@@ -604,13 +616,14 @@ fn main() -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Cmd::Pair { traffic: Traffic { modes, peers, size, flows }, duts, transport, search, rate_mpps } => {
+        Cmd::Pair { traffic: Traffic { modes, peers, size, flows, backend }, duts, transport, search, rate_mpps } => {
             if !testkit::eal::is_root() {
                 bail!(
                     "weft-bench pair needs root (hugepages for two DPDK processes, namespaces for the kernel baseline)"
                 );
             }
-            let base = PairRun { r: &r, mode: GenMode::Decap, peers: 0, size, flows, transport, search, rate_mpps };
+            let base =
+                PairRun { r: &r, backend, mode: GenMode::Decap, peers: 0, size, flows, transport, search, rate_mpps };
             results.extend(pair(&r, cli.reps, base, &modes, &peers, &duts)?);
         }
         Cmd::Hostport => {
@@ -618,9 +631,9 @@ fn main() -> anyhow::Result<()> {
             let dir = bin.parent().context("no directory for weft-bench")?;
             results.push(weft_bench::hostport::run(dir, cli.reps, cli.seconds)?);
         }
-        Cmd::Pcap { mode, peers, flows, size, out } => {
+        Cmd::Pcap { mode, backend, peers, flows, size, out } => {
             let f = match mode {
-                GenMode::Decap => frames::decap_frames(peers, flows, size),
+                GenMode::Decap => frames::decap_frames_for(backend.config(), peers, flows, size),
                 GenMode::Encap => frames::encap_frames(peers, flows, size),
                 GenMode::Mixed => bail!("--mode mixed: write a decap and an encap pcap, one per port"),
             };
@@ -628,7 +641,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
         }
-        Cmd::Fwd { traffic: Traffic { modes, peers, size, flows }, baselines, base_fwdbench } => {
+        Cmd::Fwd { traffic: Traffic { modes, peers, size, flows, backend }, baselines, base_fwdbench } => {
+            if backend != Backend::Vxlan && baselines.contains(&Dut::Ovs) {
+                bail!("--baselines ovs: OVS-DPDK is a VXLAN baseline; use --baselines testpmd for {}", name(backend));
+            }
             let base_exe = match &base_fwdbench {
                 Some(p) if !p.is_file() => bail!("--base-fwdbench {}: no such file", p.display()),
                 Some(p) => Some(std::fs::canonicalize(p)?.display().to_string()),
@@ -638,7 +654,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             for &peers in &peers {
                 let decap = dir.join("decap.pcap");
-                write_pcap(&decap, &frames::decap_frames(peers, flows, size))?;
+                write_pcap(&decap, &frames::decap_frames_for(backend.config(), peers, flows, size))?;
                 let encap = dir.join("encap.pcap");
                 write_pcap(&encap, &frames::encap_frames(peers, flows, size))?;
                 let replay = |i: usize, f: &Path| format!("net_pcap{i},rx_pcap={},infinite_rx=1", f.display());
@@ -649,8 +665,16 @@ fn main() -> anyhow::Result<()> {
                         GenMode::Encap => vec![replay(0, &encap), "net_null0,no-rx=1".into()],
                         GenMode::Mixed => vec![replay(0, &decap), replay(1, &encap)],
                     };
-                    let pre = ["--mode".to_string(), name(mode), "--peers".into(), peers.to_string()];
-                    let title = format!("{} ({peers} peers, {flows} flows, {size} B inner)", name(mode));
+                    let pre = [
+                        "--mode".to_string(),
+                        name(mode),
+                        "--peers".into(),
+                        peers.to_string(),
+                        "--backend".into(),
+                        name(backend),
+                    ];
+                    let title =
+                        format!("{} {} ({peers} peers, {flows} flows, {size} B inner)", name(backend), name(mode));
                     let mut who: Vec<Contender<'_>> = Vec::new();
                     if baselines.contains(&Dut::Testpmd) {
                         who.push(("testpmd", Box::new(|rep| r.testpmd(rep, &vdevs))));
@@ -690,6 +714,7 @@ fn main() -> anyhow::Result<()> {
                         println!("{line}");
                     }
                     row["topology"] = "in-process: net_pcap replay -> net_null".into();
+                    row["backend"] = name(backend).into();
                     row["mode"] = name(mode).into();
                     row["peers"] = peers.into();
                     results.push(row);

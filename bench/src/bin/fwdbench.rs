@@ -35,6 +35,9 @@ struct Cli {
     mode: Mode,
     #[arg(long, default_value_t = 10)]
     peers: u32,
+    /// The backend whose paths the worker runs (the frames fed must be of it).
+    #[arg(long, value_enum, default_value_t = weft_bench::frames::Backend::Vxlan)]
+    backend: weft_bench::frames::Backend,
     /// Seconds to run; 0 = until SIGTERM or SIGINT.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
@@ -76,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     uplink.start()?;
     pods.start()?;
     let built = Instant::now();
-    let mut inputs = weft_bench::frames::inputs(cli.peers, pods.id().0);
+    let mut inputs = weft_bench::frames::inputs_for(cli.backend.config(), cli.peers, pods.id().0);
     let snap = inputs.build(1);
     eprintln!("tables: {} peers built in {:?}", snap.vteps.len(), built.elapsed());
     let cell = Arc::new(SnapshotCell::new(snap));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use dataplane::dpdk::{tsc, Burst, Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
-use weft_bench::frames::{self, read_stamp, write_stamp, MIN_STAMPED_LEN, STAMP_AT_POD, STAMP_AT_VXLAN};
+use weft_bench::frames::{self, read_stamp, write_stamp, MIN_STAMPED_LEN, STAMP_AT_POD};
 use weft_bench::stats::{LatencyHistogram, SeqTracker};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,6 +34,9 @@ enum Mode {
 struct Cli {
     #[arg(long, value_enum, default_value_t = Mode::Decap)]
     mode: Mode,
+    /// How the device under test crosses hosts: what the uplink frames look like.
+    #[arg(long, value_enum, default_value_t = frames::Backend::Vxlan)]
+    backend: frames::Backend,
     /// DPDK name of the port wired to the uplink of the device under test.
     #[arg(long)]
     uplink: String,
@@ -326,7 +329,9 @@ fn main() -> anyhow::Result<()> {
     uplink.start()?;
     pod.start()?;
     let (utx, ptx) = (utx.remove(0), ptx.remove(0));
-    let decap = |tx| Sender::new(tx, frames::decap_frames(cli.peers, cli.flows, cli.size), STAMP_AT_VXLAN);
+    let b = cli.backend.config();
+    let decap =
+        |tx| Sender::new(tx, frames::decap_frames_for(b, cli.peers, cli.flows, cli.size), frames::stamp_at_decap(b));
     let encap = |tx| Sender::new(tx, frames::encap_frames(cli.peers, cli.flows, cli.size), STAMP_AT_POD);
     let (senders, receivers) = match cli.mode {
         Mode::Decap => (vec![decap(utx)], prx),
