@@ -665,14 +665,12 @@ fn main() -> anyhow::Result<()> {
                         GenMode::Encap => vec![replay(0, &encap), "net_null0,no-rx=1".into()],
                         GenMode::Mixed => vec![replay(0, &decap), replay(1, &encap)],
                     };
-                    let pre = [
-                        "--mode".to_string(),
-                        name(mode),
-                        "--peers".into(),
-                        peers.to_string(),
-                        "--backend".into(),
-                        name(backend),
-                    ];
+                    let mut pre = vec!["--mode".to_string(), name(mode), "--peers".into(), peers.to_string()];
+                    // Named only when it is not the default, so an older build (--base-fwdbench) that
+                    // predates the flag still runs the vxlan rows.
+                    if backend != Backend::Vxlan {
+                        pre.extend(["--backend".to_string(), name(backend)]);
+                    }
                     let title =
                         format!("{} {} ({peers} peers, {flows} flows, {size} B inner)", name(backend), name(mode));
                     let mut who: Vec<Contender<'_>> = Vec::new();
