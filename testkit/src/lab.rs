@@ -991,6 +991,12 @@ pub fn http_get(ns: &str, url: &str) -> (u16, String) {
 }
 
 /// `ping -c count` from a namespace; (sent, received).
+/// A process's resident set (`VmRSS` of /proc/PID/status), KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// One ping from `ns` to `dst`: the TTL of the reply, if one came (what the far end sent, less the hops
 /// on the way back).
 pub fn ping_ttl(ns: &str, dst: Ipv4Addr) -> Option<u8> {

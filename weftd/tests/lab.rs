@@ -571,14 +571,7 @@ fn pod_churn_leaks_nothing() {
     assert_ping(&pod.0, k3.pod_ip, &lab, &[&n1]);
     let in_use = |lab: &Lab| lab.weftctl(&n1, &["status"]).unwrap()["mempool"]["in_use"].as_u64().unwrap();
     let pid = lab.pid_of(&n1.ns).unwrap();
-    let rss_kib = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
+    let rss_kib = || -> u64 { testkit::lab::rss_kib(pid).unwrap() };
     // Warm up once (first use of the API and pod paths allocates), then take the baselines.
     lab.weftctl(&n1, &["pod", "add", "warm", "--kind", "tap"]).unwrap();
     lab.weftctl(&n1, &["pod", "del", "warm"]).unwrap();
