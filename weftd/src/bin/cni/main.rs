@@ -9,6 +9,7 @@
 
 mod conf;
 mod ipam;
+mod result;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -130,7 +131,7 @@ fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
             return Err(e);
         }
     };
-    Ok(conf::result(conf, env, netns, &lease, &pod))
+    Ok(result::result(conf, env, netns, &lease, &pod))
 }
 
 fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
