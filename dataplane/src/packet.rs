@@ -167,7 +167,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
             if !ip.verify_checksum() {
                 return Verdict::Drop(R::IpChecksum);
             }
-            return deliver(m, s, ethernet::HEADER_LEN, 0);
+            return deliver_apart(m, s, ethernet::HEADER_LEN, 0);
         }
         return Verdict::Drop(R::NotForUs);
     }
@@ -196,7 +196,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
         if !s.known_vtep_cached(ip.src_u32(), cache) {
             return Verdict::Drop(R::UnknownVtep);
         }
-        return deliver(m, s, ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN, node.relay_hops());
+        return deliver_apart(m, s, ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN, node.relay_hops());
     }
     if u.dst_port() != node.vxlan_port {
         return Verdict::Drop(R::NotVxlan);
@@ -220,6 +220,13 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
     }
     let outer = ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
     deliver(m, s, outer + ethernet::HEADER_LEN, 0)
+}
+
+/// [`deliver`] for the host-gw, DirectRouting and udp paths, out of line: the VXLAN path keeps the one
+/// inlined copy, so supporting the other backends does not grow the function every VXLAN frame runs.
+#[inline(never)]
+fn deliver_apart<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Verdict {
+    deliver(m, s, ip_at, relay)
 }
 
 /// The IPv4 packet at `ip_at` of an uplink frame (decapsulated, or routed to us) is for our subnet:
@@ -541,8 +548,8 @@ fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Ve
 }
 
 /// flanneld's udp encapsulation: outer IPv4 and UDP in front of the packet, whose Ethernet header the
-/// outer one replaces.
-#[inline(always)]
+/// outer one replaces. Out of line (its checksum loop would otherwise sit in every pod path).
+#[inline(never)]
 fn udp_encap<B: PacketBuf>(m: &mut B, t: &UdpTemplate, ident: u16, hops: u8) -> Verdict {
     route_hops(m, hops);
     let Some(_) = m.prepend(UDP_OVERHEAD) else { return Verdict::Drop(R::NoHeadroom) };

@@ -41,11 +41,10 @@ fn every_bad_flag_is_named_with_its_fix() {
         (&["--workers", "0"], &STATIC, "workers: "),
         (&["--mbufs", "10"], &STATIC, "mbufs: "),
         (&["--metrics-addr", "nowhere"], &STATIC, "metrics_addr: "),
-        (
-            &["--peer", "10.244.2.0/24,192.168.77.2"],
-            &STATIC,
-            "--peer <SUBNET,PUBLIC_IP,VTEP_MAC>': \"10.244.2.0/24,192.168.77.2\" must be",
-        ),
+        (&["--peer", "10.244.2.0/24"], &STATIC, "--peer <SUBNET,PUBLIC_IP[,VTEP_MAC]>': \"10.244.2.0/24\" must be"),
+        (&["--peer", "10.244.2.0/24,192.168.77.2"], &STATIC, "peers[0].vtep_mac: missing: a vxlan peer needs"),
+        (&["--backend", "ipip"], &STATIC, "backend: \"ipip\" is not a backend weft speaks"),
+        (&["--backend", "udp", "--direct-routing"], &STATIC, "direct_routing: is for the vxlan backend only"),
         (&["--peer", "10.244.2.0/24,192.168.77.2,xx"], &STATIC, "peers[0].vtep_mac: "),
         (
             &["--etcd-endpoints", "http://127.0.0.1:2379"],
