@@ -129,6 +129,13 @@ pub struct NodeFile {
     /// Where /metrics, /healthz and /readyz are served. Default 127.0.0.1:9109.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// flannel's --healthz-ip: the address of the separate /healthz (and /readyz) listener. Default
+    /// 0.0.0.0.
+    #[arg(long)]
+    pub healthz_ip: Option<String>,
+    /// flannel's --healthz-port: serve /healthz and /readyz on this port too (0, the default, does not).
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
     /// etcd mode (no `subnet`): comma list of etcd URLs. Default http://127.0.0.1:2379.
     #[arg(long)]
     pub etcd_endpoints: Option<String>,
@@ -477,6 +484,8 @@ pub struct NodeSettings {
     pub mbufs: u32,
     pub max_vhost_pods: usize,
     pub metrics_addr: std::net::SocketAddr,
+    /// flannel's healthz listener (`--healthz-ip`:`--healthz-port`), when a port is given.
+    pub healthz_addr: Option<std::net::SocketAddr>,
     pub peers: Vec<crate::Peer>,
     pub pods: Vec<PodSpec>,
 }
@@ -721,6 +730,22 @@ impl NodeFile {
         let metrics_addr = metrics_addr
             .parse()
             .map_err(|_| bad("metrics_addr", format!("{metrics_addr:?} is not an address:port like 127.0.0.1:9109")))?;
+        let healthz_addr = match self.healthz_port.unwrap_or(0) {
+            0 => None,
+            port => {
+                let ip = self.healthz_ip.as_deref().unwrap_or("0.0.0.0");
+                let ip: Ipv4Addr =
+                    ip.parse().map_err(|_| bad("healthz_ip", format!("{ip:?} is not an IPv4 address like 0.0.0.0")))?;
+                let addr = std::net::SocketAddr::from((ip, port));
+                if addr == metrics_addr {
+                    return Err(bad(
+                        "healthz_port",
+                        format!("{addr} is metrics_addr too: give one of them another port"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
             let f = |k: &str| format!("peers[{i}].{k}");
@@ -818,6 +843,7 @@ impl NodeFile {
             mbufs,
             max_vhost_pods: max_vhost_pods as usize,
             metrics_addr,
+            healthz_addr,
             peers,
             pods,
         })
@@ -916,6 +942,16 @@ netns = "web-ns"
         })
         .starts_with("direct_routing:"));
         assert!(err_with(|f| f.udp_port = Some(0)).starts_with("udp_port:"));
+        assert!(err_with(|f| {
+            f.healthz_ip = Some("localhost".into());
+            f.healthz_port = Some(8471);
+        })
+        .starts_with("healthz_ip:"));
+        assert!(err_with(|f| {
+            f.healthz_ip = Some("127.0.0.1".into());
+            f.healthz_port = Some(9109);
+        })
+        .starts_with("healthz_port:"));
         assert!(err_with(|f| f.peers[0].subnet = "10.244.1.0/24".into()).starts_with("peers[0].subnet:"));
         assert!(err_with(|f| f.pods[0].kind = "macvlan".into()).starts_with("pods[0].kind:"));
         assert!(err_with(|f| f.pods[0].name = "a/b".into()).starts_with("pods[0].name:"));

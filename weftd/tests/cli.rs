@@ -86,3 +86,49 @@ fn every_bad_flag_is_named_with_its_fix() {
     assert!(code != 0 && err.contains("netwrok"), "{err}");
     let _ = std::fs::remove_file(file);
 }
+
+/// weftd with `args` and `env` set (and nothing else of weft's or flannel's in its environment).
+fn weftd_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let state = std::env::temp_dir().join(format!("weft-cli-env-{}", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weftd"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEFTD_") || k.starts_with("FLANNELD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.args(args).arg("--state-dir").arg(&state).envs(env.iter().copied()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Every flag from the environment: WEFTD_<FLAG>; flannel's flags also from FLANNELD_<FLAG>, as flanneld
+/// reads them; a flag wins over its variable, and WEFTD_ over FLANNELD_.
+#[test]
+fn flags_from_the_environment() {
+    let base = ["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--uplink", "net_null0"];
+    let (code, err) = weftd_env(&base, &[("WEFTD_PUBLIC_IP", "192.168.77")]);
+    assert!(code != 0 && err.contains("public_ip: \"192.168.77\""), "{err}");
+    let (code, err) = weftd_env(&base, &[("FLANNELD_PUBLIC_IP", "10.0.0.300")]);
+    assert!(code != 0 && err.contains("public_ip: \"10.0.0.300\""), "{err}");
+    let (_, err) = weftd_env(&base, &[("WEFTD_PUBLIC_IP", "1.2.3"), ("FLANNELD_PUBLIC_IP", "4.5.6")]);
+    assert!(err.contains("\"1.2.3\""), "WEFTD_ wins: {err}");
+    // Not a flannel flag: no FLANNELD_ variable for it.
+    let (_, err) = weftd_env(&base, &[("FLANNELD_WORKERS", "0"), ("WEFTD_PUBLIC_IP", "x")]);
+    assert!(!err.contains("workers:"), "{err}");
+    let (code, err) = weftd_env(&base, &[("WEFTD_WORKERS", "0"), ("WEFTD_PUBLIC_IP", "192.168.77.1")]);
+    assert!(code != 0 && err.contains("workers: 0"), "{err}");
+    // The flag wins.
+    let mut with_flag = base.to_vec();
+    with_flag.extend(["--public-ip", "192.168.77.1", "--workers", "0"]);
+    let (_, err) = weftd_env(&with_flag, &[("WEFTD_PUBLIC_IP", "bad")]);
+    assert!(err.contains("workers: 0") && !err.contains("public_ip"), "{err}");
+    // Booleans from the environment, and flannel's healthz flags.
+    let mut no_host_port = base.to_vec();
+    no_host_port.extend(["--host-iface", ""]);
+    let (code, err) = weftd_env(&no_host_port, &[("FLANNELD_IP_MASQ", "true"), ("WEFTD_PUBLIC_IP", "192.168.77.1")]);
+    assert!(code != 0 && err.contains("ip_masq: masquerading needs the host port"), "{err}");
+    let (code, err) = weftd_env(
+        &base,
+        &[("FLANNELD_HEALTHZ_IP", "nowhere"), ("FLANNELD_HEALTHZ_PORT", "8471"), ("WEFTD_PUBLIC_IP", "192.168.77.1")],
+    );
+    assert!(code != 0 && err.contains("healthz_ip: \"nowhere\""), "{err}");
+}

@@ -1,6 +1,8 @@
-//! weftd: a flannel VXLAN node whose dataplane runs on DPDK.
+//! weftd: a flannel node whose dataplane runs on DPDK.
 //!
-//! Settings come from `--config FILE` (TOML) and flags; a flag overrides the file key of the same name.
+//! Settings come from `--config FILE` (TOML), the environment and flags: a flag wins over its variable
+//! (`WEFTD_<FLAG>`, or flannel's `FLANNELD_<FLAG>` for the flags that carry flannel's names), which wins
+//! over the file key of the same name.
 
 use std::path::PathBuf;
 
@@ -105,9 +107,52 @@ fn init_logs() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
+/// The flags that mean what flanneld's flags of the same name mean, so `FLANNELD_<FLAG>` sets them as it
+/// sets flanneld's (flannel reads its flags from `FLANNELD_` variables).
+const FLANNEL_FLAGS: &[&str] = &[
+    "etcd-endpoints",
+    "etcd-prefix",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "etcd-username",
+    "etcd-password",
+    "public-ip",
+    "subnet-file",
+    "subnet-lease-renew-margin",
+    "ip-masq",
+    "healthz-ip",
+    "healthz-port",
+];
+
+/// `--etcd-endpoints` -> `ETCD_ENDPOINTS`.
+fn env_suffix(long: &str) -> String {
+    long.to_ascii_uppercase().replace('-', "_")
+}
+
+/// Every flag also from the environment: `WEFTD_<FLAG>`, else (flannel's flags) `FLANNELD_<FLAG>`.
+fn with_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let Some(long) = a.get_long().map(str::to_owned) else { return a };
+        if long == "help" || long == "version" {
+            return a;
+        }
+        let ours = format!("WEFTD_{}", env_suffix(&long));
+        let flannel = format!("FLANNELD_{}", env_suffix(&long));
+        if std::env::var_os(&ours).is_none()
+            && FLANNEL_FLAGS.contains(&long.as_str())
+            && std::env::var_os(&flannel).is_some()
+        {
+            a.env(flannel)
+        } else {
+            a.env(ours)
+        }
+    })
+}
+
 fn main() {
     init_logs();
-    let matches = NodeFile::command().version(version().leak() as &str).get_matches();
+    let matches = with_env(NodeFile::command().version(version().leak() as &str)).get_matches();
     let result = start(matches);
     if let Err(e) = result {
         eprintln!("weftd: {e:#}");

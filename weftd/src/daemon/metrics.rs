@@ -194,7 +194,12 @@ impl Collector {
 }
 
 /// Start the collector and the HTTP endpoint on the management runtime.
-pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> Result<std::thread::JoinHandle<()>, Error> {
+pub(super) fn serve(
+    shared: Arc<Shared>,
+    mgmt: &Mgmt,
+    addr: SocketAddr,
+    healthz: Option<SocketAddr>,
+) -> Result<std::thread::JoinHandle<()>, Error> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle: PrometheusHandle = recorder.handle();
     // One recorder per process; a second weftd in one process (tests) keeps the first.
@@ -211,13 +216,37 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, addr: SocketAddr) -> Resul
         std::thread::Builder::new()
             .name("weft-metrics".into())
             .spawn(move || {
+                let mut notifier = super::notify::Notifier::from_env();
                 while !shared.stop.load(Ordering::Relaxed) {
-                    lock(&collector).collect(&shared);
+                    let stalled: Vec<usize> = {
+                        let mut c = lock(&collector);
+                        c.collect(&shared);
+                        c.stalled().iter().map(|(w, _)| *w).collect()
+                    };
+                    if let Some(n) = notifier.as_mut() {
+                        n.tick(unready(&shared), &stalled);
+                    }
                     std::thread::sleep(Duration::from_millis(200));
+                }
+                if let Some(n) = &notifier {
+                    n.stopping();
                 }
             })
             .map_err(Error::io("starting the metrics thread"))?
     };
+    if let Some(h) = healthz {
+        // flannel's --healthz-ip/--healthz-port: the probes only, apart from the metrics.
+        let (shared, collector, handle) = (shared.clone(), collector.clone(), handle.clone());
+        let probes: HttpHandler = Arc::new(move |path: &str| match path {
+            "/healthz" | "/readyz" => route(path, &shared, &collector, &handle),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "this listener serves /healthz and /readyz\n".into(),
+            ),
+        });
+        serve_http(mgmt, h, probes).map_err(Error::io(format!("healthz_port {h}: cannot listen (port in use?)")))?;
+    }
     let handler: HttpHandler = Arc::new(move |path: &str| route(path, &shared, &collector, &handle));
     serve_http(mgmt, addr, handler).map_err(Error::io(format!("metrics_addr {addr}: cannot listen (port in use?)")))?;
     Ok(ticker)
@@ -245,37 +274,40 @@ fn route(path: &str, shared: &Shared, collector: &Mutex<Collector>, handle: &Pro
                 (unavailable, TEXT, who.join("\n") + "\n")
             }
         }
-        "/readyz" => {
-            // Ready once the lease is held (the dataplane only starts after it in etcd mode), every
-            // worker forwards with a published table, and the pods of the last run are all back.
-            let unready: Vec<usize> = shared
-                .counters
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.generation.load(Ordering::Relaxed) == 0)
-                .map(|(w, _)| w)
-                .collect();
-            let etcd_lost =
-                shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
-            let claimed =
-                shared.etcd_status.as_ref().map(|e| e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0);
-            let state_problem = shared.pods.state_problem();
-            let pending = shared.pods.pending();
-            if let Some(ip) = claimed {
-                (unavailable, TEXT, format!("our subnet's key is claimed by {}\n", std::net::Ipv4Addr::from(ip)))
-            } else if etcd_lost {
-                (unavailable, TEXT, "our subnet lease has expired\n".to_string())
-            } else if !unready.is_empty() {
-                (unavailable, TEXT, format!("workers without a table yet: {unready:?}\n"))
-            } else if let Some(p) = state_problem {
-                (unavailable, TEXT, format!("{p}\n"))
-            } else if !pending.is_empty() {
-                (unavailable, TEXT, format!("pods of the last run not restored yet: {}\n", pending.join(", ")))
-            } else {
-                (StatusCode::OK, TEXT, "ready\n".to_string())
-            }
-        }
+        "/readyz" => match unready(shared) {
+            Some(why) => (unavailable, TEXT, format!("{why}\n")),
+            None => (StatusCode::OK, TEXT, "ready\n".to_string()),
+        },
         _ => (StatusCode::NOT_FOUND, TEXT, "weftd serves /metrics, /healthz and /readyz\n".to_string()),
+    }
+}
+
+/// Why weftd is not ready, or `None` when it is: the lease held (the dataplane only starts after it in
+/// etcd mode) and ours, every worker forwarding with a published table, and the pods of the last run
+/// all back. `/readyz` and systemd's READY=1 both go by it.
+fn unready(shared: &Shared) -> Option<String> {
+    let unready: Vec<usize> = shared
+        .counters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.generation.load(Ordering::Relaxed) == 0)
+        .map(|(w, _)| w)
+        .collect();
+    let etcd_lost = shared.etcd_status.as_ref().is_some_and(|e| e.lease_expiry.load(Ordering::Relaxed) <= unix_now());
+    let claimed = shared.etcd_status.as_ref().map(|e| e.claimed_by.load(Ordering::Relaxed)).filter(|ip| *ip != 0);
+    let pending = shared.pods.pending();
+    if let Some(ip) = claimed {
+        Some(format!("our subnet's key is claimed by {}", std::net::Ipv4Addr::from(ip)))
+    } else if etcd_lost {
+        Some("our subnet lease has expired".to_string())
+    } else if !unready.is_empty() {
+        Some(format!("workers without a table yet: {unready:?}"))
+    } else if let Some(p) = shared.pods.state_problem() {
+        Some(p.to_string())
+    } else if !pending.is_empty() {
+        Some(format!("pods of the last run not restored yet: {}", pending.join(", ")))
+    } else {
+        None
     }
 }
 

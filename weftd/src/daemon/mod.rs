@@ -8,6 +8,7 @@ pub mod host;
 pub mod ipam;
 mod metrics;
 pub mod mgmt;
+mod notify;
 mod pods;
 mod slowpath;
 mod stats;
@@ -370,7 +371,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
     // Metrics and health first: once the API answers (what tools and tests wait for), /metrics,
     // /healthz and /readyz answer too.
-    let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr)?;
+    let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr, settings.healthz_addr)?;
     let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
 
     let keep_host = |first: bool| {
