@@ -495,6 +495,21 @@ fn prometheus_scrapes_weftd() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(2), "stall seen after {:?}", t0.elapsed());
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(http_get(&ns, "http://127.0.0.1:9109/healthz").0, 200, "recovered");
+
+    // A deleted pod's series leave the exposition (within the 10 s a series lives unwritten); the
+    // others stay.
+    c.lab.weftctl(&c.n1, &["pod", "del", "pa"]).unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, text) = http_get(&ns, "http://127.0.0.1:9109/metrics");
+        if !text.contains("port=\"pa\"") {
+            assert!(text.contains("weft_build_info") && text.contains("port=\"uplink\""), "{text}");
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(15), "pod pa's series still exported");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    eprintln!("the deleted pod's series left /metrics after {:?}", t0.elapsed());
 }
 
 /// Two workers on one node (three lcores mapped onto this machine's two CPUs): the uplink's two

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use super::error::Error;
 use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
@@ -92,9 +93,17 @@ fn describe() {
     );
 }
 
+/// How long a series lives after the collector last wrote it.
+pub const SERIES_IDLE: Duration = Duration::from_secs(10);
+
 impl Collector {
     fn collect(&mut self, shared: &Shared) {
         let now = Instant::now();
+        gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => dataplane::dpdk::dpdk_version())
+            .set(1.0);
+        if let Some(h) = &shared.host {
+            gauge!("weft_host_port_info", "iface" => h.name.clone(), "backend" => h.backend.label()).set(1.0);
+        }
         let reading = super::stats::read(shared);
         for p in &reading.ports {
             for dir in ["rx", "tx"] {
@@ -200,16 +209,13 @@ pub(super) fn serve(
     addr: SocketAddr,
     healthz: Option<SocketAddr>,
 ) -> Result<std::thread::JoinHandle<()>, Error> {
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // A series the collector stopped writing (a deleted pod's port, say) leaves the exposition after
+    // SERIES_IDLE; every live one is written every 200 ms.
+    let recorder = PrometheusBuilder::new().idle_timeout(MetricKindMask::ALL, Some(SERIES_IDLE)).build_recorder();
     let handle: PrometheusHandle = recorder.handle();
     // One recorder per process; a second weftd in one process (tests) keeps the first.
     let _ = metrics::set_global_recorder(recorder);
     describe();
-    gauge!("weft_build_info", "version" => env!("CARGO_PKG_VERSION"), "dpdk" => dataplane::dpdk::dpdk_version())
-        .set(1.0);
-    if let Some(h) = &shared.host {
-        gauge!("weft_host_port_info", "iface" => h.name.clone(), "backend" => h.backend.label()).set(1.0);
-    }
     let collector = Arc::new(Mutex::new(Collector { last_pps: HashMap::new(), progress: Vec::new() }));
     let ticker = {
         let (shared, collector) = (shared.clone(), collector.clone());
