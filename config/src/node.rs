@@ -177,6 +177,41 @@ pub struct NodeFile {
     pub pods: Vec<PodFile>,
 }
 
+/// The uplink as EAL takes it: a virtual device's devargs (`net_...`) as given; a PCI address with its
+/// domain, which `lspci` and `dpdk-devbind.py --status` leave out (`3b:00.0` is `0000:3b:00.0`), and
+/// any device arguments after a comma kept.
+fn pci_uplink(uplink: &str) -> Result<String, SettingError> {
+    if uplink.starts_with("net_") {
+        return Ok(uplink.to_owned());
+    }
+    let (addr, args) = match uplink.split_once(',') {
+        Some((a, r)) => (a, Some(r)),
+        None => (uplink, None),
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let bdf = |s: &str| match s.split_once(':') {
+        Some((bus, rest)) => match rest.split_once('.') {
+            Some((dev, f)) => hex(bus, 2) && hex(dev, 2) && f.len() == 1 && (b'0'..=b'7').contains(&f.as_bytes()[0]),
+            None => false,
+        },
+        None => false,
+    };
+    let full = match addr.split_once(':') {
+        Some((dom, rest)) if hex(dom, 4) && bdf(rest) => addr.to_ascii_lowercase(),
+        _ if bdf(addr) => format!("0000:{}", addr.to_ascii_lowercase()),
+        _ => {
+            return Err(bad(
+                "uplink",
+                format!("{uplink:?} is neither a PCI address (0000:3b:00.0, or 3b:00.0 as lspci prints it) nor DPDK devargs of a virtual device (net_af_packet0,iface=eth1)"),
+            ))
+        }
+    };
+    Ok(match args {
+        Some(a) => format!("{full},{a}"),
+        None => full,
+    })
+}
+
 /// A group by name (from /etc/group) or number.
 fn group_id(g: &str) -> Result<u32, String> {
     if let Ok(n) = g.parse() {
@@ -694,6 +729,7 @@ impl NodeFile {
         if uplink.trim().is_empty() {
             return Err(bad("uplink", "empty: give DPDK devargs like net_af_packet0,iface=eth1 or a PCI address"));
         }
+        let uplink = pci_uplink(&uplink)?;
         let underlay_mtu = self.underlay_mtu.unwrap_or(1500);
         if !(576..=9216).contains(&underlay_mtu) {
             return Err(bad("underlay_mtu", format!("{underlay_mtu} is outside 576..9216")));
@@ -915,6 +951,21 @@ netns = "web-ns"
         f.resolve().unwrap_err().to_string()
     }
 
+    /// PCI addresses as lspci prints them get their domain; devargs after a comma stay.
+    #[test]
+    fn short_pci_addresses_are_accepted() {
+        for (given, eal) in [
+            ("3b:00.0", "0000:3b:00.0"),
+            ("3B:00.1", "0000:3b:00.1"),
+            ("0000:3b:00.0", "0000:3b:00.0"),
+            ("0001:af:1f.7,rxq_cqe_comp_en=0", "0001:af:1f.7,rxq_cqe_comp_en=0"),
+            ("af:00.0,txq_inline=128", "0000:af:00.0,txq_inline=128"),
+            ("net_af_packet0,iface=eth1", "net_af_packet0,iface=eth1"),
+        ] {
+            assert_eq!(pci_uplink(given).unwrap(), eal, "{given}");
+        }
+    }
+
     #[test]
     fn every_bad_field_is_named() {
         assert!(err_with(|f| f.network = None).starts_with("network: missing"));
@@ -942,6 +993,9 @@ netns = "web-ns"
         })
         .starts_with("direct_routing:"));
         assert!(err_with(|f| f.udp_port = Some(0)).starts_with("udp_port:"));
+        for bad_uplink in ["eth1", "3b:00", "3b:00.8", "00003b:00.0", "zz:00.0", "0000:3b:0.0"] {
+            assert!(err_with(|f| f.uplink = Some(bad_uplink.into())).starts_with("uplink:"), "{bad_uplink}");
+        }
         assert!(err_with(|f| {
             f.healthz_ip = Some("localhost".into());
             f.healthz_port = Some(8471);
