@@ -78,6 +78,11 @@ fn describe() {
     describe_counter!("weft_etcd_failovers_total", "Times weft moved to another etcd member");
     describe_gauge!("weft_state_file_problem", "1 when pods.json could not be read (moved aside) or written");
     describe_gauge!("weft_pods_not_restored", "Pods of the last run whose restore failed (retried)");
+    describe_gauge!("weft_ready", "1 while /readyz says ready (lease held, workers forwarding, pods restored)");
+    describe_gauge!(
+        "weft_subnet_claimed_by_other",
+        "1 while our subnet's key in etcd names another node's PublicIP (two nodes on one subnet)"
+    );
     describe_gauge!("weft_etcd_revision", "Last etcd revision seen by the watch");
     describe_counter!("weft_etcd_resyncs_total", "Full re-lists after a compacted or cancelled watch");
     describe_counter!(
@@ -184,6 +189,8 @@ impl Collector {
             counter!("weft_etcd_rpc_failures_total").absolute(e.rpc_failures.load(Ordering::Relaxed));
             counter!("weft_etcd_failovers_total").absolute(e.failovers.load(Ordering::Relaxed));
             gauge!("weft_network_config_changed").set(if e.config_changed.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+            let claimed = e.claimed_by.load(Ordering::Relaxed) != 0;
+            gauge!("weft_subnet_claimed_by_other").set(if claimed { 1.0 } else { 0.0 });
             gauge!("weft_lease_expiry_timestamp_seconds").set(e.lease_expiry.load(Ordering::Relaxed) as f64);
         }
     }
@@ -229,8 +236,10 @@ pub(super) fn serve(
                         c.collect(&shared);
                         c.stalled().iter().map(|(w, _)| *w).collect()
                     };
+                    let why = unready(&shared);
+                    gauge!("weft_ready").set(if why.is_none() { 1.0 } else { 0.0 });
                     if let Some(n) = notifier.as_mut() {
-                        n.tick(unready(&shared), &stalled);
+                        n.tick(why, &stalled);
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
