@@ -421,6 +421,10 @@ fn prometheus_scrapes_weftd() {
         "weft_build_info",
         "weft_mempool_mbufs_in_use",
         "weft_port_packets_per_second",
+        "weft_port_hw_rx_missed_total{port=\"uplink\"}",
+        "weft_port_hw_rx_nombuf_total{port=\"host\"}",
+        "weft_port_xstats_total{port=\"uplink\",name=\"rx_good_packets\"}",
+        "weft_ready 1",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }

@@ -293,6 +293,37 @@ impl Port {
         Ok(LinkStatus { up: link.link_status() != 0, speed_mbps: link.link_speed })
     }
 
+    /// The PMD's extended statistics, by DPDK's names (`rx_good_packets`, `rx_missed_errors`,
+    /// `rx_mbuf_allocation_errors`, the driver's own...). Allocates: for the metrics thread, not the
+    /// workers.
+    pub fn xstats(&self) -> Result<Vec<(String, u64)>, DpdkError> {
+        let id = self.inner.id;
+        // SAFETY: a null array with size 0 asks only for the count.
+        let n = unsafe { dpdk_sys::rte_eth_xstats_get_names(id, std::ptr::null_mut(), 0) };
+        check(id, "xstats_get_names", n)?;
+        let n = n.max(0) as u32;
+        let mut names = vec![dpdk_sys::rte_eth_xstat_name::default(); n as usize];
+        let mut values = vec![dpdk_sys::rte_eth_xstat::default(); n as usize];
+        // SAFETY: both arrays hold `n` elements, as the calls are told.
+        let got_names = unsafe { dpdk_sys::rte_eth_xstats_get_names(id, names.as_mut_ptr(), n) };
+        // SAFETY: as above.
+        let got = unsafe { dpdk_sys::rte_eth_xstats_get(id, values.as_mut_ptr(), n) };
+        check(id, "xstats_get_names", got_names)?;
+        check(id, "xstats_get", got)?;
+        // A count that changed between the calls (a driver adding queues) is read again next time.
+        let k = (got_names.max(0) as usize).min(got.max(0) as usize).min(n as usize);
+        Ok(values[..k]
+            .iter()
+            .filter_map(|v| {
+                let name = names.get(v.id as usize)?;
+                // SAFETY: c_char and u8 have one size; the name is NUL-terminated within its 64 bytes.
+                let bytes: &[u8] = unsafe { std::slice::from_raw_parts(name.name.as_ptr().cast(), name.name.len()) };
+                let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+                Some((String::from_utf8_lossy(&bytes[..end]).into_owned(), v.value))
+            })
+            .collect())
+    }
+
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         let mut s = dpdk_sys::rte_eth_stats::default();
         // SAFETY: valid out pointer.

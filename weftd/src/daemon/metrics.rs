@@ -53,6 +53,12 @@ fn describe() {
         "Frames the NIC dropped for lack of RX descriptors (PMD counter)"
     );
     describe_counter!("weft_port_hw_rx_nombuf_total", "RX mbuf allocation failures (PMD counter)");
+    describe_counter!("weft_port_hw_rx_errors_total", "Erroneous frames received (PMD counter)");
+    describe_counter!("weft_port_hw_tx_errors_total", "Failed transmissions (PMD counter)");
+    describe_counter!(
+        "weft_port_xstats_total",
+        "The PMD's extended statistics by DPDK name (rx_good_packets, rx_missed_errors, the driver's own)"
+    );
     describe_gauge!("weft_mempool_mbufs_in_use", "Mbufs allocated from weft's pool");
     describe_gauge!("weft_mempool_mbufs_available", "Mbufs free in weft's pool");
     describe_gauge!("weft_peers", "Remote VTEPs in the current table");
@@ -134,9 +140,22 @@ impl Collector {
                 }
             }
         }
-        if let Ok(s) = shared.uplink.stats() {
-            counter!("weft_port_hw_rx_missed_total", "port" => "uplink").absolute(s.rx_missed);
-            counter!("weft_port_hw_rx_nombuf_total", "port" => "uplink").absolute(s.rx_nombuf);
+        let mut nics = vec![("uplink", &shared.uplink)];
+        if let Some(h) = &shared.host {
+            nics.push(("host", &h.port));
+        }
+        for (port, nic) in nics {
+            if let Ok(s) = nic.stats() {
+                counter!("weft_port_hw_rx_missed_total", "port" => port).absolute(s.rx_missed);
+                counter!("weft_port_hw_rx_nombuf_total", "port" => port).absolute(s.rx_nombuf);
+                counter!("weft_port_hw_rx_errors_total", "port" => port).absolute(s.rx_errors);
+                counter!("weft_port_hw_tx_errors_total", "port" => port).absolute(s.tx_errors);
+            }
+            // Every extended statistic the PMD has, by DPDK's name, as `dpdk-proc-info --xstats` lists
+            // them: queue counters, the driver's own error and discard counters.
+            for (name, value) in nic.xstats().unwrap_or_default() {
+                counter!("weft_port_xstats_total", "port" => port, "name" => name).absolute(value);
+            }
         }
         for (w, c) in reading.workers.iter().enumerate() {
             let worker = w.to_string();
