@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint bench-io bench-fwd bench-pair bench-micro bench-hostport clean
+.PHONY: setup build test demo lint deb bench-io bench-fwd bench-pair bench-micro bench-hostport clean
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,10 @@ bench-pair: build
 bench-micro: setup
 	$(CARGO) bench -p weft-bench --bench packet
 	$(CARGO) bench -p weft-bench --bench mbuf
+
+# The Debian package (weftd, weftctl, the CNI plugin, the systemd unit, the default config) in target/debian.
+deb: setup
+	bash scripts/make-deb.sh target/debian
 
 clean:
 	$(CARGO) clean

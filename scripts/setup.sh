@@ -21,6 +21,8 @@ PACKAGES=(
   curl                                 # HTTP checks of /metrics, /healthz, /readyz
   openssl                              # certificates for the etcd TLS test
   util-linux                           # setpriv: the API test runs a client as another user
+  systemd                              # systemd-analyze verify checks the unit
+  dpkg-dev                             # dpkg-shlibdeps: the Debian package's library dependencies
 )
 
 say() { printf 'setup: %s\n' "$*"; }
