@@ -23,6 +23,7 @@ PACKAGES=(
   util-linux                           # setpriv: the API test runs a client as another user
   systemd                              # systemd-analyze verify checks the unit
   dpkg-dev                             # dpkg-shlibdeps: the Debian package's library dependencies
+  python3-kubernetes python3-yaml      # the DaemonSet manifest checked against Kubernetes' object schema
 )
 
 say() { printf 'setup: %s\n' "$*"; }
