@@ -23,10 +23,24 @@ impl Mempool {
 
     /// As [`Mempool::new`] with a chosen data room (headroom included).
     pub fn with_data_room(name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, DpdkError> {
+        Self::on_socket(name, count, cache, data_room, None)
+    }
+
+    /// As [`Mempool::with_data_room`], in the hugepages of NUMA `socket` (a NIC's: see
+    /// [`super::Port::socket_id`]); `None` takes memory wherever DPDK finds it.
+    pub fn on_socket(
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        socket: Option<u32>,
+    ) -> Result<Mempool, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError::NulInArgument(name.into()))?;
+        // SOCKET_ID_ANY is -1.
+        let socket = socket.map_or(-1, |s| s as i32);
         // SAFETY: cname is a valid C string; EAL must be initialised, which DPDK checks itself (it
-        // returns NULL with rte_errno set otherwise). SOCKET_ID_ANY is -1.
-        let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, -1) };
+        // returns NULL with rte_errno set otherwise).
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket) };
         match NonNull::new(raw) {
             Some(raw) => Ok(Mempool { raw, name: name.into() }),
             None => Err(DpdkError::Mempool { name: name.into(), reason: last_error() }),

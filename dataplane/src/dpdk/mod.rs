@@ -15,6 +15,11 @@ pub use eal::{dpdk_version, Eal};
 pub use lcore::{LaunchError, LcoreHandle, LcoreId};
 pub use mbuf::{Burst, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
+
+/// DPDK's default mbuf data room (2 KiB of data and the headroom).
+pub const DEFAULT_DATA_ROOM: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+/// The room DPDK leaves in front of a received frame (where encapsulation prepends its headers).
+pub const HEADROOM: u32 = dpdk_sys::RTE_PKTMBUF_HEADROOM;
 pub use port::{LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue};
 pub use vhost::{set_event_sink, VhostEvent, VhostRx, VhostSocket, VhostTx, VhostVid, VringMask};
 

@@ -324,6 +324,20 @@ impl Port {
             .collect())
     }
 
+    /// The NUMA node the device sits on, if DPDK knows it (virtual devices and one-node machines may
+    /// not say).
+    pub fn socket_id(&self) -> Option<u32> {
+        // SAFETY: valid port id; returns -1 when unknown.
+        let s = unsafe { dpdk_sys::rte_eth_dev_socket_id(self.inner.id) };
+        u32::try_from(s).ok()
+    }
+
+    /// Set the port's MTU (the largest IPv4 packet, Ethernet header not counted), after configure.
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), DpdkError> {
+        // SAFETY: valid port id.
+        check(self.inner.id, "set_mtu", unsafe { dpdk_sys::rte_eth_dev_set_mtu(self.inner.id, mtu) })
+    }
+
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         let mut s = dpdk_sys::rte_eth_stats::default();
         // SAFETY: valid out pointer.

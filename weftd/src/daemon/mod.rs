@@ -139,6 +139,42 @@ pub fn load_or_create_vtep_mac(given: Option<MacAddr>, state_dir: &Path) -> Resu
     Ok(m)
 }
 
+/// An mbuf data room (DPDK's headroom included) that holds a whole frame of an underlay of `mtu`:
+/// DPDK's default 2 KiB + headroom up to 1500, else an af_packet ring frame ([`af_packet_frame`], which
+/// covers the frame) plus the headroom, so every PMD, af_packet included, gets single-segment frames.
+pub fn mbuf_data_room(mtu: u16) -> u16 {
+    let default = dataplane::dpdk::DEFAULT_DATA_ROOM;
+    match af_packet_frame(mtu) {
+        None => default,
+        Some((frame, _)) => default.max((frame + dataplane::dpdk::HEADROOM).min(u32::from(u16::MAX)) as u16),
+    }
+}
+
+/// The kernel interface of an af_packet uplink (`net_af_packet0,iface=eth1` -> `eth1`).
+fn af_packet_iface(uplink: &str) -> Option<&str> {
+    if !uplink.starts_with("net_af_packet") {
+        return None;
+    }
+    uplink.split(',').find_map(|kv| kv.strip_prefix("iface="))
+}
+
+/// af_packet's ring frame and block (`framesz`, `blocksz`) for an underlay of `mtu`: its defaults up to
+/// 1500; else the frame (the MTU and the 18 bytes ethdev adds when it checks an MTU) plus the ring's
+/// 52-byte header (TPACKET2_HDRLEN), in whole KiB, and a block of whole pages that whole frames fill:
+/// the PMD addresses frame i at i x framesz, so frames may not leave gaps at block ends.
+fn af_packet_frame(mtu: u16) -> Option<(u32, u32)> {
+    (mtu > 1500).then(|| {
+        let frame = (u32::from(mtu) + 18 + 52).next_multiple_of(1024);
+        let gcd = |mut a: u32, mut b: u32| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        (frame, frame / gcd(frame, 4096) * 4096)
+    })
+}
+
 /// EAL arguments for the settings: lcores, the uplink device, isolation flags, then the user's extras.
 fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
     // `0-2` is a plain lcore list (-l); `0@0,1@1,2@1` maps lcores to CPUs (--lcores), e.g. to run more
@@ -157,6 +193,11 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
         // af_packet spreads RX over its queue pairs with PACKET_FANOUT; one pair per worker.
         if dev.starts_with("net_af_packet") && !dev.contains("qpairs=") {
             dev.push_str(&format!(",qpairs={}", s.workers));
+        }
+        if let Some((f, b)) =
+            af_packet_frame(s.underlay_mtu).filter(|_| dev.starts_with("net_af_packet") && !dev.contains("framesz="))
+        {
+            dev.push_str(&format!(",framesz={f},blocksz={b}"));
         }
         name = dev.split(',').next().unwrap_or(&dev).to_owned();
         args.push("--no-pci".into());
@@ -222,12 +263,57 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             ),
         });
     }
-    let pool = Arc::new(Mempool::new("weft_pool", settings.mbufs, 256).map_err(Error::dpdk("mbufs"))?);
     let uplink = Port::by_name(&uplink_name).map_err(Error::dpdk(format!("uplink: no DPDK port {uplink_name:?}")))?;
+    // The mbufs on the uplink's NUMA node, each big enough for a whole underlay frame (one segment:
+    // workers handle single-segment frames).
+    let data_room = mbuf_data_room(settings.underlay_mtu);
+    let socket = uplink.socket_id();
+    let pool = Arc::new(
+        Mempool::on_socket("weft_pool", settings.mbufs, 256, data_room, socket)
+            .or_else(|e| match socket {
+                // No hugepages left on that node: anywhere, said aloud.
+                Some(s) => {
+                    error!(socket = s, error = %e, "no room for the mbufs on the uplink's NUMA node; taking them from any node");
+                    Mempool::on_socket("weft_pool", settings.mbufs, 256, data_room, None)
+                }
+                None => Err(e),
+            })
+            .map_err(Error::dpdk("mbufs"))?,
+    );
     let n = settings.workers as u16;
     let (uplink_rx, uplink_tx) = uplink
         .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
         .map_err(Error::dpdk("uplink: configuring the port"))?;
+    if settings.underlay_mtu > 1500 + settings.backend.overhead() {
+        // DPDK 22.11's net_tap caps its ethdev MTU at 1500 (max_rx_pktlen 1522) and sends nothing larger.
+        tracing::warn!(
+            pod_mtu = settings.underlay_mtu - settings.backend.overhead(),
+            "a jumbo underlay: tap pods and everything behind the tap host port (cni0 and veth pods, the host) receive at most 1500-byte packets from weft (DPDK 22.11's net_tap); larger ones are dropped as tx_full"
+        );
+    }
+    // The underlay's MTU on the NIC, so jumbo underlays carry jumbo pod frames. A PMD without MTU
+    // control keeps its own, which the log says.
+    if let Err(e) = uplink.set_mtu(settings.underlay_mtu) {
+        match af_packet_iface(&settings.uplink) {
+            // DPDK 22.11's af_packet PMD caps ethdev's MTU at 1500 (its max_rx_pktlen is 1518) though
+            // its rings, sized by framesz above, carry more: the kernel interface's MTU is what limits
+            // the frames, and weftd sets that itself.
+            Some(iface) if settings.underlay_mtu > 1500 => {
+                let mtu = settings.underlay_mtu.to_string();
+                match host::run_ip(&["link", "set", iface, "mtu", &mtu]) {
+                    Ok(()) => info!(
+                        iface,
+                        mtu = settings.underlay_mtu,
+                        "uplink: af_packet's kernel interface set to the underlay MTU"
+                    ),
+                    Err(why) => error!(iface, error = %why, "uplink: cannot set the af_packet interface's MTU"),
+                }
+            }
+            _ => {
+                error!(mtu = settings.underlay_mtu, error = %e, "uplink: the NIC refused the underlay MTU; frames above its own are dropped by it")
+            }
+        }
+    }
     uplink.start().map_err(Error::dpdk("uplink: starting the port"))?;
     if usize::from(uplink.id().0) >= dataplane::worker::ETH_PORTS {
         return Err(Error::Setting {
@@ -450,6 +536,23 @@ fn report_off_link(shared: &Shared, said: &mut Vec<weft_config::Peer>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mbufs and af_packet frames hold a whole underlay frame: DPDK's defaults up to 1500, room for
+    /// 9000 (+ Ethernet, VLAN tag and headroom) on a jumbo underlay.
+    #[test]
+    fn buffers_fit_the_underlay_mtu() {
+        assert_eq!(mbuf_data_room(1500), 2176);
+        assert_eq!(mbuf_data_room(1600), 2176);
+        assert_eq!(mbuf_data_room(9000), 9216 + 128);
+        assert_eq!(af_packet_frame(1500), None);
+        assert_eq!(af_packet_frame(9000), Some((9216, 36864)));
+        for mtu in [1501, 4000, 9000, 9216] {
+            let (frame, block) = af_packet_frame(mtu).unwrap();
+            assert!(frame >= u32::from(mtu) + 18 + 52 && frame % 16 == 0, "{mtu}");
+            assert!(block % 4096 == 0 && block % frame == 0, "{mtu}: whole frames in whole pages");
+            assert!(frame - 32 + 128 <= u32::from(mbuf_data_room(mtu)), "{mtu}: the PMD's data fits an mbuf");
+        }
+    }
 
     #[test]
     fn vtep_mac_is_generated_once_and_kept() {
