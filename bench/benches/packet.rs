@@ -28,40 +28,9 @@ fn burst(frames: &[Vec<u8>]) -> Vec<VecBuf> {
 fn benches(c: &mut Criterion) {
     for peers in SIZES {
         let snap = frames::inputs(peers, POD_PORT).build(1);
-        let flows = 256.min(peers.max(32));
-        let decap = frames::decap_frames(peers, flows, 64);
-        let encap = frames::encap_frames(peers, flows, 64);
         let mut g = c.benchmark_group("packet");
         g.throughput(Throughput::Elements(BURST as u64));
-        let mut cache = PathCache::default();
-        g.bench_function(format!("decap/{peers}"), |b| {
-            b.iter_batched_ref(
-                || burst(&decap),
-                |bufs| {
-                    for m in bufs.iter_mut() {
-                        let v = process_uplink_cached(m, &snap, &mut cache);
-                        debug_assert!(matches!(v, Verdict::ToPod(_)));
-                        black_box(v);
-                    }
-                },
-                BatchSize::SmallInput,
-            )
-        });
-        let mut ident = 0u16;
-        g.bench_function(format!("encap/{peers}"), |b| {
-            b.iter_batched_ref(
-                || burst(&encap),
-                |bufs| {
-                    for m in bufs.iter_mut() {
-                        ident = ident.wrapping_add(1);
-                        let v = process_pod_cached(m, &snap, PortId(POD_PORT), ident, &mut cache);
-                        debug_assert_eq!(v, Verdict::ToUplink);
-                        black_box(v);
-                    }
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        decap_and_encap(&mut g, "", &snap, BackendType::Vxlan, peers);
         // Destinations spread over every peer: each lookup is a hash probe, not a cache hit.
         let dsts: Vec<u32> = (0..BURST as u32)
             .map(|i| frames::peer(i * (peers / BURST as u32).max(1) % peers).subnet.addr_u32() + 2)
@@ -78,43 +47,55 @@ fn benches(c: &mut Criterion) {
     for backend in [BackendType::HostGw, BackendType::Udp] {
         for peers in [SIZES[0], SIZES[2]] {
             let snap = frames::inputs_for(backend, peers, POD_PORT).build(1);
-            let flows = 256.min(peers.max(32));
-            let decap = frames::decap_frames_for(backend, peers, flows, 64);
-            let encap = frames::encap_frames(peers, flows, 64);
             let mut g = c.benchmark_group("packet");
             g.throughput(Throughput::Elements(BURST as u64));
-            let mut cache = PathCache::default();
-            g.bench_function(format!("decap-{backend}/{peers}"), |b| {
-                b.iter_batched_ref(
-                    || burst(&decap),
-                    |bufs| {
-                        for m in bufs.iter_mut() {
-                            let v = process_uplink_cached(m, &snap, &mut cache);
-                            debug_assert!(matches!(v, Verdict::ToPod(_)));
-                            black_box(v);
-                        }
-                    },
-                    BatchSize::SmallInput,
-                )
-            });
-            let mut ident = 0u16;
-            g.bench_function(format!("encap-{backend}/{peers}"), |b| {
-                b.iter_batched_ref(
-                    || burst(&encap),
-                    |bufs| {
-                        for m in bufs.iter_mut() {
-                            ident = ident.wrapping_add(1);
-                            let v = process_pod_cached(m, &snap, PortId(POD_PORT), ident, &mut cache);
-                            debug_assert_eq!(v, Verdict::ToUplink);
-                            black_box(v);
-                        }
-                    },
-                    BatchSize::SmallInput,
-                )
-            });
+            decap_and_encap(&mut g, &format!("-{backend}"), &snap, backend, peers);
             g.finish();
         }
     }
+}
+
+/// `decap{suffix}/{peers}` and `encap{suffix}/{peers}`: bursts of the backend's frames through the
+/// uplink and pod paths.
+fn decap_and_encap(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    suffix: &str,
+    snap: &dataplane::tables::Snapshot,
+    backend: BackendType,
+    peers: u32,
+) {
+    let flows = 256.min(peers.max(32));
+    let decap = frames::decap_frames_for(backend, peers, flows, 64);
+    let encap = frames::encap_frames(peers, flows, 64);
+    let mut cache = PathCache::default();
+    g.bench_function(format!("decap{suffix}/{peers}"), |b| {
+        b.iter_batched_ref(
+            || burst(&decap),
+            |bufs| {
+                for m in bufs.iter_mut() {
+                    let v = process_uplink_cached(m, snap, &mut cache);
+                    debug_assert!(matches!(v, Verdict::ToPod(_)));
+                    black_box(v);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut ident = 0u16;
+    g.bench_function(format!("encap{suffix}/{peers}"), |b| {
+        b.iter_batched_ref(
+            || burst(&encap),
+            |bufs| {
+                for m in bufs.iter_mut() {
+                    ident = ident.wrapping_add(1);
+                    let v = process_pod_cached(m, snap, PortId(POD_PORT), ident, &mut cache);
+                    debug_assert_eq!(v, Verdict::ToUplink);
+                    black_box(v);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 fn criterion_dir() -> PathBuf {
