@@ -4,5 +4,6 @@
 pub mod allocate;
 pub mod etcd;
 pub mod members;
+pub mod status;
 /// flannel's subnet file lives with the rest of flannel's formats in the config crate (the CNI plugin reads it).
 pub use weft_config::subnet_file;

@@ -15,7 +15,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use tracing::{info, warn};
 
-use crate::etcd::{cause, ControlStatus};
+use crate::status::{cause, ControlStatus};
 
 /// How long a member may take to answer `Status` before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
