@@ -111,9 +111,12 @@ fn flags_from_the_environment() {
     assert!(code != 0 && err.contains("public_ip: \"10.0.0.300\""), "{err}");
     let (_, err) = weftd_env(&base, &[("WEFTD_PUBLIC_IP", "1.2.3"), ("FLANNELD_PUBLIC_IP", "4.5.6")]);
     assert!(err.contains("\"1.2.3\""), "WEFTD_ wins: {err}");
-    // Not a flannel flag: no FLANNELD_ variable for it.
-    let (_, err) = weftd_env(&base, &[("FLANNELD_WORKERS", "0"), ("WEFTD_PUBLIC_IP", "x")]);
-    assert!(!err.contains("workers:"), "{err}");
+    // Not a flannel flag: no FLANNELD_ variable for it. (workers is checked before mbufs, so had the
+    // variable been read, the error would name workers.)
+    let mut later_error = base.to_vec();
+    later_error.extend(["--mbufs", "10"]);
+    let (code, err) = weftd_env(&later_error, &[("FLANNELD_WORKERS", "0"), ("WEFTD_PUBLIC_IP", "192.168.77.1")]);
+    assert!(code != 0 && err.contains("mbufs: 10") && !err.contains("workers:"), "{err}");
     let (code, err) = weftd_env(&base, &[("WEFTD_WORKERS", "0"), ("WEFTD_PUBLIC_IP", "192.168.77.1")]);
     assert!(code != 0 && err.contains("workers: 0"), "{err}");
     // The flag wins.
