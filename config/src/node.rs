@@ -93,6 +93,10 @@ pub struct NodeFile {
     /// Extra EAL argument (repeatable).
     #[arg(long = "eal-arg", allow_hyphen_values = true)]
     pub eal_args: Option<Vec<String>>,
+    /// DPDK's --file-prefix: where dpdk-dumpcap, dpdk-proc-info and dpdk-telemetry.py find this weftd
+    /// (`--file-prefix=weftd` for them too). Default weftd; one per weftd on a host.
+    #[arg(long)]
+    pub file_prefix: Option<String>,
     /// Unix socket for weftctl. Default /run/weft/weftd.sock.
     #[arg(long)]
     pub api_socket: Option<PathBuf>,
@@ -505,6 +509,7 @@ pub struct NodeSettings {
     pub workers: usize,
     pub lcores: String,
     pub eal_args: Vec<String>,
+    pub file_prefix: String,
     pub api_socket: PathBuf,
     pub api_group: Option<u32>,
     pub debug_api: bool,
@@ -749,6 +754,18 @@ impl NodeFile {
             return Err(bad("workers", format!("{workers}: use 1..16 poll-mode workers")));
         }
         let lcores = self.lcores.clone().unwrap_or_else(|| format!("0-{workers}"));
+        let file_prefix = self.file_prefix.clone().unwrap_or_else(|| "weftd".into());
+        if file_prefix.is_empty()
+            || !file_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(bad(
+                "file_prefix",
+                format!("{file_prefix:?} is not a DPDK file prefix: use letters, digits, '-', '_' or '.', like weftd"),
+            ));
+        }
+        if self.eal_args.iter().flatten().any(|a| a.starts_with("--file-prefix")) {
+            return Err(bad("eal_args", "--file-prefix is a setting of its own: give --file-prefix (file_prefix)"));
+        }
         let mbufs = self.mbufs.unwrap_or(16383);
         if mbufs < 1024 {
             return Err(bad("mbufs", format!("{mbufs} is too few: use at least 1024")));
@@ -864,6 +881,7 @@ impl NodeFile {
             workers,
             lcores,
             eal_args: self.eal_args.clone().unwrap_or_default(),
+            file_prefix,
             api_socket,
             api_group: self.api_group,
             debug_api: self.debug_api.unwrap_or(false),
@@ -981,6 +999,8 @@ netns = "web-ns"
         assert!(err_with(|f| f.vtep_mac = Some("nonsense".into())).starts_with("vtep_mac:"));
         assert!(err_with(|f| f.workers = Some(0)).starts_with("workers:"));
         assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));
+        assert!(err_with(|f| f.file_prefix = Some("a/b".into())).starts_with("file_prefix:"));
+        assert!(err_with(|f| f.eal_args = Some(vec!["--file-prefix=x".into()])).starts_with("eal_args:"));
         assert!(err_with(|f| f.max_vhost_pods = Some(5000)).starts_with("max_vhost_pods:"));
         assert!(err_with(|f| f.metrics_addr = Some("9109".into())).starts_with("metrics_addr:"));
         assert!(err_with(|f| f.peers[0].vtep_mac = Some("x".into())).starts_with("peers[0].vtep_mac:"));

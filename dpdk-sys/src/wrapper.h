@@ -14,4 +14,5 @@
 #include <rte_eth_ring.h>
 #include <rte_malloc.h>
 #include <rte_vhost.h>
+#include <rte_pdump.h>
 #include "shim.h"

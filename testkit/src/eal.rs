@@ -25,11 +25,29 @@ pub fn hugepages() -> (u64, bool) {
         .find_map(|l| l.strip_prefix("HugePages_Free:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let mounted = fs::read_to_string("/proc/mounts")
+    (free, !hugetlbfs_mounts().is_empty())
+}
+
+/// Where hugetlbfs is mounted.
+pub fn hugetlbfs_mounts() -> Vec<String> {
+    fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
-        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
-    (free, mounted)
+        .filter(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// Delete what DPDK processes named `<prefix>...` left behind when killed: their hugepage files (which
+/// hold their pages until deleted) and their runtime directories under /var/run/dpdk.
+pub fn remove_dpdk_leftovers(prefix: &str) {
+    for dir in hugetlbfs_mounts().iter().map(String::as_str).chain(["/var/run/dpdk"]) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+            }
+        }
+    }
 }
 
 /// Root, at least `min_free` hugepages, and a hugetlbfs mount.

@@ -571,19 +571,50 @@ impl Lab {
         count: usize,
         trigger: impl FnOnce(),
     ) -> anyhow::Result<Vec<Vec<u8>>> {
-        let n = self.children.len();
-        let file = self.dir.join(format!("capture-{n}.pcap"));
-        let log = self.dir.join(format!("capture-{n}.log"));
-        let (f, c) = (file.display().to_string(), count.to_string());
+        let (file, c) = (self.capture_file(), count.to_string());
+        let f = file.display().to_string();
         let mut args = vec!["timeout", "20", "tcpdump", "-i", iface, "-U", "-c", &c, "-w", &f];
         args.extend_from_slice(filter);
         let ul = self.underlay_ns.clone();
-        self.spawn(&ul, &args, &log)?;
-        std::thread::sleep(Duration::from_secs(1));
+        self.capture(&ul, &args, &file, count, trigger)
+    }
+
+    /// Capture `count` frames of DPDK port `port_id` of a weft node with `dpdk-dumpcap` (a DPDK
+    /// secondary process attached through the node's --file-prefix) while `trigger` runs.
+    pub fn dumpcap(
+        &mut self,
+        node: &WeftNode,
+        port_id: u16,
+        count: usize,
+        trigger: impl FnOnce(),
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let (file, c, port) = (self.capture_file(), count.to_string(), port_id.to_string());
+        let (f, prefix) = (file.display().to_string(), format!("--file-prefix={}", node.ns));
+        let args = ["timeout", "30", "dpdk-dumpcap", &prefix, "-i", &port, "-P", "-c", &c, "-w", &f];
+        self.capture(&node.ns.clone(), &args, &file, count, trigger)
+    }
+
+    fn capture_file(&self) -> PathBuf {
+        self.dir.join(format!("capture-{}.pcap", self.children.len()))
+    }
+
+    /// Start the capture `args` writing the pcap `file` in `ns`, give it a second to attach, run
+    /// `trigger`, and wait (10 s at most) until `file` holds `count` frames.
+    fn capture(
+        &mut self,
+        ns: &str,
+        args: &[&str],
+        file: &Path,
+        count: usize,
+        trigger: impl FnOnce(),
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let log = file.with_extension("log");
+        self.spawn(ns, args, &log)?;
+        std::thread::sleep(Duration::from_secs(2));
         trigger();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let bytes = fs::read(&file).unwrap_or_default();
+            let bytes = fs::read(file).unwrap_or_default();
             let frames: Vec<Vec<u8>> = weft_wire::pcap::PcapReader::new(&bytes)
                 .map(|r| r.filter_map(|x| x.ok()).map(|x| x.data.to_vec()).collect())
                 .unwrap_or_default();
@@ -781,6 +812,9 @@ impl Lab {
             "--debug-api".into(),
             "--mbufs".into(),
             "8191".into(),
+            // One DPDK prefix per node, where DPDK's tools find it (weftd's default is one per host).
+            "--file-prefix".into(),
+            node.ns.clone(),
         ];
         args.extend(mode_args);
         let child = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
@@ -974,6 +1008,8 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // What DPDK leaves of a weftd the lab had to kill: its hugepage files and runtime directory.
+        crate::eal::remove_dpdk_leftovers(&format!("{}-", self.prefix));
         if std::env::var_os("WEFT_LAB_KEEP_LOGS").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }

@@ -214,6 +214,7 @@ fn a_taken_host_iface_fails_at_start_and_weftd_exits() {
         .args(["60", "ip", "netns", "exec", &ns, env!("CARGO_BIN_EXE_weftd")])
         .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
         .args(["--uplink", "net_null0", "--ipam-store", "", "--metrics-addr", "127.0.0.1:9199"])
+        .args(["--file-prefix", &ns])
         .arg("--api-socket")
         .arg(dir.join("api.sock"))
         .arg("--state-dir")

@@ -8,7 +8,10 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 /// The initialised DPDK Environment Abstraction Layer. One per process; `rte_eal_cleanup` runs on drop.
 #[derive(Debug)]
 pub struct Eal {
-    _private: (),
+    capture: bool,
+    /// The prefix of the hugepage files EAL leaves behind (None when it makes none: `--in-memory`,
+    /// `--huge-unlink`, `--no-huge`).
+    hugepage_files: Option<String>,
 }
 
 impl Eal {
@@ -36,7 +39,23 @@ impl Eal {
             let args = args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" ");
             return Err(DpdkError::EalInit { reason, args });
         }
-        Ok(Eal { _private: () })
+        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        Ok(Eal { capture: false, hugepage_files: hugepage_file_prefix(&args) })
+    }
+
+    /// Let `dpdk-dumpcap` and `dpdk-pdump` capture this process's ports: they ask over EAL's
+    /// multi-process channel, and ports then hand copies of their bursts to the tool's ring through
+    /// ethdev RX/TX callbacks, which exist only while a capture runs. Needs shared files (not
+    /// `--in-memory`). Undone when the Eal is dropped.
+    pub fn enable_capture(&mut self) -> Result<(), DpdkError> {
+        // SAFETY: EAL is initialised (we hold an Eal); rte_pdump_init registers an IPC handler and a
+        // memzone, and is undone in Drop before rte_eal_cleanup.
+        let rc = unsafe { dpdk_sys::rte_pdump_init() };
+        if rc < 0 {
+            return Err(DpdkError::Call { call: "rte_pdump_init", reason: last_error() });
+        }
+        self.capture = true;
+        Ok(())
     }
 
     /// Number of lcores EAL was given (main included).
@@ -50,8 +69,62 @@ impl Drop for Eal {
     fn drop(&mut self) {
         // SAFETY: EAL was initialised by Eal::init and this is the only Eal; cleanup once at the end.
         unsafe {
+            if self.capture {
+                dpdk_sys::rte_pdump_uninit();
+            }
             dpdk_sys::rte_eal_cleanup();
         }
+        // EAL unmaps its memory but leaves the files, which keep their hugepages until the next start
+        // with this prefix: give them back now.
+        if let Some(prefix) = &self.hugepage_files {
+            remove_hugepage_files(prefix);
+        }
+    }
+}
+
+/// The name prefix of the hugepage files EAL makes with `args` (`<prefix>map_<n>`), if it keeps any.
+fn hugepage_file_prefix(args: &[&str]) -> Option<String> {
+    if args.iter().any(|a| matches!(*a, "--in-memory" | "--no-huge") || a.starts_with("--huge-unlink")) {
+        return None;
+    }
+    let mut prefix = "rte";
+    for (i, a) in args.iter().enumerate() {
+        if let Some(p) = a.strip_prefix("--file-prefix=") {
+            prefix = p;
+        } else if *a == "--file-prefix" {
+            prefix = args.get(i + 1).copied().unwrap_or(prefix);
+        }
+    }
+    Some(format!("{prefix}map_"))
+}
+
+/// Remove the files named `<prefix>*` from every hugetlbfs mount (from /proc/mounts).
+fn remove_hugepage_files(prefix: &str) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return };
+    for dir in mounts.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"hugetlbfs")).then(|| f.get(1).copied()).flatten()
+    }) {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hugepage_file_prefix;
+
+    #[test]
+    fn hugepage_files_are_named_after_the_file_prefix() {
+        assert_eq!(hugepage_file_prefix(&["-l0", "--file-prefix=weftd"]).as_deref(), Some("weftdmap_"));
+        assert_eq!(hugepage_file_prefix(&["--file-prefix", "n1"]).as_deref(), Some("n1map_"));
+        assert_eq!(hugepage_file_prefix(&["-l0"]).as_deref(), Some("rtemap_"));
+        assert_eq!(hugepage_file_prefix(&["--file-prefix=x", "--in-memory"]), None);
+        assert_eq!(hugepage_file_prefix(&["--huge-unlink"]), None);
     }
 }
 

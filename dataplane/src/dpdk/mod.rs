@@ -42,6 +42,8 @@ pub enum DpdkError {
     Probe { devargs: String, reason: String },
     #[error("vhost-user socket {path}: {op} failed: {reason}")]
     Vhost { path: String, op: &'static str, reason: String },
+    #[error("{call} failed: {reason}")]
+    Call { call: &'static str, reason: String },
     #[error("argument contains a NUL byte: {0:?}")]
     NulInArgument(String),
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{bounded, Sender};
 use crossbeam::utils::CachePadded;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use weft_config::node::NodeSettings;
 use weft_config::MacAddr;
 
@@ -182,9 +182,10 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
     let lcores = if s.lcores.contains('@') { format!("--lcores={}", s.lcores) } else { format!("-l{}", s.lcores) };
     let mut args = vec![
         lcores,
-        format!("--file-prefix=weftd-{}", std::process::id()),
-        "--huge-unlink".into(),
-        "--no-telemetry".into(),
+        // A stable prefix, hugepage files and telemetry on: DPDK's tools (dpdk-dumpcap, dpdk-proc-info,
+        // dpdk-telemetry.py) attach as secondary processes through them. Eal removes the files at exit;
+        // the next start with the same prefix reclaims those of a weftd that died.
+        format!("--file-prefix={}", s.file_prefix),
         "--log-level=lib.eal:warning".into(),
     ];
     let name;
@@ -250,7 +251,13 @@ pub struct EtcdMode {
 pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let vtep_mac = load_or_create_vtep_mac(settings.vtep_mac, &settings.state_dir)?;
     let (args, uplink_name) = eal_args(&settings);
-    let eal = Eal::init(&args).map_err(Error::dpdk("starting DPDK (is `make setup` done: hugepages, root?)"))?;
+    let mut eal = Eal::init(&args).map_err(Error::dpdk(
+        "starting DPDK (is `make setup` done: hugepages, root? Does another weftd use this --file-prefix?)",
+    ))?;
+    // dpdk-dumpcap's way in; weft forwards without it.
+    if let Err(e) = eal.enable_capture() {
+        warn!(error = %e, "dpdk-dumpcap and dpdk-pdump cannot attach to this weftd");
+    }
     let lcores = LcoreId::workers();
     if lcores.len() < settings.workers {
         return Err(Error::Setting {
