@@ -114,6 +114,12 @@ fn remove_hugepage_files(prefix: &str) {
     }
 }
 
+/// The DPDK version weft runs against, e.g. `DPDK 22.11.11` (works before EAL init).
+pub fn dpdk_version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(dpdk_sys::rte_version()) }.to_string_lossy().into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::hugepage_file_prefix;
@@ -126,10 +132,4 @@ mod tests {
         assert_eq!(hugepage_file_prefix(&["--file-prefix=x", "--in-memory"]), None);
         assert_eq!(hugepage_file_prefix(&["--huge-unlink"]), None);
     }
-}
-
-/// The DPDK version weft runs against, e.g. `DPDK 22.11.11` (works before EAL init).
-pub fn dpdk_version() -> String {
-    // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
-    unsafe { CStr::from_ptr(dpdk_sys::rte_version()) }.to_string_lossy().into_owned()
 }
