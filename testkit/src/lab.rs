@@ -913,21 +913,20 @@ impl Lab {
     /// MAC, in `ns`; `server` makes virtio-user own the socket (weft then connects as the client).
     /// Returns its log file.
     pub fn spawn_testpmd_pod(&mut self, ns: &str, socket: &str, mac: &str, server: bool) -> anyhow::Result<PathBuf> {
-        self.spawn_testpmd_pods(ns, "testpmd", &[(socket, mac)], server, "0,1", 256)
+        self.spawn_testpmd_pods(ns, "testpmd", &[(socket, mac)], server, &TestpmdProcess::default())
     }
 
     /// Up to 32 DPDK pods in one `dpdk-testpmd --forward-mode=icmpecho` (DPDK's port limit): one
-    /// `net_virtio_user` port per (socket, MAC), on EAL `lcores` (e.g. `(0,1)@0` to keep several such
-    /// processes on one CPU) with `mem_mb` of memory. Returns its log file.
+    /// `net_virtio_user` port per (socket, MAC), run as `process` says. Returns its log file.
     pub fn spawn_testpmd_pods(
         &mut self,
         ns: &str,
         tag: &str,
         pods: &[(&str, &str)],
         server: bool,
-        lcores: &str,
-        mem_mb: u32,
+        process: &TestpmdProcess,
     ) -> anyhow::Result<PathBuf> {
+        let TestpmdProcess { lcores, mem_mb, testpmd_args } = *process;
         let log = self.dir.join(format!("{tag}.log"));
         let vdevs: Vec<String> = pods
             .iter()
@@ -954,6 +953,7 @@ impl Lab {
         ];
         args.extend(vdevs.iter().map(String::as_str));
         args.extend(["--", "--forward-mode=icmpecho", "--stats-period", "5", "--rxd=128", "--txd=128", &mbufs]);
+        args.extend_from_slice(testpmd_args);
         self.spawn(ns, &args, &log)?;
         Ok(log)
     }
@@ -970,6 +970,21 @@ impl Lab {
             .spawn()?;
         self.children.push((ns.to_owned(), child));
         Ok(())
+    }
+}
+
+/// How a testpmd of DPDK pods runs: its EAL `lcores` (e.g. `(0,1)@0` to keep several such processes on
+/// one CPU), `mem_mb` of memory, and further `testpmd_args`.
+#[derive(Debug, Clone, Copy)]
+pub struct TestpmdProcess<'a> {
+    pub lcores: &'a str,
+    pub mem_mb: u32,
+    pub testpmd_args: &'a [&'a str],
+}
+
+impl Default for TestpmdProcess<'_> {
+    fn default() -> Self {
+        TestpmdProcess { lcores: "0,1", mem_mb: 256, testpmd_args: &[] }
     }
 }
 

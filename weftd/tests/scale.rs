@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testkit::lab::{exec, AsPeer, KernelNode, Lab, WeftNode};
+use testkit::lab::{exec, AsPeer, KernelNode, Lab, TestpmdProcess, WeftNode};
 
 /// Labs are named by the process id: one at a time.
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -147,9 +147,10 @@ fn two_hundred_fifty_vhost_pods() {
     let attach = t0.elapsed();
     let rss_attached = rss_kb(pid);
     // Their drivers: 32 virtio-user ports per testpmd, all of them on CPU 0 (weft's worker has CPU 1).
+    let proc = TestpmdProcess { lcores: "(0,1)@0", mem_mb: 128, ..Default::default() };
     for (k, chunk) in pods.chunks(32).enumerate() {
         let list: Vec<(&str, &str)> = chunk.iter().map(|(s, m, _)| (s.as_str(), m.as_str())).collect();
-        lab.spawn_testpmd_pods(&n1.ns, &format!("tp{k}"), &list, false, "(0,1)@0", 128).unwrap();
+        lab.spawn_testpmd_pods(&n1.ns, &format!("tp{k}"), &list, false, &proc).unwrap();
     }
     let ips: Vec<Ipv4Addr> = pods.iter().map(|p| p.2).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
