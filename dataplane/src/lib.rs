@@ -9,4 +9,5 @@ pub use weft_wire as wire;
 pub mod dpdk;
 pub mod packet;
 pub mod tables;
+pub mod trace;
 pub mod worker;

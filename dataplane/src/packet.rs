@@ -55,6 +55,10 @@ macro_rules! drop_reasons {
             pub fn label(self) -> &'static str {
                 match self { $(DropReason::$variant => $label,)* }
             }
+            /// What the reason means, in a sentence.
+            pub fn meaning(self) -> &'static str {
+                match self { $(DropReason::$variant => $doc,)* }
+            }
         }
     };
 }

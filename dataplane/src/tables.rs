@@ -126,6 +126,19 @@ pub enum PeerPath {
 }
 
 impl PeerPath {
+    /// The MAC frames to the peer go to on the underlay (its own, or the gateway's), once known.
+    pub fn next_hop_mac(&self) -> Option<MacAddr> {
+        let b: &[u8] = match self {
+            PeerPath::Vxlan(t) => &t.bytes,
+            PeerPath::Direct(m) => m,
+            PeerPath::Udp(t) => &t.bytes,
+            PeerPath::Unresolved | PeerPath::OffLink => return None,
+        };
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&b[..6]);
+        Some(MacAddr(mac))
+    }
+
     /// Whether the path is complete (a MAC resolved, or refused for good).
     pub fn is_resolved(&self) -> bool {
         !matches!(self, PeerPath::Unresolved | PeerPath::OffLink)
@@ -266,6 +279,13 @@ pub struct PathCache {
 }
 
 impl PathCache {
+    /// The subnet (SubnetLen-masked destination) of the last route looked up: after a verdict that
+    /// sends a frame to a peer, that peer's.
+    #[inline(always)]
+    pub fn last_route(&self) -> Option<u32> {
+        self.route_valid.then_some(self.route_key)
+    }
+
     #[inline(always)]
     fn sync(&mut self, generation: u64) {
         if self.generation != generation {

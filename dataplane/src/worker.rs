@@ -15,8 +15,8 @@ use weft_config::MacAddr;
 
 use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue, VhostRx, VhostTx};
 use crate::packet::{process_host_cached, process_pod_cached, process_uplink_cached, DropReason, Verdict};
-use crate::tables::PathCache;
-use crate::tables::SnapshotCell;
+use crate::tables::{PathCache, Snapshot, SnapshotCell};
+use crate::trace::{Trace, TraceRecord};
 
 /// Ethdev port ids: DPDK's RTE_MAX_ETHPORTS in Debian's build. Logical port ids from here up are vhost
 /// devices driven through DPDK's vhost library (see [`crate::dpdk::VhostSocket`]).
@@ -42,6 +42,26 @@ pub struct WorkerCounters {
     /// Generation of the last snapshot used.
     pub generation: AtomicU64,
     pub neighbours_learned: AtomicU64,
+    /// TSC cycles of loops that found packets (busy) and of loops that found none, sleeps included
+    /// (idle): OVS's processing and idle cycles. Together they are the worker's whole time.
+    pub busy_cycles: AtomicU64,
+    pub idle_cycles: AtomicU64,
+    /// Loops that found packets: packets received / busy loops is VPP's vectors per call.
+    pub busy_loops: AtomicU64,
+    /// Frames sent to each peer, by the peer's subnet's index in the network (see [`peer_slots`]);
+    /// empty when the network has too many subnets to count each.
+    pub peer_tx: Box<[AtomicU64]>,
+}
+
+/// How many subnets of `subnet_len` the `network` holds, when per-peer counters can afford one slot
+/// each (at most 2^20: 8 MiB a worker); else 0, and peers are not counted one by one.
+pub fn peer_slots(network: weft_config::Ipv4Net, subnet_len: u8) -> usize {
+    let bits = u32::from(subnet_len.saturating_sub(network.prefix_len()));
+    if bits > 20 {
+        0
+    } else {
+        1 << bits
+    }
 }
 
 impl Default for WorkerCounters {
@@ -65,7 +85,17 @@ impl WorkerCounters {
             loops: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             neighbours_learned: AtomicU64::new(0),
+            busy_cycles: AtomicU64::new(0),
+            idle_cycles: AtomicU64::new(0),
+            busy_loops: AtomicU64::new(0),
+            peer_tx: Box::new([]),
         }
+    }
+
+    /// With `n` per-peer counters ([`peer_slots`]).
+    pub fn with_peer_slots(mut self, n: usize) -> WorkerCounters {
+        self.peer_tx = (0..n).map(|_| AtomicU64::new(0)).collect();
+        self
     }
 
     /// How many port slots there are.
@@ -214,6 +244,10 @@ pub struct Worker {
     drain_tsc: u64,
     ident: u16,
     cache: PathCache,
+    trace: Arc<Trace>,
+    /// A peer's counter is `peer_tx[(subnet - peer_base) >> peer_shift]`.
+    peer_base: u32,
+    peer_shift: u32,
 }
 
 impl std::fmt::Debug for Worker {
@@ -243,6 +277,7 @@ impl Worker {
         }
         // Flush a partly filled TX buffer after ~100 µs, as DPDK's l3fwd does.
         let drain_tsc = (tsc::hz() / 10_000).max(1);
+        let node = cell.load().node.clone();
         Worker {
             id,
             uplink,
@@ -261,18 +296,31 @@ impl Worker {
             drain_tsc,
             ident: (id as u16).wrapping_mul(0x3779),
             cache: PathCache::default(),
+            trace: Arc::new(Trace::new()),
+            peer_base: node.network.addr_u32(),
+            peer_shift: 32 - u32::from(node.subnet_len.clamp(1, 32)),
         }
+    }
+
+    /// Record packets into `trace` when it is armed (by default a worker has a trace of its own that
+    /// nobody arms).
+    pub fn with_trace(mut self, trace: Arc<Trace>) -> Worker {
+        self.trace = trace;
+        self
     }
 
     /// Poll until told to stop. Returns the number of loop iterations.
     pub fn run(mut self) -> u64 {
         let mut idle_loops: u32 = 0;
         let mut burst = Burst::new();
+        let mut last = tsc::now();
         loop {
             if !self.commands.is_empty() && !self.take_commands() {
                 break;
             }
             let mut got = 0usize;
+            // The trace's one check when off: armed, this loop's bursts take the traced path.
+            let traced = self.trace.armed();
             {
                 let snap = self.cell.load();
                 self.counters.generation.store(snap.generation, Ordering::Relaxed);
@@ -280,6 +328,9 @@ impl Worker {
                 if n > 0 {
                     got += n;
                     self.count_rx(self.uplink, &burst);
+                    if traced {
+                        self.trace_burst(&mut burst, &snap, self.uplink, None);
+                    }
                     while let Some(mut m) = burst.pop_front() {
                         if m.segments() > 1 {
                             bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
@@ -297,23 +348,26 @@ impl Worker {
                     got += n;
                     let (port, kind) = (self.port_rx[i].0.port_id(), self.port_rx[i].1);
                     self.count_rx(port, &burst);
+                    if traced {
+                        self.trace_burst(&mut burst, &snap, port, Some(kind));
+                    }
                     while let Some(mut m) = burst.pop_front() {
                         if m.segments() > 1 {
                             bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
                             continue;
                         }
-                        self.ident = self.ident.wrapping_add(1);
-                        let v = match kind {
-                            PortKind::Pod => process_pod_cached(&mut m, &snap, port, self.ident, &mut self.cache),
-                            PortKind::Host => process_host_cached(&mut m, &snap, self.ident, &mut self.cache),
-                        };
+                        let v = self.process_from(&mut m, &snap, port, kind);
                         self.dispatch(v, m, port);
                     }
                 }
             }
             self.flush(got == 0);
             bump(&self.counters.loops, 1);
+            // The whole loop, sleep included, is busy or idle time.
+            let now = tsc::now();
             if got == 0 {
+                bump(&self.counters.idle_cycles, now.wrapping_sub(last));
+                last = now;
                 idle_loops = idle_loops.saturating_add(1);
                 if !self.backoff.busy_poll && idle_loops > 64 {
                     // Bounded back-off: 1 µs doubling up to max_sleep while nothing arrives.
@@ -322,11 +376,67 @@ impl Worker {
                     std::thread::sleep(sleep);
                 }
             } else {
+                bump(&self.counters.busy_cycles, now.wrapping_sub(last));
+                bump(&self.counters.busy_loops, 1);
+                last = now;
                 idle_loops = 0;
             }
         }
         self.shutdown();
         self.counters.loops.load(Ordering::Relaxed)
+    }
+
+    /// The packet path of a frame from a pod or the host port.
+    #[inline(always)]
+    fn process_from(&mut self, m: &mut crate::dpdk::Mbuf, snap: &Snapshot, port: PortId, kind: PortKind) -> Verdict {
+        self.ident = self.ident.wrapping_add(1);
+        match kind {
+            PortKind::Pod => process_pod_cached(m, snap, port, self.ident, &mut self.cache),
+            PortKind::Host => process_host_cached(m, snap, self.ident, &mut self.cache),
+        }
+    }
+
+    /// The traced path: the frames of `burst` the trace still wants, one by one, each recorded before
+    /// and after its packet path (`kind` None: the uplink's). What the trace does not claim stays in
+    /// `burst` for the normal path.
+    #[cold]
+    #[inline(never)]
+    fn trace_burst(&mut self, burst: &mut Burst, snap: &Snapshot, port: PortId, kind: Option<PortKind>) {
+        while !burst.is_empty() && self.trace.claim() {
+            let Some(mut m) = burst.pop_front() else { break };
+            let (before, before_len) = crate::trace::head(m.data());
+            let mut r = TraceRecord {
+                worker: self.id as u16,
+                in_port: port,
+                tsc: tsc::now(),
+                len: m.pkt_len() as u32,
+                before,
+                before_len,
+                verdict: Verdict::Drop(DropReason::Multiseg),
+                peer_subnet: None,
+                after: [0; crate::trace::TRACE_BYTES],
+                after_len: 0,
+                after_total: 0,
+            };
+            if m.segments() > 1 {
+                bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
+                self.trace.record(r);
+                continue;
+            }
+            r.verdict = match kind {
+                None => process_uplink_cached(&mut m, snap, &mut self.cache),
+                Some(k) => self.process_from(&mut m, snap, port, k),
+            };
+            if r.verdict == Verdict::ToUplink {
+                r.peer_subnet = self.cache.last_route();
+            }
+            if matches!(r.verdict, Verdict::ToPod(_) | Verdict::ToHost(_) | Verdict::ToUplink | Verdict::Reply) {
+                (r.after, r.after_len) = crate::trace::head(m.data());
+                r.after_total = m.pkt_len() as u32;
+            }
+            self.trace.record(r);
+            self.dispatch(r.verdict, m, port);
+        }
     }
 
     #[inline(always)]
@@ -343,7 +453,15 @@ impl Worker {
     fn dispatch(&mut self, v: Verdict, m: crate::dpdk::Mbuf, in_port: PortId) {
         let out = match v {
             Verdict::ToPod(p) | Verdict::ToHost(p) => p,
-            Verdict::ToUplink => self.uplink,
+            Verdict::ToUplink => {
+                // Every path to the uplink went through the route lookup, whose cache names the peer.
+                if let Some(c) = self.cache.last_route().and_then(|subnet| {
+                    self.counters.peer_tx.get((subnet.wrapping_sub(self.peer_base) >> self.peer_shift) as usize)
+                }) {
+                    bump(c, 1);
+                }
+                self.uplink
+            }
             Verdict::Reply => in_port,
             Verdict::Learn { ip, mac } => {
                 if self.learned.try_send((ip, mac)).is_ok() {

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use serde_json::Value;
 use testkit::lab::{http_get, ping, AsPeer, KernelNode, Lab, TestpmdProcess, WeftNode};
 use weft_config::Peer;
 
@@ -104,6 +105,60 @@ fn vhost_pod_answers_kernel_ping() {
     lab.weftctl(&n1, &["pod", "del", "vh"]).unwrap();
     let again = lab.weftctl(&n1, &["pod", "add", "vh2", "--kind", "vhost"]).unwrap();
     assert_eq!(again["ip"].as_str(), Some(ip), "the address was freed");
+}
+
+/// `weftctl trace` shows what the workers did with a kernel node's ping to a tap pod (VPP's `show
+/// trace`): the VXLAN frame in, the pod it went to, the encapsulated answer out and the peer it hit;
+/// `weftctl peers` the peer with its next-hop MAC and the frames sent to it; `status` the workers'
+/// busy and idle cycles.
+#[test]
+fn trace_peers_and_worker_cycles() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (_, pod_ip) = lab.tap_pod(&n1, "pa").unwrap();
+    assert_ping(&k3.pod_ns, pod_ip, &lab, &[&n1]);
+    let pinger = {
+        let ns = k3.pod_ns.clone();
+        std::thread::spawn(move || ping(&ns, pod_ip, 15, None, false))
+    };
+    let t = lab.weftctl(&n1, &["trace", "6", "--seconds", "8"]).unwrap();
+    let sent = pinger.join().unwrap();
+    assert_eq!(t["traced"], 6, "{t:#}");
+    eprintln!("weftctl trace 6: {t:#}");
+    let packets = t["packets"].as_array().unwrap();
+    let has = |v: &Value, what: &str| v.as_array().unwrap().iter().any(|l| l.as_str().unwrap().starts_with(what));
+    let request_in = packets
+        .iter()
+        .find(|p| p["in"] == "uplink" && p["verdict"] == "to pod")
+        .unwrap_or_else(|| panic!("no decapsulated request: {t:#}"));
+    assert!(has(&request_in["received"], "vxlan vni 1") && has(&request_in["received"], "icmp echo request"), "{t:#}");
+    assert_eq!(request_in["out"], "pa");
+    assert!(!has(&request_in["sent"], "vxlan") && has(&request_in["sent"], "icmp echo request"), "{t:#}");
+    let reply_out = packets
+        .iter()
+        .find(|p| p["in"] == "pa" && p["verdict"] == "to peer")
+        .unwrap_or_else(|| panic!("no encapsulated reply: {t:#}"));
+    assert_eq!(reply_out["peer"]["subnet"], k3.subnet.as_str());
+    assert_eq!(reply_out["peer"]["public_ip"], k3.public_ip.to_string());
+    assert!(has(&reply_out["sent"], "vxlan vni 1") && has(&reply_out["sent"], "icmp echo reply"), "{t:#}");
+
+    let peers = lab.weftctl(&n1, &["peers"]).unwrap();
+    let p = &peers[0];
+    let k3_mac = testkit::lab::exec(&k3.ns, &["cat", "/sys/class/net/eth0/address"]).unwrap();
+    assert_eq!(p["subnet"], k3.subnet.as_str(), "{peers:#}");
+    assert_eq!(p["vtep_mac"], k3.vtep_mac.as_str(), "{peers:#}");
+    assert_eq!(p["next_hop_mac"], String::from_utf8_lossy(&k3_mac.stdout).trim(), "{peers:#}");
+    // Every reply went to this peer: the warm-up's and the traced ping's.
+    assert!(p["tx_packets"].as_u64().unwrap() >= u64::from(sent.1) + 5, "{peers:#} after {sent:?}");
+
+    let st = lab.weftctl(&n1, &["status"]).unwrap();
+    let w = &st["workers"][0];
+    assert!(w["busy_cycles"].as_u64().unwrap() > 0 && w["idle_cycles"].as_u64().unwrap() > 0, "{w}");
+    assert!(w["busy_percent"].as_f64().unwrap() < 50.0, "a ping every 0.2 s keeps a worker mostly idle: {w}");
+    assert!(w["cycles_per_packet"].as_f64().unwrap() > 0.0, "{w}");
 }
 
 /// A 9000-byte underlay carries 8950-byte pod packets (the pod MTU flannel's vxlan leaves): a kernel

@@ -30,6 +30,17 @@ enum Cmd {
     },
     /// Ports, workers, table sizes and counters.
     Status,
+    /// Every peer: subnet, PublicIP, VtepMAC, next hop and its MAC, path, frames sent to it.
+    Peers,
+    /// The next N packets the workers handle: headers received, table entry hit, verdict (the drop
+    /// reason), headers sent; as VPP's `trace add` and `show trace`.
+    Trace {
+        /// How many packets (at most 1024).
+        count: usize,
+        /// Wait at most this long for them (at most 20).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Debugging aids.
     Debug {
         #[command(subcommand)]
@@ -115,6 +126,8 @@ fn run() -> anyhow::Result<()> {
         }
         Cmd::Pod { cmd: PodCmd::List } => Request::PodList,
         Cmd::Status => Request::Status,
+        Cmd::Peers => Request::Peers,
+        Cmd::Trace { count, seconds } => Request::Trace { count, seconds: Some(seconds) },
         Cmd::Debug { cmd: DebugCmd::PauseWorker { worker, seconds } } => Request::DebugPauseWorker { worker, seconds },
     };
     let mut s = UnixStream::connect(&cli.api_socket).with_context(|| {

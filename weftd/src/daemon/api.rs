@@ -58,6 +58,14 @@ pub enum Request {
     },
     PodList,
     Status,
+    /// Every peer: lease, next hop, path and frames sent to it.
+    Peers,
+    /// Trace the next `count` packets the workers handle (waiting up to `seconds`, default 10).
+    Trace {
+        count: usize,
+        #[serde(default)]
+        seconds: Option<u64>,
+    },
     /// Pause one worker (debugging aid; tests use it to see /healthz turn 503).
     DebugPauseWorker {
         worker: usize,
@@ -128,6 +136,10 @@ fn handle(shared: &Shared, req: Request) -> Value {
         }
         Request::PodList => Ok(json!(shared.pods.list())),
         Request::Status => Ok(status(shared)),
+        Request::Peers => Ok(super::trace::peers(shared)),
+        Request::Trace { count, seconds } => {
+            super::trace::trace(shared, count, seconds.map(Duration::from_secs).unwrap_or(super::trace::DEFAULT_WAIT))
+        }
         Request::DebugPauseWorker { worker, seconds } => pause(shared, worker, seconds).map_err(|e| e.to_string()),
     };
     match r {
@@ -168,6 +180,11 @@ fn status(shared: &Shared) -> Value {
                 "rx_packets": w.rx_packets,
                 "tx_packets": w.tx_packets,
                 "dropped": w.drops.iter().sum::<u64>(),
+                "busy_cycles": w.busy_cycles,
+                "idle_cycles": w.idle_cycles,
+                "busy_percent": (w.busy_percent() * 10.0).round() / 10.0,
+                "cycles_per_packet": w.cycles_per_packet().map(|c| c.round()),
+                "packets_per_busy_loop": w.packets_per_busy_loop().map(|p| (p * 10.0).round() / 10.0),
             })
         })
         .collect();

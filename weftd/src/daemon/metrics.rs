@@ -47,6 +47,15 @@ fn describe() {
     );
     describe_counter!("weft_worker_packets_total", "Packets per worker and direction");
     describe_counter!("weft_drops_total", "Frames dropped, by worker and reason");
+    describe_counter!(
+        "weft_worker_cycles_total",
+        "TSC cycles per worker in loops that found packets (state=busy) and that found none, sleeps included (state=idle)"
+    );
+    describe_counter!(
+        "weft_worker_busy_loops_total",
+        "Loops that found packets; rx packets / busy loops = packets per burst"
+    );
+    describe_gauge!("weft_tsc_hz", "TSC cycles per second (weft_worker_cycles_total / this = seconds)");
     describe_counter!("weft_tx_not_sent_total", "Frames a port's TX queue did not take (freed and counted)");
     describe_counter!(
         "weft_port_hw_rx_missed_total",
@@ -167,6 +176,10 @@ impl Collector {
                 counter!("weft_drops_total", "worker" => worker.clone(), "reason" => r.label())
                     .absolute(c.drops[*r as usize]);
             }
+            for (state, v) in [("busy", c.busy_cycles), ("idle", c.idle_cycles)] {
+                counter!("weft_worker_cycles_total", "worker" => worker.clone(), "state" => state).absolute(v);
+            }
+            counter!("weft_worker_busy_loops_total", "worker" => worker.clone()).absolute(c.busy_loops);
             let loops = c.loops;
             if self.progress.len() <= w {
                 self.progress.push((loops, now));
@@ -185,6 +198,7 @@ impl Collector {
         gauge!("weft_mempool_mbufs_available").set(shared.pool.available() as f64);
         let snap = shared.tables.snapshot();
         gauge!("weft_peers").set(snap.vteps.len() as f64);
+        gauge!("weft_tsc_hz").set(dataplane::dpdk::tsc::hz() as f64);
         gauge!("weft_pods").set(snap.pods.len() as f64);
         gauge!("weft_unresolved_next_hops").set(snap.unresolved.len() as f64);
         let node = &shared.node;

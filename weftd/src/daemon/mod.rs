@@ -12,6 +12,7 @@ mod notify;
 mod pods;
 mod slowpath;
 mod stats;
+pub mod trace;
 mod vhost;
 
 use std::net::Ipv4Addr;
@@ -28,6 +29,7 @@ use weft_config::MacAddr;
 
 use dataplane::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
 use dataplane::tables::{Node, Peer, SnapshotCell, TableInputs};
+use dataplane::trace::Trace;
 use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
 use weft_control::etcd::ControlEvent;
 
@@ -50,6 +52,10 @@ pub struct Shared {
     paused_until: Mutex<Option<std::time::Instant>>,
     pub stop: Arc<AtomicBool>,
     pub etcd_status: Option<Arc<weft_control::etcd::ControlStatus>>,
+    /// The packet trace every worker records into when `weftctl trace` arms it.
+    pub trace: Arc<Trace>,
+    /// One trace at a time.
+    trace_busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -366,10 +372,15 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     // them forever.
     let mut running = RunningWorkers { senders: Vec::new(), handles: Vec::new() };
     let backoff = Backoff { busy_poll: settings.busy_poll, ..Backoff::default() };
+    let trace = Arc::new(Trace::new());
+    let peer_slots = dataplane::worker::peer_slots(node.network, node.subnet_len);
     for (i, (rx, tx)) in uplink_rx.into_iter().zip(uplink_tx).enumerate() {
         let (cmd_tx, cmd_rx) = bounded(256);
-        let c = Arc::new(CachePadded::new(WorkerCounters::new(dataplane::worker::port_slots(settings.max_vhost_pods))));
-        let w = Worker::new(i, rx, tx, cell.clone(), c.clone(), cmd_rx, learn_tx.clone(), pool.clone(), backoff);
+        let c = Arc::new(CachePadded::new(
+            WorkerCounters::new(dataplane::worker::port_slots(settings.max_vhost_pods)).with_peer_slots(peer_slots),
+        ));
+        let w = Worker::new(i, rx, tx, cell.clone(), c.clone(), cmd_rx, learn_tx.clone(), pool.clone(), backoff)
+            .with_trace(trace.clone());
         running.handles.push(lcores[i].launch(move || w.run())?);
         running.senders.push(cmd_tx.clone());
         senders.push(cmd_tx);
@@ -425,6 +436,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         paused_until: Mutex::new(None),
         stop: stop.clone(),
         etcd_status: etcd.as_ref().map(|e| e.control.status.clone()),
+        trace,
+        trace_busy: Mutex::new(()),
     });
     info!(
         version = env!("CARGO_PKG_VERSION"),

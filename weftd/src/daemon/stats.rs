@@ -56,6 +56,31 @@ pub struct WorkerRow {
     pub tx_packets: u64,
     /// Indexed by `DropReason as usize`.
     pub drops: Vec<u64>,
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub busy_loops: u64,
+}
+
+impl WorkerRow {
+    /// Share of the worker's time spent on loops that found packets, in percent.
+    pub fn busy_percent(&self) -> f64 {
+        let all = self.busy_cycles + self.idle_cycles;
+        if all == 0 {
+            0.0
+        } else {
+            100.0 * self.busy_cycles as f64 / all as f64
+        }
+    }
+
+    /// Busy cycles per packet received (OVS's "avg processing cycles per packet"); None before any.
+    pub fn cycles_per_packet(&self) -> Option<f64> {
+        (self.rx_packets > 0).then(|| self.busy_cycles as f64 / self.rx_packets as f64)
+    }
+
+    /// Packets per loop that found any (VPP's vectors per call); None before any.
+    pub fn packets_per_busy_loop(&self) -> Option<f64> {
+        (self.busy_loops > 0).then(|| self.rx_packets as f64 / self.busy_loops as f64)
+    }
 }
 
 /// The counters at one moment.
@@ -108,7 +133,15 @@ pub fn read(shared: &Shared) -> Reading {
             rx_packets: c.rx_packets.iter().map(load).sum(),
             tx_packets: c.tx_packets.iter().map(load).sum(),
             drops: c.drops.iter().map(load).collect(),
+            busy_cycles: load(&c.busy_cycles),
+            idle_cycles: load(&c.idle_cycles),
+            busy_loops: load(&c.busy_loops),
         })
         .collect();
     Reading { ports, workers }
+}
+
+/// Frames sent to each peer over all workers, by the peer's slot (see `dataplane::worker::peer_slots`).
+pub fn peer_tx(shared: &Shared, slot: usize) -> Option<u64> {
+    shared.counters.iter().map(|c| c.peer_tx.get(slot).map(load)).sum()
 }
