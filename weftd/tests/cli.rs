@@ -26,6 +26,9 @@ fn version_names_dpdk() {
     let out = Command::new(env!("CARGO_BIN_EXE_weftd")).arg("--version").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("weftd ") && text.contains("DPDK 22.11"), "{text}");
+    // flanneld's form on stderr: the bare version, v-prefixed, alone on its line.
+    let flannel = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(flannel, format!("v{}\n", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

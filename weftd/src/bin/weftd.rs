@@ -151,6 +151,13 @@ fn with_env(cmd: clap::Command) -> clap::Command {
 }
 
 fn main() {
+    // flanneld prints its bare version (`v0.26.1`) to stderr; scripts that check a node's flannel with
+    // `flanneld --version` get weft's in the same form there, and weft's own line on stdout.
+    if std::env::args().skip(1).any(|a| a == "--version" || a == "-V") {
+        println!("weftd {}", version());
+        eprintln!("v{}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
     init_logs();
     let matches = with_env(NodeFile::command().version(version().leak() as &str)).get_matches();
     let result = start(matches);
