@@ -9,6 +9,7 @@ pub mod frames;
 pub mod hostport;
 pub mod kernel;
 pub mod ovs;
+pub mod record;
 pub mod replay;
 pub mod stats;
 

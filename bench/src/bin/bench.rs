@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use weft_bench::frames::{self, Backend};
+use weft_bench::record;
 use weft_bench::stats::{median, testpmd_rx_pps};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,13 @@ struct Cli {
     /// Forwarding lcore (EAL gets main lcore 0 plus this one).
     #[arg(long, default_value_t = 1, global = true)]
     lcore: u32,
+    /// Where runs are recorded (`<bench>.jsonl`); default bench/results of the checkout weft-bench runs
+    /// in.
+    #[arg(long, global = true)]
+    results: Option<PathBuf>,
+    /// Do not record this run (tests that run a benchmark only to see it work).
+    #[arg(long, global = true)]
+    no_record: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +87,9 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// How the last recorded run of each benchmark (or of BENCH) moved against the run before it on the
+    /// same kind of machine.
+    Compare { bench: Option<String> },
     /// Decap, encap and mixed Mpps vs testpmd io, replayed from memory into a sink, in one process.
     Fwd {
         #[command(flatten)]
@@ -549,11 +560,56 @@ fn pair(
     Ok(out)
 }
 
+/// The subcommand's name, as runs are recorded under it.
+fn bench_name(cmd: &Cmd) -> &'static str {
+    match cmd {
+        Cmd::Io => "io",
+        Cmd::Metrics => "metrics",
+        Cmd::Swaps { .. } => "swaps",
+        Cmd::Pair { .. } => "pair",
+        Cmd::Hostport => "hostport",
+        Cmd::Pcap { .. } => "pcap",
+        Cmd::Compare { .. } => "compare",
+        Cmd::Fwd { .. } => "fwd",
+    }
+}
+
+/// Print how the newest run of each benchmark file in `dir` (or of `only`) moved.
+fn compare_recorded(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = match only {
+        Some(b) => vec![record::file(dir, b)],
+        None => std::fs::read_dir(dir)
+            .with_context(|| format!("{}: no recorded runs", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+    };
+    files.sort();
+    for f in files {
+        let (records, bad) = record::load(&f).with_context(|| format!("{}: cannot read it", f.display()))?;
+        if bad > 0 {
+            println!("{}: {bad} lines are not records (skipped)", f.display());
+        }
+        match record::previous(&records) {
+            Some((then, now)) => print!("{}", record::report(then, now)),
+            None => println!("{}: no earlier run on this kind of machine to compare with", f.display()),
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let r = Runner { seconds: cli.seconds, lcore: cli.lcore, tag: std::process::id().to_string() };
     let mut results = Vec::new();
+    let bench = bench_name(&cli.cmd);
+    let results_dir = cli.results.clone().or_else(record::default_dir);
     match cli.cmd {
+        Cmd::Compare { bench } => {
+            let dir = results_dir.context("not in a weft checkout: give --results DIR")?;
+            return compare_recorded(&dir, bench.as_deref());
+        }
         Cmd::Io => {
             let vdevs = ["net_null0".to_string(), "net_null1".into()];
             let res = compare(
@@ -722,5 +778,24 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{}", serde_json::to_string(&results)?);
+    match results_dir.filter(|_| !cli.no_record && !results.is_empty()) {
+        Some(dir) => {
+            let rec = record::Record {
+                bench: bench.to_owned(),
+                args: std::env::args().skip(1).collect(),
+                commit: record::commit_of(&std::env::current_dir()?),
+                machine: record::Machine::this(),
+                time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+                results,
+            };
+            let path = record::append(&dir, &rec)?;
+            println!("recorded in {}", path.display());
+            compare_recorded(&dir, Some(bench))?;
+        }
+        None if !cli.no_record && !results.is_empty() => {
+            println!("not recorded: not in a weft checkout (give --results DIR)");
+        }
+        None => {}
+    }
     Ok(())
 }

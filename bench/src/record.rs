@@ -1,0 +1,220 @@
+//! The benchmarks' record: every run of `weft-bench` appends its results, with the commit and the
+//! machine, to `bench/results/<bench>.jsonl`, and prints how they moved against the last run of the same
+//! benchmark on the same kind of machine (`weft-bench compare` prints it again later). Ratios to the
+//! baselines of the same invocation are what is compared: absolute rates on a shared machine are noise.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The machine a run was made on; runs are compared only with runs of the same [`Machine::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub dpdk: String,
+}
+
+impl Machine {
+    /// This machine: /proc/cpuinfo's model name, the online CPUs, the kernel, DPDK's version.
+    pub fn this() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "unknown".into());
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+        Machine { cpu, cpus, kernel, dpdk: dataplane::dpdk::dpdk_version() }
+    }
+
+    /// What makes two machines comparable: the CPU model and how many CPUs.
+    pub fn kind(&self) -> String {
+        format!("{} x{}", self.cpu, self.cpus)
+    }
+}
+
+/// One run of one benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The subcommand (`fwd`, `pair`, `io`, ...).
+    pub bench: String,
+    /// Its command line.
+    pub args: Vec<String>,
+    /// `git describe --always --dirty` of the checkout (`-dirty`: uncommitted changes were measured).
+    pub commit: String,
+    pub machine: Machine,
+    /// Seconds since the epoch.
+    pub time: u64,
+    /// The rows the run printed (each with a `bench` title).
+    pub results: Vec<Value>,
+}
+
+/// The commit of the checkout at `dir`, or "unknown" outside one.
+pub fn commit_of(dir: &Path) -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `bench/results` of the git checkout the current directory is in, if it is one of weft's.
+pub fn default_dir() -> Option<PathBuf> {
+    let out = Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
+    let top = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && top.join("bench/Cargo.toml").is_file()).then(|| top.join("bench/results"))
+}
+
+/// The file of a benchmark's records.
+pub fn file(dir: &Path, bench: &str) -> PathBuf {
+    dir.join(format!("{bench}.jsonl"))
+}
+
+/// Append `r` to its benchmark's file (one JSON line).
+pub fn append(dir: &Path, r: &Record) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let path = file(dir, &r.bench);
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    writeln!(f, "{}", serde_json::to_string(r)?)?;
+    Ok(path)
+}
+
+/// The records of a file, oldest first, and how many lines were not records (reported, not fatal: a
+/// hand-edited or truncated line must not hide the rest).
+pub fn load(path: &Path) -> anyhow::Result<(Vec<Record>, usize)> {
+    let text = fs::read_to_string(path)?;
+    let mut bad = 0;
+    let records = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).map_err(|_| bad += 1).ok())
+        .collect();
+    Ok((records, bad))
+}
+
+/// The run before the newest one of `records` made on the same kind of machine.
+pub fn previous(records: &[Record]) -> Option<(&Record, &Record)> {
+    let (now, earlier) = records.split_last()?;
+    let kind = now.machine.kind();
+    earlier.iter().rev().find(|r| r.machine.kind() == kind).map(|then| (then, now))
+}
+
+/// One figure of one row, then and now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub row: String,
+    pub key: String,
+    pub then: f64,
+    pub now: f64,
+}
+
+impl Change {
+    /// The change in percent of the earlier figure.
+    pub fn percent(&self) -> f64 {
+        if self.then == 0.0 {
+            0.0
+        } else {
+            (self.now / self.then - 1.0) * 100.0
+        }
+    }
+}
+
+/// The figures worth comparing in a row: weft's ratios to its baselines and weft's own rate.
+fn compared(key: &str) -> bool {
+    key.starts_with("ratio") || key.contains("_ratio") || key == "weft_mpps" || key == "weft_gbps"
+}
+
+/// The figures of the rows both runs have (matched by their `bench` title), in the newer run's order.
+pub fn changes(then: &Record, now: &Record) -> Vec<Change> {
+    let mut out = Vec::new();
+    for row in &now.results {
+        let Some(title) = row["bench"].as_str() else { continue };
+        let Some(old) = then.results.iter().find(|r| r["bench"].as_str() == Some(title)) else { continue };
+        let Some(fields) = row.as_object() else { continue };
+        for (key, v) in fields {
+            if let (true, Some(now_v), Some(then_v)) = (compared(key), v.as_f64(), old[key].as_f64()) {
+                out.push(Change { row: title.to_owned(), key: key.clone(), then: then_v, now: now_v });
+            }
+        }
+    }
+    out
+}
+
+/// The comparison as people read it.
+pub fn report(then: &Record, now: &Record) -> String {
+    let mut s =
+        format!("{}: {} against {} (same machine kind: {})\n", now.bench, now.commit, then.commit, now.machine.kind());
+    let list = changes(then, now);
+    if list.is_empty() {
+        s += "  no row in common\n";
+    }
+    let mut last_row = "";
+    for c in &list {
+        if c.row != last_row {
+            s += &format!("  {}\n", c.row);
+            last_row = &c.row;
+        }
+        s += &format!("    {:<24} {:>9.3} -> {:>9.3} ({:+.1} %)\n", c.key, c.then, c.now, c.percent());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(commit: &str, cpu: &str, ratio: f64) -> Record {
+        Record {
+            bench: "fwd".into(),
+            args: vec!["fwd".into()],
+            commit: commit.into(),
+            machine: Machine { cpu: cpu.into(), cpus: 2, kernel: "6.1".into(), dpdk: "DPDK 22.11".into() },
+            time: 0,
+            results: vec![
+                json!({"bench": "vxlan decap (10 peers)", "reps": 3, "weft_mpps": 30.0, "testpmd_mpps": 60.0, "ratio_vs_testpmd": ratio}),
+                json!({"bench": "vxlan encap (10 peers)", "weft_mpps": 20.0}),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_newest_run_is_compared_with_the_last_of_its_machine_kind() {
+        let dir = std::env::temp_dir().join(format!("weft-record-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for r in [record("a", "Xeon", 0.50), record("b", "EPYC", 0.10), record("c", "Xeon", 0.40)] {
+            append(&dir, &r).unwrap();
+        }
+        // A line that is not a record is counted and skipped.
+        fs::OpenOptions::new().append(true).open(file(&dir, "fwd")).unwrap().write_all(b"{not json\n").unwrap();
+        append(&dir, &record("d", "Xeon", 0.45)).unwrap();
+        let (records, bad) = load(&file(&dir, "fwd")).unwrap();
+        assert_eq!((records.len(), bad), (4, 1));
+        let (then, now) = previous(&records).unwrap();
+        assert_eq!((then.commit.as_str(), now.commit.as_str()), ("c", "d"));
+        let c = changes(then, now);
+        let ratio = c.iter().find(|c| c.key == "ratio_vs_testpmd").unwrap();
+        assert_eq!((ratio.then, ratio.now), (0.40, 0.45));
+        assert!((ratio.percent() - 12.5).abs() < 1e-9);
+        assert!(c.iter().all(|c| c.key != "testpmd_mpps" && c.key != "reps"), "baselines' rates are noise: {c:?}");
+        assert_eq!(c.iter().filter(|c| c.key == "weft_mpps").count(), 2, "both rows: {c:?}");
+        assert!(report(then, now).contains("ratio_vs_testpmd"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_first_run_has_nothing_to_compare_with() {
+        assert!(previous(&[record("a", "Xeon", 0.5)]).is_none());
+        assert!(previous(&[record("a", "EPYC", 0.5), record("b", "Xeon", 0.5)]).is_none());
+    }
+}
