@@ -49,6 +49,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Wrap after checking that the header (and the 802.1Q tag, if the type says there is one) fits.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let f = Self::new_unchecked(buffer);
         let len = f.buffer.as_ref().len();
@@ -62,12 +63,14 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         self.buffer
     }
 
+    #[inline]
     pub fn dst(&self) -> MacAddr {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::DST]);
         MacAddr(m)
     }
 
+    #[inline]
     pub fn src(&self) -> MacAddr {
         let mut m = [0; 6];
         m.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
@@ -81,6 +84,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// The 802.1Q tag control information, if the frame is tagged.
+    #[inline]
     pub fn vlan_tci(&self) -> Option<u16> {
         (self.outer_ethertype() == EtherType::VLAN).then(|| get_u16(self.buffer.as_ref(), field::VLAN_TCI.start))
     }
@@ -91,6 +95,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// The payload's EtherType, looking through one 802.1Q tag.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         if self.outer_ethertype() == EtherType::VLAN {
             get_u16(self.buffer.as_ref(), field::VLAN_ETHERTYPE.start)
@@ -100,6 +105,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Header length: 14, or 18 with a tag.
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.outer_ethertype() == EtherType::VLAN {
             VLAN_HEADER_LEN
@@ -108,21 +114,25 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         }
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    #[inline]
     pub fn set_dst(&mut self, m: MacAddr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&m.0);
     }
 
+    #[inline]
     pub fn set_src(&mut self, m: MacAddr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&m.0);
     }
 
     /// Set the (outer) type field of an untagged frame.
+    #[inline]
     pub fn set_ethertype(&mut self, t: u16) {
         set_u16(self.buffer.as_mut(), field::ETHERTYPE.start, t);
     }
@@ -150,6 +160,7 @@ impl EthernetRepr {
     }
 
     /// 14, or 18 with a tag.
+    #[inline]
     pub fn header_len(&self) -> usize {
         if self.vlan_tci.is_some() {
             VLAN_HEADER_LEN
@@ -159,6 +170,7 @@ impl EthernetRepr {
     }
 
     /// Write the header into the first [`Self::header_len`] bytes of `f` (the caller sized it).
+    #[inline(always)]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut EthernetFrame<T>) {
         f.set_dst(self.dst);
         f.set_src(self.src);

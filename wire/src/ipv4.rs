@@ -59,6 +59,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// Wrap after checking version 4, IHL >= 5, and that the header and the total length fit the
     /// buffer (which may be longer: Ethernet pads short frames).
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
         let len = p.buffer.as_ref().len();
@@ -100,6 +101,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         ((self.buffer.as_ref()[field::VER_IHL] & 0x0f) as usize) * 4
     }
 
+    #[inline]
     pub fn has_options(&self) -> bool {
         self.header_len() > HEADER_LEN
     }
@@ -121,15 +123,18 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         get_u16(self.buffer.as_ref(), field::IDENT.start)
     }
 
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         get_u16(self.buffer.as_ref(), field::FLAGS_FRAG.start) & FLAG_DF != 0
     }
 
+    #[inline]
     pub fn more_frags(&self) -> bool {
         get_u16(self.buffer.as_ref(), field::FLAGS_FRAG.start) & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (get_u16(self.buffer.as_ref(), field::FLAGS_FRAG.start) & FRAG_OFFSET_MASK) * 8
     }
@@ -150,6 +155,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
@@ -176,11 +182,18 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Header checksum correct (the one's-complement sum over the header is 0xffff).
+    #[inline(always)]
     pub fn verify_checksum(&self) -> bool {
-        checksum::sum(&self.buffer.as_ref()[..self.header_len()], 0) == 0xffff
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
+        match <&[u8; HEADER_LEN]>::try_from(&b[..hl]) {
+            Ok(h) => checksum::sum20(h) == 0xffff,
+            Err(_) => checksum::sum(&b[..hl], 0) == 0xffff,
+        }
     }
 
     /// The datagram's payload, up to total length (Ethernet padding excluded).
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..self.total_len() as usize]
     }

@@ -33,6 +33,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Wrap after checking that the header fits and the length field lies within 8..=buffer length.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
         let len = p.buffer.as_ref().len();
@@ -68,10 +69,12 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         self.len() as usize == HEADER_LEN
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.len() as usize]
     }

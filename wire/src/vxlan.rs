@@ -43,6 +43,7 @@ impl Vni {
         (v <= Self::MAX).then_some(Vni(v))
     }
 
+    #[inline]
     pub fn get(self) -> u32 {
         self.0
     }
@@ -66,6 +67,7 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
     }
 
     /// Wrap after checking the 8-byte header fits. Flag validity is a separate question: [`Self::check_flags`].
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -73,6 +75,7 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
         Ok(Self::new_unchecked(buffer))
     }
 
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
@@ -96,6 +99,7 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
         Vni(u32::from_be_bytes([0, b[4], b[5], b[6]]))
     }
 
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
