@@ -445,6 +445,19 @@ fn flow_src_port_is_stable_per_flow_and_spreads() {
         ports.insert(p);
     }
     assert!(ports.len() > 190, "{} distinct of 200", ports.len());
+    // Flows that differ only in their source address, or only in a TCP port, spread as well.
+    let mut by_src = std::collections::HashSet::new();
+    let mut by_port = std::collections::HashSet::new();
+    for i in 0..200u8 {
+        let mut g = f.clone();
+        g[14 + 15] = i;
+        by_src.insert(flow_src_port(&g[14..]));
+        let mut t = f.clone();
+        t[14 + 9] = 6; // TCP: the ports count
+        t[14 + 20] = i;
+        by_port.insert(flow_src_port(&t[14..]));
+    }
+    assert!(by_src.len() > 190 && by_port.len() > 190, "{} and {} distinct of 200", by_src.len(), by_port.len());
 }
 
 #[test]
