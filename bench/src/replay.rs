@@ -38,6 +38,7 @@ pub fn replay_and_check(fwdbench: &Path, mode: &str, corpus: &[Expect<'_>], seco
         .output()
         .context("running weft-fwdbench")?;
     let _ = std::fs::remove_dir_all(&dir);
+    testkit::eal::remove_dpdk_leftovers(&tag);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(out.status.success(), "weft-fwdbench: {text}{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value =

@@ -41,9 +41,20 @@ pub fn hugetlbfs_mounts() -> Vec<String> {
 /// Delete what DPDK processes named `<prefix>...` left behind when killed: their hugepage files (which
 /// hold their pages until deleted) and their runtime directories under /var/run/dpdk.
 pub fn remove_dpdk_leftovers(prefix: &str) {
+    remove_dpdk_leftovers_where(|name| name.starts_with(prefix));
+}
+
+/// As [`remove_dpdk_leftovers`], for the DPDK processes of one run named `...-<tag>-...` or
+/// `...-<tag>` (the benchmarks name their processes' prefixes after their own PID).
+pub fn remove_dpdk_leftovers_of_run(tag: &str) {
+    let (inner, last) = (format!("-{tag}-"), format!("-{tag}"));
+    remove_dpdk_leftovers_where(|name| name.contains(&inner) || name.ends_with(&last));
+}
+
+fn remove_dpdk_leftovers_where(matches: impl Fn(&str) -> bool) {
     for dir in hugetlbfs_mounts().iter().map(String::as_str).chain(["/var/run/dpdk"]) {
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(prefix) {
+            if matches(&e.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
             }
         }

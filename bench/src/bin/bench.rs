@@ -599,9 +599,20 @@ fn compare_recorded(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes, however the run ends, the DPDK runtime directories its processes (testpmd, OVS, weft-gen,
+/// weft-fwdbench: prefixes named after this process's PID) leave under /var/run/dpdk.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        testkit::eal::remove_dpdk_leftovers_of_run(&self.0);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let r = Runner { seconds: cli.seconds, lcore: cli.lcore, tag: std::process::id().to_string() };
+    let _leftovers = Leftovers(r.tag.clone());
     let mut results = Vec::new();
     let bench = bench_name(&cli.cmd);
     let results_dir = cli.results.clone().or_else(record::default_dir);
