@@ -255,7 +255,7 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
         return Verdict::Drop(R::NoRoute);
     }
     let (out, mac, hops) = match s.pods.get(&u32::from(dst)) {
-        Some((port, mac)) => (Verdict::ToPod(port), mac, relay + 1),
+        Some(pod) => (Verdict::ToPod(pod.port), pod.mac, relay + 1),
         None => match s.host {
             Some(h) => (Verdict::ToHost(h.port), h.mac, relay),
             None => return Verdict::Drop(R::NoPod),
@@ -389,7 +389,7 @@ pub fn process_pod_cached<B: PacketBuf>(
         Err(r) => return Verdict::Drop(r),
     };
     match s.pods.get(&ip.src_u32()) {
-        Some((port, mac)) if port == in_port && d[6..12] == mac.0 => {}
+        Some(p) if p.port == in_port && d[6..12] == p.mac.0 => {}
         _ => return Verdict::Drop(R::SpoofedSource),
     }
     if !ip.verify_checksum() {
@@ -401,12 +401,13 @@ pub fn process_pod_cached<B: PacketBuf>(
     if node.subnet.contains(ip.dst()) {
         // Same node: the kernel's cni0 bridge switches this without routing, so the TTL stays. An
         // address of our subnet that no weft pod has is the host's (its gateway address, a cni0 pod).
-        let Some((port, mac)) = s.pods.get(&dst) else {
+        let Some(pod) = s.pods.get(&dst) else {
             return match s.host {
                 Some(h) => to_host(m, node, h),
                 None => Verdict::Drop(R::NoPod),
             };
         };
+        let (port, mac) = (pod.port, pod.mac);
         readdress(m, node, mac);
         return Verdict::ToPod(port);
     }
@@ -496,7 +497,8 @@ pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, ca
     let padding = d.len() - ethernet::HEADER_LEN - total;
     if node.subnet.contains(ip.dst()) {
         // The host to a weft pod (a probe, a Service's backend): switched, as cni0 would.
-        let Some((port, mac)) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
+        let Some(pod) = s.pods.get(&dst) else { return Verdict::Drop(R::NoPod) };
+        let (port, mac) = (pod.port, pod.mac);
         readdress(m, node, mac);
         return Verdict::ToPod(port);
     }
@@ -579,7 +581,7 @@ fn pod_arp<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId) -> Verdict {
     let (sha, spa, tpa) = (asked.sender_mac, asked.sender_ip, asked.target_ip);
     // Proxy ARP for the whole subnet: the gateway, and other pods (which weft switches at L3). Not for
     // the asker's own address (duplicate address detection must see silence), and only from a known pod.
-    let known = matches!(s.pods.get(&u32::from(spa)), Some((port, mac)) if port == in_port && mac == sha);
+    let known = matches!(s.pods.get(&u32::from(spa)), Some(p) if p.port == in_port && p.mac == sha);
     if asked.operation != arp::OP_REQUEST || !known || !node.subnet.contains(tpa) || tpa == spa {
         return Verdict::Drop(R::ArpIgnored);
     }

@@ -337,24 +337,10 @@ impl PathCache {
 pub struct PodTable {
     base: u32,
     host_mask: u32,
-    /// Per address of the subnet: the pod's port and MAC packed in one word ([`pack`]); 0 = no pod. One
-    /// load answers both the anti-spoofing check and delivery.
-    slots: Vec<u64>,
+    /// Index + 1 into `entries` per address of the subnet; 0 = no pod.
+    slots: Vec<u32>,
     entries: Vec<PodEntry>,
-    fallback: Option<HashMap<u32, u64>>,
-}
-
-/// A pod's port and MAC in one word: `port << 48 | MAC`. Never 0: no pod has the all-zero MAC.
-#[inline(always)]
-fn pack(port: PortId, mac: MacAddr) -> u64 {
-    let m = mac.0;
-    u64::from(port.0) << 48 | u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
-}
-
-#[inline(always)]
-fn unpack(w: u64) -> (PortId, MacAddr) {
-    let b = w.to_be_bytes();
-    (PortId((w >> 48) as u16), MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]))
+    fallback: Option<HashMap<u32, u32>>,
 }
 
 impl PodTable {
@@ -365,35 +351,29 @@ impl PodTable {
             PodTable { base: subnet.addr_u32(), host_mask, slots: Vec::new(), entries: pods.to_vec(), fallback: None };
         if host_bits <= 16 {
             t.slots = vec![0; host_mask as usize + 1];
-            for p in pods {
+            for (i, p) in pods.iter().enumerate() {
                 if subnet.contains(p.ip) {
-                    t.slots[(u32::from(p.ip) & host_mask) as usize] = pack(p.port, p.mac);
+                    t.slots[(u32::from(p.ip) & host_mask) as usize] = i as u32 + 1;
                 }
             }
         } else {
-            t.fallback = Some(pods.iter().map(|p| (u32::from(p.ip), pack(p.port, p.mac))).collect());
+            t.fallback = Some(pods.iter().enumerate().map(|(i, p)| (u32::from(p.ip), i as u32)).collect());
         }
         t
     }
 
-    /// The port and MAC of the pod with address `ip`.
     #[inline(always)]
-    pub fn get(&self, ip: &u32) -> Option<(PortId, MacAddr)> {
+    pub fn get(&self, ip: &u32) -> Option<&PodEntry> {
         if let Some(f) = &self.fallback {
-            return f.get(ip).map(|w| unpack(*w));
+            return f.get(ip).and_then(|i| self.entries.get(*i as usize));
         }
         if ip & !self.host_mask != self.base {
             return None;
         }
         match self.slots.get((ip & self.host_mask) as usize) {
-            Some(&w) if w != 0 => Some(unpack(w)),
+            Some(&i) if i > 0 => self.entries.get(i as usize - 1),
             _ => None,
         }
-    }
-
-    /// The pods, as they were given.
-    pub fn entries(&self) -> &[PodEntry] {
-        &self.entries
     }
 
     pub fn len(&self) -> usize {
@@ -660,18 +640,12 @@ pub(crate) mod tests {
     fn pod_table_direct_and_fallback() {
         let pods = inputs().pods;
         let t = PodTable::build("10.244.1.0/24".parse().unwrap(), &pods);
-        let pod_a = Some((PortId(1), MacAddr([0x02, 0, 0, 0, 1, 2])));
-        assert_eq!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))), pod_a);
+        assert_eq!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
         assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 3))).is_none());
         assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 2, 2))).is_none(), "outside the subnet");
         let wide = PodTable::build("10.0.0.0/8".parse().unwrap(), &pods);
-        assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))), pod_a);
+        assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
         assert_eq!((t.len(), wide.len()), (1, 1));
-        assert_eq!(t.entries()[0].name, "pod-a");
-        // Port and MAC share a word: the highest port id and every MAC byte come back whole.
-        let (port, mac) = (PortId(u16::MAX), MacAddr([0xff, 0xfe, 0x80, 0x01, 0x7f, 0xff]));
-        assert_eq!(unpack(pack(port, mac)), (port, mac));
-        assert_ne!(pack(PortId(0), MacAddr([0, 0, 0, 0, 0, 1])), 0);
     }
 
     #[test]
