@@ -47,6 +47,14 @@ fn cluster() -> Cluster {
     Cluster { lab, n1, n2, k3, pod1, pod2 }
 }
 
+/// Weft node 1 (started with `extra`) and kernel node 3, each knowing the other's lease.
+fn weft_and_kernel(lab: &mut Lab, extra: &[&str]) -> (WeftNode, KernelNode) {
+    let n1 = lab.weft_node(1).unwrap();
+    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
+    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], extra).unwrap_or_else(|e| panic!("{e:#}"));
+    (n1, k3)
+}
+
 fn assert_ping(from: &str, to: std::net::Ipv4Addr, lab: &Lab, nodes: &[&WeftNode]) {
     // The first packets may wait for the underlay ARP; then nothing may be lost.
     let _ = ping(from, to, 3, None, false);
@@ -86,9 +94,7 @@ fn ping_matrix_weft_and_kernel_nodes() {
 fn vhost_pod_answers_kernel_ping() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &[]);
     let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost"]).unwrap();
     let (sock, mac, ip) =
         (info["iface"].as_str().unwrap(), info["mac"].as_str().unwrap(), info["ip"].as_str().unwrap());
@@ -115,9 +121,7 @@ fn vhost_pod_answers_kernel_ping() {
 fn trace_peers_and_worker_cycles() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &[]);
     let (_, pod_ip) = lab.tap_pod(&n1, "pa").unwrap();
     assert_ping(&k3.pod_ns, pod_ip, &lab, &[&n1]);
     let pinger = {
@@ -621,9 +625,7 @@ fn prometheus_scrapes_weftd() {
 fn two_workers_share_the_traffic() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &["--workers", "2", "--lcores", "0@0,1@1,2@1"]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &["--workers", "2", "--lcores", "0@0,1@1,2@1"]);
     let pod = lab.tap_pod(&n1, "pa").unwrap();
     assert_ping(&k3.pod_ns, pod.1, &lab, &[&n1]);
     // Several TCP connections (different flows hash to different queues).
@@ -681,9 +683,7 @@ fn pod_churn_leaks_nothing() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cycles: usize = std::env::var("WEFT_CHURN_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &[]);
     let pod = lab.tap_pod(&n1, "stable").unwrap();
     assert_ping(&pod.0, k3.pod_ip, &lab, &[&n1]);
     let in_use = |lab: &Lab| lab.weftctl(&n1, &["status"]).unwrap()["mempool"]["in_use"].as_u64().unwrap();
@@ -737,9 +737,7 @@ fn pod_churn_leaks_nothing() {
 fn pods_come_back_after_a_restart() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &[]);
     let tap = lab.tap_pod(&n1, "pa").unwrap();
     let veth = lab.kernel_pod(&n1, "pv", "veth").unwrap();
     let info = lab.weftctl(&n1, &["pod", "add", "vh", "--kind", "vhost", "--vhost-client"]).unwrap();
@@ -807,9 +805,7 @@ fn pods_come_back_after_a_restart() {
 fn shutdown_and_pod_state_under_trouble() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = new_lab();
-    let n1 = lab.weft_node(1).unwrap();
-    let k3 = lab.kernel_node(3, &[lease_of_weft(&n1)]).unwrap();
-    lab.start_weftd(&n1, &[lease_of_kernel(&k3)], &[]).unwrap();
+    let (n1, k3) = weft_and_kernel(&mut lab, &[]);
     let pod = lab.tap_pod(&n1, "pa").unwrap();
     assert_ping(&k3.pod_ns, pod.1, &lab, &[&n1]);
 

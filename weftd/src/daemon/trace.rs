@@ -10,6 +10,7 @@ use dataplane::packet::Verdict;
 use dataplane::tables::Node;
 use dataplane::trace::TraceRecord;
 use serde_json::{json, Value};
+use weft_config::BackendType;
 
 use super::Shared;
 
@@ -37,8 +38,11 @@ pub fn trace(shared: &Shared, count: usize, wait: Duration) -> Result<Value, Str
     std::thread::sleep(Duration::from_millis(5));
     let names = port_names(shared);
     let snap = shared.tables.snapshot();
-    let packets: Vec<Value> =
-        t.take().iter().map(|r| describe(r, &shared.node, &names, |subnet| peer_of(&snap, subnet))).collect();
+    let packets: Vec<Value> = t
+        .take()
+        .iter()
+        .map(|r| describe(r, Encaps::from(&shared.node), &names, |subnet| peer_of(&snap, subnet)))
+        .collect();
     Ok(json!({"asked": count, "traced": packets.len(), "packets": packets}))
 }
 
@@ -59,7 +63,7 @@ fn peer_of(snap: &dataplane::tables::Snapshot, subnet: u32) -> Value {
 }
 
 /// One traced packet as JSON.
-fn describe(r: &TraceRecord, node: &Node, names: &HashMap<u16, String>, peer: impl Fn(u32) -> Value) -> Value {
+fn describe(r: &TraceRecord, node: Encaps, names: &HashMap<u16, String>, peer: impl Fn(u32) -> Value) -> Value {
     let name = |id: u16| names.get(&id).cloned().unwrap_or_else(|| format!("port {id}"));
     let mut v = json!({
         "worker": r.worker,
@@ -103,15 +107,29 @@ fn mac_at(b: &[u8], at: usize) -> Option<String> {
     Some(m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
 }
 
+/// What the decoder needs of the node: which UDP datagrams are its encapsulation.
+#[derive(Debug, Clone, Copy)]
+pub struct Encaps {
+    pub backend: BackendType,
+    pub vxlan_port: u16,
+    pub udp_port: u16,
+}
+
+impl From<&Node> for Encaps {
+    fn from(n: &Node) -> Encaps {
+        Encaps { backend: n.backend, vxlan_port: n.vxlan_port, udp_port: n.udp_port }
+    }
+}
+
 /// The headers of a frame's first bytes, one line per layer, outer to inner (VXLAN and flannel's udp
 /// encapsulation are followed into the inner packet).
-pub fn layers(b: &[u8], node: &Node) -> Vec<String> {
+pub fn layers(b: &[u8], node: Encaps) -> Vec<String> {
     let mut out = Vec::new();
     ethernet(b, node, &mut out);
     out
 }
 
-fn ethernet(b: &[u8], node: &Node, out: &mut Vec<String>) {
+fn ethernet(b: &[u8], node: Encaps, out: &mut Vec<String>) {
     let (Some(dst), Some(src), Some(ty)) = (mac_at(b, 0), mac_at(b, 6), be16(b, 12)) else {
         out.push(format!("ethernet: truncated ({} bytes)", b.len()));
         return;
@@ -140,7 +158,7 @@ fn arp(b: &[u8], out: &mut Vec<String>) {
     }
 }
 
-fn ipv4(b: &[u8], node: &Node, out: &mut Vec<String>) {
+fn ipv4(b: &[u8], node: Encaps, out: &mut Vec<String>) {
     let (Some(&vihl), Some(total), Some(frag), Some(&ttl), Some(&proto), Some(src), Some(dst)) =
         (b.first(), be16(b, 2), be16(b, 6), b.get(8), b.get(9), ip_at(b, 12), ip_at(b, 16))
     else {
@@ -185,11 +203,11 @@ fn ipv4(b: &[u8], node: &Node, out: &mut Vec<String>) {
                 return;
             };
             out.push(format!("udp {sport} -> {dport}"));
-            if dport == node.vxlan_port && node.backend == weft_config::BackendType::Vxlan && l4.len() >= 16 {
+            if dport == node.vxlan_port && node.backend == BackendType::Vxlan && l4.len() >= 16 {
                 let vni = u32::from_be_bytes([0, l4[12], l4[13], l4[14]]);
                 out.push(format!("vxlan vni {vni} flags 0x{:02x}", l4[8]));
                 ethernet(&l4[16..], node, out);
-            } else if dport == node.udp_port && node.backend == weft_config::BackendType::Udp {
+            } else if dport == node.udp_port && node.backend == BackendType::Udp {
                 ipv4(&l4[8..], node, out);
             }
         }
@@ -226,30 +244,15 @@ mod tests {
     use super::*;
     use dataplane::dpdk::PortId;
 
-    fn node() -> Node {
-        Node {
-            network: "10.244.0.0/16".parse().unwrap(),
-            subnet: "10.244.1.0/24".parse().unwrap(),
-            subnet_len: 24,
-            public_ip: Ipv4Addr::new(192, 168, 77, 1),
-            uplink_mac: "02:00:00:00:00:01".parse().unwrap(),
-            vtep_mac: "02:77:00:00:00:01".parse().unwrap(),
-            vni: dataplane::wire::Vni::new(1).unwrap(),
-            vxlan_port: 8472,
-            backend: weft_config::BackendType::Vxlan,
-            direct_routing: false,
-            udp_port: 8285,
-            underlay_mtu: 1500,
-            underlay_net: "192.168.77.0/24".parse().unwrap(),
-            underlay_gateway: None,
-        }
+    fn node() -> Encaps {
+        Encaps { backend: BackendType::Vxlan, vxlan_port: 8472, udp_port: 8285 }
     }
 
     /// The kernel VXLAN echo request of the repo's fixtures: outer headers, VXLAN, the inner ICMP echo.
     #[test]
     fn a_vxlan_frame_is_described_layer_by_layer() {
         let frame = &testkit::fixtures::kernel_vxlan_ping()[0];
-        let l = layers(&frame[..frame.len().min(dataplane::trace::TRACE_BYTES)], &node());
+        let l = layers(&frame[..frame.len().min(dataplane::trace::TRACE_BYTES)], node());
         assert!(l[0].starts_with("ethernet ") && l[0].ends_with(" ipv4"), "{l:?}");
         assert!(l[1].starts_with("ipv4 ") && l[1].contains(" udp ttl "), "{l:?}");
         assert!(l[2].ends_with("-> 8472"), "{l:?}");
@@ -261,10 +264,10 @@ mod tests {
     #[test]
     fn truncated_and_odd_frames_are_described_not_trusted() {
         let n = node();
-        assert_eq!(layers(&[0u8; 5], &n), vec!["ethernet: truncated (5 bytes)".to_string()]);
+        assert_eq!(layers(&[0u8; 5], n), vec!["ethernet: truncated (5 bytes)".to_string()]);
         let mut f = vec![0u8; 20];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(layers(&f, &n)[1], "ipv4: truncated");
+        assert_eq!(layers(&f, n)[1], "ipv4: truncated");
         let rec = TraceRecord {
             worker: 1,
             in_port: PortId(0),
@@ -279,7 +282,7 @@ mod tests {
             after_total: 0,
         };
         let names = HashMap::from([(0, "uplink".to_string())]);
-        let v = describe(&rec, &n, &names, |_| Value::Null);
+        let v = describe(&rec, n, &names, |_| Value::Null);
         assert_eq!(v["in"], "uplink");
         assert_eq!(v["drop_reason"], "not_for_us");
         assert!(v["verdict"].as_str().unwrap().starts_with("drop: Uplink frame not addressed"), "{v}");
