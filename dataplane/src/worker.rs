@@ -374,6 +374,10 @@ impl Worker {
                     let exp = (idle_loops - 64).min(16);
                     let sleep = Duration::from_micros(1u64 << exp).min(self.backoff.max_sleep);
                     std::thread::sleep(sleep);
+                    // The sleep is idle time, not the start of the next loop's.
+                    let woke = tsc::now();
+                    bump(&self.counters.idle_cycles, woke.wrapping_sub(last));
+                    last = woke;
                 }
             } else {
                 bump(&self.counters.busy_cycles, now.wrapping_sub(last));
