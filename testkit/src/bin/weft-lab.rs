@@ -116,12 +116,48 @@ fn run() -> anyhow::Result<()> {
         }
         println!("   drops by reason: {}", st["drops"]);
         println!("   etcd: {}", st["etcd"]);
+        for w in st["workers"].as_array().into_iter().flatten() {
+            println!(
+                "   worker {}: busy {} %, {} cycles per packet, {} packets per busy loop",
+                w["id"], w["busy_percent"], w["cycles_per_packet"], w["packets_per_busy_loop"]
+            );
+        }
+        println!("   weftctl peers:");
+        for p in lab.weftctl(n, &["peers"])?.as_array().into_iter().flatten() {
+            println!(
+                "     {:<16} {:<14} vtep {}  next hop {} ({})  {} frames sent",
+                p["subnet"].as_str().unwrap_or("?"),
+                p["public_ip"].as_str().unwrap_or("?"),
+                p["vtep_mac"].as_str().unwrap_or("-"),
+                p["next_hop"].as_str().unwrap_or("?"),
+                p["next_hop_mac"].as_str().unwrap_or("unresolved"),
+                p["tx_packets"]
+            );
+        }
+    }
+
+    println!("\n== weftctl trace 2 on {} while the kernel pod pings its pod once", n1.ns);
+    let pinger = {
+        let ns = k3.pod_ns.clone();
+        std::thread::spawn(move || exec(&ns, &["ping", "-c", "3", "-i", "0.3", &ip1.to_string()]))
+    };
+    let trace = lab.weftctl(&n1, &["trace", "2", "--seconds", "5"])?;
+    let _ = pinger.join();
+    for p in trace["packets"].as_array().into_iter().flatten() {
+        println!("   worker {} took a frame on {}: {}", p["worker"], p["in"].as_str().unwrap_or("?"), p["verdict"]);
+        for (what, key) in [("in ", "received"), ("out", "sent")] {
+            for l in p[key].as_array().into_iter().flatten() {
+                println!("     {what} {}", l.as_str().unwrap_or(""));
+            }
+        }
     }
     if cli.keep {
         println!("\n== the lab stays up until Ctrl-C. Try:");
         println!("   ip netns exec {p1} ping {}", k3.pod_ip);
         println!("   {}/weftctl --api-socket {} status", dir.display(), n1.api_socket.display());
         println!("   {}/weftctl --api-socket {} pod add web --kind tap", dir.display(), n1.api_socket.display());
+        println!("   {}/weftctl --api-socket {} trace 10", dir.display(), n1.api_socket.display());
+        println!("   dpdk-dumpcap --file-prefix={} -i 0 -c 10 -w /tmp/uplink.pcapng", n1.ns);
         println!("   ip netns exec {} tcpdump -ni br0 udp port 8472", lab.underlay_ns);
         println!(
             "   ip netns exec {} etcdctl --endpoints={} get --prefix /coreos.com/network",
