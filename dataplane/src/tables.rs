@@ -234,7 +234,7 @@ impl Snapshot {
     /// The remote VTEP serving `dst`, if any.
     #[inline(always)]
     pub fn lookup_vtep(&self, dst: u32) -> Option<&RemoteVtep> {
-        self.lookup_vtep_cached(dst, &mut PathCache::default())
+        self.subnets.get(&(dst & self.subnet_mask)).and_then(|i| self.vteps.get(*i as usize))
     }
 
     /// As [`Self::lookup_vtep`], through a worker's cache of the routes it used.

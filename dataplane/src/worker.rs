@@ -64,6 +64,12 @@ pub fn peer_slots(network: weft_config::Ipv4Net, subnet_len: u8) -> usize {
     }
 }
 
+/// The per-peer counter of a peer's `subnet` (its address): the subnet's index in the network.
+#[inline(always)]
+pub fn peer_slot(network: weft_config::Ipv4Net, subnet_len: u8, subnet: u32) -> usize {
+    (subnet.wrapping_sub(network.addr_u32()) >> (32 - u32::from(subnet_len.clamp(1, 32)))) as usize
+}
+
 impl Default for WorkerCounters {
     /// Slots for the ethdevs only.
     fn default() -> Self {
@@ -245,9 +251,9 @@ pub struct Worker {
     ident: u16,
     cache: PathCache,
     trace: Arc<Trace>,
-    /// A peer's counter is `peer_tx[(subnet - peer_base) >> peer_shift]`.
-    peer_base: u32,
-    peer_shift: u32,
+    /// The network and SubnetLen that number the per-peer counters ([`peer_slot`]).
+    network: weft_config::Ipv4Net,
+    subnet_len: u8,
 }
 
 impl std::fmt::Debug for Worker {
@@ -297,8 +303,8 @@ impl Worker {
             ident: (id as u16).wrapping_mul(0x3779),
             cache: PathCache::default(),
             trace: Arc::new(Trace::new()),
-            peer_base: node.network.addr_u32(),
-            peer_shift: 32 - u32::from(node.subnet_len.clamp(1, 32)),
+            network: node.network,
+            subnet_len: node.subnet_len,
         }
     }
 
@@ -332,11 +338,7 @@ impl Worker {
                         self.trace_burst(&mut burst, &snap, self.uplink, None);
                     }
                     while let Some(mut m) = burst.pop_front() {
-                        if m.segments() > 1 {
-                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
-                            continue;
-                        }
-                        let v = process_uplink_cached(&mut m, &snap, &mut self.cache);
+                        let v = self.process(&mut m, &snap, self.uplink, None);
                         self.dispatch(v, m, self.uplink);
                     }
                 }
@@ -352,11 +354,7 @@ impl Worker {
                         self.trace_burst(&mut burst, &snap, port, Some(kind));
                     }
                     while let Some(mut m) = burst.pop_front() {
-                        if m.segments() > 1 {
-                            bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
-                            continue;
-                        }
-                        let v = self.process_from(&mut m, &snap, port, kind);
+                        let v = self.process(&mut m, &snap, port, Some(kind));
                         self.dispatch(v, m, port);
                     }
                 }
@@ -390,9 +388,14 @@ impl Worker {
         self.counters.loops.load(Ordering::Relaxed)
     }
 
-    /// The packet path of a frame from a pod or the host port.
+    /// The packet path of a frame from `port`: the uplink's (`kind` None), a pod's or the host port's.
+    /// Multi-segment frames are dropped (counted by [`Self::dispatch`]).
     #[inline(always)]
-    fn process_from(&mut self, m: &mut crate::dpdk::Mbuf, snap: &Snapshot, port: PortId, kind: PortKind) -> Verdict {
+    fn process(&mut self, m: &mut crate::dpdk::Mbuf, snap: &Snapshot, port: PortId, kind: Option<PortKind>) -> Verdict {
+        if m.segments() > 1 {
+            return Verdict::Drop(DropReason::Multiseg);
+        }
+        let Some(kind) = kind else { return process_uplink_cached(m, snap, &mut self.cache) };
         self.ident = self.ident.wrapping_add(1);
         match kind {
             PortKind::Pod => process_pod_cached(m, snap, port, self.ident, &mut self.cache),
@@ -422,15 +425,7 @@ impl Worker {
                 after_len: 0,
                 after_total: 0,
             };
-            if m.segments() > 1 {
-                bump(&self.counters.drops[DropReason::Multiseg as usize], 1);
-                self.trace.record(r);
-                continue;
-            }
-            r.verdict = match kind {
-                None => process_uplink_cached(&mut m, snap, &mut self.cache),
-                Some(k) => self.process_from(&mut m, snap, port, k),
-            };
+            r.verdict = self.process(&mut m, snap, port, kind);
             if r.verdict == Verdict::ToUplink {
                 r.peer_subnet = self.cache.last_route();
             }
@@ -459,9 +454,11 @@ impl Worker {
             Verdict::ToPod(p) | Verdict::ToHost(p) => p,
             Verdict::ToUplink => {
                 // Every path to the uplink went through the route lookup, whose cache names the peer.
-                if let Some(c) = self.cache.last_route().and_then(|subnet| {
-                    self.counters.peer_tx.get((subnet.wrapping_sub(self.peer_base) >> self.peer_shift) as usize)
-                }) {
+                if let Some(c) = self
+                    .cache
+                    .last_route()
+                    .and_then(|subnet| self.counters.peer_tx.get(peer_slot(self.network, self.subnet_len, subnet)))
+                {
                     bump(c, 1);
                 }
                 self.uplink

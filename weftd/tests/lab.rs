@@ -140,6 +140,7 @@ fn trace_peers_and_worker_cycles() {
         .unwrap_or_else(|| panic!("no decapsulated request: {t:#}"));
     assert!(has(&request_in["received"], "vxlan vni 1") && has(&request_in["received"], "icmp echo request"), "{t:#}");
     assert_eq!(request_in["out"], "pa");
+    assert!(packets.iter().all(|p| p["at_us"].as_f64().is_some_and(|t| (0.0..8e6).contains(&t))), "{t:#}");
     assert!(!has(&request_in["sent"], "vxlan") && has(&request_in["sent"], "icmp echo request"), "{t:#}");
     let reply_out = packets
         .iter()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dataplane::packet::Verdict;
 use dataplane::tables::Node;
 use dataplane::trace::TraceRecord;
+use dataplane::worker::peer_slot;
 use serde_json::{json, Value};
 use weft_config::BackendType;
 
@@ -38,10 +39,16 @@ pub fn trace(shared: &Shared, count: usize, wait: Duration) -> Result<Value, Str
     std::thread::sleep(Duration::from_millis(5));
     let names = port_names(shared);
     let snap = shared.tables.snapshot();
-    let packets: Vec<Value> = t
-        .take()
+    let records = t.take();
+    // When each packet was taken, in µs from the first (as VPP's trace prints its time).
+    let (t0, hz) = (records.iter().map(|r| r.tsc).min().unwrap_or(0), dataplane::dpdk::tsc::hz().max(1));
+    let packets: Vec<Value> = records
         .iter()
-        .map(|r| describe(r, Encaps::from(&shared.node), &names, |subnet| peer_of(&snap, subnet)))
+        .map(|r| {
+            let mut v = describe(r, Encaps::from(&shared.node), &names, |subnet| peer_of(&snap, subnet));
+            v["at_us"] = json!((r.tsc.saturating_sub(t0) as f64 * 1e6 / hz as f64).round());
+            v
+        })
         .collect();
     Ok(json!({"asked": count, "traced": packets.len(), "packets": packets}))
 }
@@ -51,7 +58,7 @@ fn port_names(shared: &Shared) -> HashMap<u16, String> {
 }
 
 fn peer_of(snap: &dataplane::tables::Snapshot, subnet: u32) -> Value {
-    match snap.subnets.get(&subnet).and_then(|i| snap.vteps.get(*i as usize)) {
+    match snap.lookup_vtep(subnet) {
         Some(v) => json!({
             "subnet": v.peer.subnet.to_string(),
             "public_ip": v.peer.public_ip.to_string(),
@@ -219,12 +226,11 @@ fn ipv4(b: &[u8], node: Encaps, out: &mut Vec<String>) {
 pub fn peers(shared: &Shared) -> Value {
     let snap = shared.tables.snapshot();
     let node = &shared.node;
-    let shift = 32 - u32::from(node.subnet_len.clamp(1, 32));
     let list: Vec<Value> = snap
         .vteps
         .iter()
         .map(|v| {
-            let slot = (v.peer.subnet.addr_u32().wrapping_sub(node.network.addr_u32()) >> shift) as usize;
+            let slot = peer_slot(node.network, node.subnet_len, v.peer.subnet.addr_u32());
             json!({
                 "subnet": v.peer.subnet.to_string(),
                 "public_ip": v.peer.public_ip.to_string(),
