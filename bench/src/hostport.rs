@@ -1,7 +1,8 @@
-//! The host-port benchmark: a kernel pod on a weft node's `cni0` (its traffic through the host's kernel,
-//! weft0 and weft's workers) to a pod on a kernel flannel node, against the same kind of pod pair on two
-//! kernel flannel nodes, in one netns lab and one run, alternating: TCP throughput (iperf3) and the
-//! small-packet rate (iperf3 UDP, 64-byte datagrams, as fast as it can send, counted at the receiver).
+//! The kernel-pod benchmark: kernel pods on weft nodes, on tap ports and on `cni0` behind the host port
+//! (their traffic through the host's kernel, weft0 and weft's workers), to pods on another weft node and
+//! on a kernel flannel node, against a pod pair on two kernel flannel nodes, in one netns lab and one
+//! run, alternating: TCP throughput (iperf3) and the small-packet rate (iperf3 UDP, 64-byte datagrams,
+//! as fast as it can send, counted at the receiver).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -44,44 +45,69 @@ fn sample(client_ns: &str, server: Ipv4Addr, seconds: u64) -> anyhow::Result<Sam
     Ok(Sample { tcp_gbps: bps / 1e9, udp64_kpps: (packets - lost) / secs / 1e3 })
 }
 
-/// Build the lab, measure `reps` alternating rounds of `seconds` per test, print each and the medians,
-/// and return the JSON row.
-pub fn run(bin_dir: &Path, reps: usize, seconds: u64) -> anyhow::Result<Value> {
+/// The pod pairs measured through weft, each against the kernel flannel pair of the same run.
+const PAIRS: [&str; 3] = [
+    "tap pod -> tap pod, two weft nodes",
+    "cni0 pod -> cni0 pod, two weft nodes (host ports)",
+    "cni0 pod on a weft node -> pod on a kernel flannel node",
+];
+
+/// Build the lab: weft nodes n1 and n2, each with a tap pod and a cni0 pod (behind its host port), and
+/// kernel flannel nodes k3 and k4 with a pod each, every node knowing every other's lease. Measure
+/// `reps` alternating rounds of `seconds` per test (each weft pair, then the kernel pair k3 -> k4),
+/// print each and the medians, and return a JSON row per weft pair.
+pub fn run(bin_dir: &Path, reps: usize, seconds: u64) -> anyhow::Result<Vec<Value>> {
     let mut lab = Lab::new(&bin_dir.join("weftd"), &bin_dir.join("weftctl"))?;
     let n1 = lab.weft_node(1)?;
-    let k2 = lab.kernel_node(2, &[n1.peer()])?;
-    let k3 = lab.kernel_node(3, &[n1.peer(), k2.peer()])?;
-    lab.kernel_add_peer(&k2, &k3.peer())?;
-    let (kpod, _) = lab.cni0_pod(&n1, "kp")?;
-    lab.start_weftd(&n1, &[k2.peer(), k3.peer()], &[])?;
-    let log = lab.dir.join("iperf3.log");
-    lab.spawn(&k2.pod_ns, &["iperf3", "-s", "-B", &k2.pod_ip.to_string()], &log)?;
+    let n2 = lab.weft_node(2)?;
+    let k3 = lab.kernel_node(3, &[n1.peer(), n2.peer()])?;
+    let k4 = lab.kernel_node(4, &[n1.peer(), n2.peer(), k3.peer()])?;
+    lab.kernel_add_peer(&k3, &k4.peer())?;
+    let (c1, _) = lab.cni0_pod(&n1, "c1")?;
+    let (c2, c2_ip) = lab.cni0_pod(&n2, "c2")?;
+    lab.start_weftd(&n1, &[n2.peer(), k3.peer(), k4.peer()], &[])?;
+    lab.start_weftd(&n2, &[n1.peer(), k3.peer(), k4.peer()], &[])?;
+    let (t1, _) = lab.tap_pod(&n1, "t1")?;
+    let (t2, t2_ip) = lab.tap_pod(&n2, "t2")?;
+    for (ns, ip) in [(&t2, t2_ip), (&c2, c2_ip), (&k4.pod_ns, k4.pod_ip)] {
+        let log = lab.dir.join(format!("iperf3-{ip}.log"));
+        lab.spawn(ns, &["iperf3", "-s", "-B", &ip.to_string()], &log)?;
+    }
     std::thread::sleep(Duration::from_millis(500));
-    let (mut weft, mut kernel) = (Vec::new(), Vec::new());
+    let clients = [(&t1, t2_ip), (&c1, c2_ip), (&c1, k4.pod_ip)];
+    let mut weft: Vec<Vec<Sample>> = vec![Vec::new(); clients.len()];
+    let mut kernel = Vec::new();
     for rep in 0..reps {
-        let w = sample(&kpod, k2.pod_ip, seconds)?;
-        let k = sample(&k3.pod_ns, k2.pod_ip, seconds)?;
-        println!(
-            "hostport rep {rep}: cni0 pod on weft -> kernel node: {:.2} Gbit/s TCP, {:.0} kpps UDP 64 B; \
-             kernel node -> kernel node: {:.2} Gbit/s, {:.0} kpps",
-            w.tcp_gbps, w.udp64_kpps, k.tcp_gbps, k.udp64_kpps
-        );
-        weft.push(w);
+        for (i, (ns, ip)) in clients.iter().enumerate() {
+            let w = sample(ns, *ip, seconds)?;
+            println!(
+                "hostport rep {rep}: {}: {:.2} Gbit/s TCP, {:.0} kpps UDP 64 B",
+                PAIRS[i], w.tcp_gbps, w.udp64_kpps
+            );
+            weft[i].push(w);
+        }
+        let k = sample(&k3.pod_ns, k4.pod_ip, seconds)?;
+        println!("hostport rep {rep}: kernel pod -> kernel pod, two kernel flannel nodes: {:.2} Gbit/s TCP, {:.0} kpps UDP 64 B", k.tcp_gbps, k.udp64_kpps);
         kernel.push(k);
     }
     let med = |v: &[Sample], f: fn(&Sample) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
-    let (wt, kt) = (med(&weft, |s| s.tcp_gbps), med(&kernel, |s| s.tcp_gbps));
-    let (wu, ku) = (med(&weft, |s| s.udp64_kpps), med(&kernel, |s| s.udp64_kpps));
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    println!(
-        "hostport: TCP {wt:.2} vs {kt:.2} Gbit/s (weft/kernel {:.3}); UDP 64 B {wu:.0} vs {ku:.0} kpps (weft/kernel {:.3})",
-        ratio(wt, kt),
-        ratio(wu, ku)
-    );
-    Ok(serde_json::json!({
-        "bench": "cni0 pod on a weft node vs on a kernel flannel node, to a kernel flannel node's pod",
-        "reps": reps, "seconds": seconds,
-        "weft_tcp_gbps": wt, "kernel_tcp_gbps": kt, "ratio_tcp": ratio(wt, kt),
-        "weft_udp64_kpps": wu, "kernel_udp64_kpps": ku, "ratio_udp64": ratio(wu, ku),
-    }))
+    let (kt, ku) = (med(&kernel, |s| s.tcp_gbps), med(&kernel, |s| s.udp64_kpps));
+    let mut rows = Vec::new();
+    for (i, samples) in weft.iter().enumerate() {
+        let (wt, wu) = (med(samples, |s| s.tcp_gbps), med(samples, |s| s.udp64_kpps));
+        println!(
+            "hostport: {}: TCP {wt:.2} vs {kt:.2} Gbit/s (weft/kernel {:.3}); UDP 64 B {wu:.0} vs {ku:.0} kpps (weft/kernel {:.3})",
+            PAIRS[i],
+            ratio(wt, kt),
+            ratio(wu, ku)
+        );
+        rows.push(serde_json::json!({
+            "bench": format!("{} vs two kernel flannel nodes", PAIRS[i]),
+            "reps": reps, "seconds": seconds,
+            "weft_tcp_gbps": wt, "kernel_tcp_gbps": kt, "ratio_tcp": ratio(wt, kt),
+            "weft_udp64_kpps": wu, "kernel_udp64_kpps": ku, "ratio_udp64": ratio(wu, ku),
+        }));
+    }
+    Ok(rows)
 }

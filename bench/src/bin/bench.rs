@@ -68,9 +68,10 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         rate_mpps: f64,
     },
-    /// The host port: iperf3 TCP and 64-byte UDP from a cni0 pod on a weft node to a kernel flannel
-    /// node's pod, against the same from a kernel flannel node's pod, in one netns lab (root, hugepages;
-    /// weftd and weftctl built next to this binary).
+    /// Kernel pods: iperf3 TCP and 64-byte UDP between tap pods and between cni0 pods (host ports) on
+    /// two weft nodes, and from a cni0 pod to a kernel flannel node's pod, against a pod pair on two
+    /// kernel flannel nodes, in one netns lab (root, hugepages; weftd and weftctl built next to this
+    /// binary).
     Hostport,
     /// Write the benchmark frames to a pcap (for Pktgen's -s, TRex's pcap streams, or tcpdump).
     Pcap {
@@ -696,7 +697,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Hostport => {
             let bin = std::env::current_exe()?;
             let dir = bin.parent().context("no directory for weft-bench")?;
-            results.push(weft_bench::hostport::run(dir, cli.reps, cli.seconds)?);
+            results.extend(weft_bench::hostport::run(dir, cli.reps, cli.seconds)?);
         }
         Cmd::Pcap { mode, backend, peers, flows, size, out } => {
             let f = match mode {
