@@ -1,5 +1,6 @@
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::{last_error, DpdkError};
 
@@ -31,6 +32,7 @@ impl Eal {
         let argv: &'static mut Vec<*mut c_char> =
             Box::leak(Box::new(leaked.iter().map(|s| s.as_ptr() as *mut c_char).collect()));
         let argc = argv.len() as c_int;
+        quiet_tap_rx_trigger()?;
         // SAFETY: argv holds argc valid NUL-terminated strings that outlive the process; EAL has not been
         // initialised in this process (checked above).
         let rc = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
@@ -63,6 +65,29 @@ impl Eal {
         // SAFETY: EAL is initialised (we hold an Eal).
         unsafe { dpdk_sys::rte_lcore_count() }
     }
+}
+
+/// Turn off net_tap's RX trigger before any tap port exists (EAL probes `--vdev net_tap` during init).
+///
+/// net_tap sets O_ASYNC on each tap fd with a signal of its own, so the kernel queues a signal for every
+/// frame it hands to weft, and the PMD's handler bumps a process-wide counter that lets an RX burst skip
+/// its `readv` while nothing came. DPDK 22.11 takes the first real-time signal from SIGRTMIN+1 that has
+/// no handler (older releases take SIGIO); real-time signals are queued, not merged, so that is one
+/// signal per frame, delivered to whichever thread does not block it: weftd's main thread. In the
+/// host-port benchmark (iperf3 through `weft0`) that thread spent a whole core of a two-core node
+/// taking signals, the core the pods' TCP needed. net_tap leaves the trigger off ("No Rx trigger signal
+/// available", or "Rx trigger disabled" for SIGIO) when every signal it would take has a handler, so
+/// weft holds them all with a handler that does nothing. Then an RX burst on a tap that got nothing costs
+/// one `readv` that returns EAGAIN, paid by the one worker that polls that tap, and an idle worker backs
+/// off into sleep as before. weftd uses no real-time signal itself.
+fn quiet_tap_rx_trigger() -> Result<(), DpdkError> {
+    let unused = Arc::new(AtomicBool::new(false));
+    for sig in std::iter::once(signal_hook::consts::SIGIO).chain(libc::SIGRTMIN() + 1..libc::SIGRTMAX()) {
+        // A flag nobody reads: the handler only has to exist.
+        signal_hook::flag::register(sig, unused.clone())
+            .map_err(|e| DpdkError::Call { call: "sigaction (net_tap's RX trigger signals)", reason: e.to_string() })?;
+    }
+    Ok(())
 }
 
 impl Drop for Eal {
