@@ -123,6 +123,11 @@ pub struct NodeFile {
     /// Never sleep when idle (benchmarks, dedicated cores).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
+    /// The CPUs where the kernel handles the frames weft writes to its tap ports (the host port, tap
+    /// pods): their RPS mask, a CPU list like 0,2-3. Default: every online CPU that runs no worker, so
+    /// the host's and the pods' network stacks stay off the worker cores; "" leaves RPS as it is.
+    #[arg(long)]
+    pub kernel_cpus: Option<String>,
     /// Mbufs in the pool. Default 16383.
     #[arg(long)]
     pub mbufs: Option<u32>,
@@ -297,6 +302,46 @@ impl NodeFile {
         merged.config = flags.config.or(self.config);
         Ok(merged)
     }
+}
+
+/// The CPUs that take the kernel's receive work for weft's tap ports (RPS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelCpus {
+    /// Every online CPU that runs no worker (none: RPS unchanged).
+    NotWorkers,
+    /// Leave RPS as the kernel has it.
+    Unchanged,
+    /// These CPUs.
+    List(Vec<u32>),
+}
+
+/// The highest CPU number a list may name (the kernel's NR_CPUS on x86-64 distributions).
+const MAX_CPU: u32 = 8191;
+
+/// A CPU list as the kernel writes them (`0,2-3`), sorted, without repeats.
+pub fn cpu_list(list: &str) -> Result<Vec<u32>, String> {
+    let mut cpus = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let num = |t: &str| {
+            t.parse::<u32>()
+                .ok()
+                .filter(|&c| c <= MAX_CPU)
+                .ok_or_else(|| format!("{item:?} in {list:?} is not a CPU number or range like 0,2-3"))
+        };
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("{item:?} in {list:?} runs backwards: write {b}-{a}"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(num(item)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
 }
 
 /// A bad setting: which one, what is wrong, and how to fix it.
@@ -521,6 +566,8 @@ pub struct NodeSettings {
     /// flanneld's masquerade rules are installed (on the host port's host).
     pub ip_masq: bool,
     pub busy_poll: bool,
+    /// Where the kernel handles what weft writes to its tap ports (their RPS CPUs).
+    pub kernel_cpus: KernelCpus,
     pub mbufs: u32,
     pub max_vhost_pods: usize,
     pub metrics_addr: std::net::SocketAddr,
@@ -894,6 +941,11 @@ impl NodeFile {
             },
             ip_masq,
             busy_poll: self.busy_poll.unwrap_or(false),
+            kernel_cpus: match self.kernel_cpus.as_deref() {
+                None => KernelCpus::NotWorkers,
+                Some("") => KernelCpus::Unchanged,
+                Some(list) => KernelCpus::List(cpu_list(list).map_err(|why| bad("kernel_cpus", why))?),
+            },
             mbufs,
             max_vhost_pods: max_vhost_pods as usize,
             metrics_addr,
@@ -969,6 +1021,20 @@ netns = "web-ns"
         f.resolve().unwrap_err().to_string()
     }
 
+    /// The kernel's CPU list syntax; unset means the CPUs without workers, "" leaves RPS alone.
+    #[test]
+    fn kernel_cpus_take_cpu_lists() {
+        assert_eq!(cpu_list("0,2-3, 3").unwrap(), vec![0, 2, 3]);
+        let with = |v: Option<&str>| {
+            let mut f = NodeFile::from_toml(GOOD).unwrap();
+            f.kernel_cpus = v.map(String::from);
+            f.resolve().unwrap().kernel_cpus
+        };
+        assert_eq!(with(None), KernelCpus::NotWorkers);
+        assert_eq!(with(Some("")), KernelCpus::Unchanged);
+        assert_eq!(with(Some("1-2")), KernelCpus::List(vec![1, 2]));
+    }
+
     /// PCI addresses as lspci prints them get their domain; devargs after a comma stay.
     #[test]
     fn short_pci_addresses_are_accepted() {
@@ -996,6 +1062,9 @@ netns = "web-ns"
         assert!(err_with(|f| f.vxlan_port = Some(0)).starts_with("vxlan_port:"));
         assert!(err_with(|f| f.underlay_mtu = Some(100)).starts_with("underlay_mtu:"));
         assert!(err_with(|f| f.vtep_mac = Some("01:00:00:00:00:01".into())).starts_with("vtep_mac:"));
+        assert!(err_with(|f| f.kernel_cpus = Some("0,x".into())).starts_with("kernel_cpus: \"x\""));
+        assert!(err_with(|f| f.kernel_cpus = Some("3-1".into())).contains("write 1-3"));
+        assert!(err_with(|f| f.kernel_cpus = Some("9000".into())).starts_with("kernel_cpus:"));
         assert!(err_with(|f| f.vtep_mac = Some("nonsense".into())).starts_with("vtep_mac:"));
         assert!(err_with(|f| f.workers = Some(0)).starts_with("workers:"));
         assert!(err_with(|f| f.mbufs = Some(10)).starts_with("mbufs:"));

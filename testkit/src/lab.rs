@@ -893,6 +893,15 @@ impl Lab {
         Ok((tun, signalling))
     }
 
+    /// The RPS CPUs of `iface`'s first receive queue in namespace `ns` (the kernel's hex mask, up to 64
+    /// CPUs).
+    pub fn rps_cpus(ns: &str, iface: &str) -> anyhow::Result<u64> {
+        let out = exec(ns, &["cat", &format!("/sys/class/net/{iface}/queues/rx-0/rps_cpus")])?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().replace(',', "");
+        let low = &text[text.len().saturating_sub(16)..];
+        u64::from_str_radix(low, 16).map_err(|e| anyhow!("rps_cpus of {iface} in {ns}: {text:?}: {e}"))
+    }
+
     /// SIGKILL one weftd by its PID.
     pub fn kill_weftd(&mut self, ns: &str) {
         let label = weftd_label(ns);

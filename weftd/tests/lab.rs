@@ -231,6 +231,15 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
         assert!(tun >= 2, "{}: the host port and a tap pod: {tun} tun descriptors", n.ns);
         assert_eq!(signalling, 0, "{}: {signalling} of {tun} tun descriptors have O_ASYNC", n.ns);
     }
+    // The kernel handles what weft writes to the host port and to tap pods off the worker's CPU (the
+    // lab's weftd runs its worker on CPU 1): RPS on every CPU but that one.
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let others = weft_config::node::cpu_list(online.trim()).unwrap().into_iter().filter(|&c| c != 1 && c < 64);
+    let expect = others.fold(0u64, |m, c| m | 1 << c);
+    assert_ne!(expect, 0, "the lab needs a CPU besides the worker's: {online}");
+    for (ns, iface) in [(c.n1.ns.as_str(), "weft0"), (c.n2.ns.as_str(), "weft0"), (c.pod1.0.as_str(), "wt-pa")] {
+        assert_eq!(Lab::rps_cpus(ns, iface).unwrap(), expect, "RPS of {iface} in {ns}");
+    }
 
     // Pod MTU is underlay MTU - 50 = 1450. Give the pod a larger interface MTU so its own kernel lets
     // big DF packets out, as a misconfigured pod would: 1450 bytes pass, 1451 get fragmentation-needed

@@ -24,6 +24,15 @@ impl LcoreId {
         (id < dpdk_sys::RTE_MAX_LCORE).then_some(LcoreId(id))
     }
 
+    /// The CPU EAL records for this lcore (`-l` runs lcore n on CPU n, `--lcores a@b` runs lcore a on
+    /// CPU b; for an lcore given a set of CPUs, `rte_lcore_to_cpu_id`'s choice), or `None` when EAL
+    /// knows none.
+    pub fn cpu(self) -> Option<u32> {
+        // SAFETY: reads EAL's lcore table; an id out of range returns -1.
+        let cpu = unsafe { dpdk_sys::rte_lcore_to_cpu_id(self.0 as c_int) };
+        u32::try_from(cpu).ok()
+    }
+
     /// The worker lcores EAL was given (`-l`), main lcore excluded, in order.
     pub fn workers() -> Vec<LcoreId> {
         let mut out = Vec::new();

@@ -124,6 +124,7 @@ pub(super) fn attach(
     node: &Node,
     pool: &Arc<Mempool>,
     workers: &[Sender<WorkerCommand>],
+    steering: Option<&super::rps::Steering>,
 ) -> Result<HostIface, Error> {
     let backend = Backend::detect();
     if backend == Backend::Tap {
@@ -154,6 +155,9 @@ pub(super) fn attach(
         .and_then(|_| run_ip(&["addr", "replace", &addr, "dev", name]))
         .and_then(|_| run_ip(&["route", "replace", &network, "dev", name]))
         .map_err(|reason| Error::Setting { field: "host_iface", reason: format!("{name}: {reason}") })?;
+    if let Some(s) = steering {
+        super::rps::steer(name, s);
+    }
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
         let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![dataplane::worker::PortRx::Eth(rxq)]);
         w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Host })

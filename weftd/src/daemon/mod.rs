@@ -10,6 +10,7 @@ mod metrics;
 pub mod mgmt;
 mod notify;
 mod pods;
+pub mod rps;
 mod slowpath;
 mod stats;
 pub mod trace;
@@ -386,9 +387,11 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         senders.push(cmd_tx);
         counters.push(c);
     }
+    let worker_cpus: Vec<u32> = lcores.iter().take(settings.workers).filter_map(|l| l.cpu()).collect();
+    let steering = rps::for_workers(&settings.kernel_cpus, &worker_cpus);
     let host = match &settings.host_iface {
         Some(name) => {
-            let h = host::attach(name, &node, &pool, &senders)?;
+            let h = host::attach(name, &node, &pool, &senders, steering.as_ref())?;
             tables.update(|t| t.host = Some(h.table_entry()));
             Some(h)
         }
@@ -425,7 +428,8 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             pool.clone(),
             host.as_ref().map(|h| h.name.clone()),
             vhost_index,
-        ),
+        )
+        .with_steering(steering),
         host,
         pool,
         node,

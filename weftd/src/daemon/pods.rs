@@ -146,6 +146,8 @@ pub struct PodRegistry {
     vhost_ports: Mutex<Vec<PortId>>,
     max_vhost: usize,
     vhost_index: Arc<VhostIndex>,
+    /// RPS for tap pods' interfaces (set before they move into the pod).
+    steering: Option<super::rps::Steering>,
 }
 
 impl std::fmt::Debug for PodRegistry {
@@ -192,7 +194,14 @@ impl PodRegistry {
             vhost_ports: Mutex::new(vhost_ports),
             max_vhost,
             vhost_index,
+            steering: None,
         }
+    }
+
+    /// Steer the kernel's work for tap pods' interfaces (see [`super::rps`]).
+    pub(super) fn with_steering(mut self, steering: Option<super::rps::Steering>) -> PodRegistry {
+        self.steering = steering;
+        self
     }
 
     /// Why the state file is not in use, if it is not.
@@ -394,6 +403,11 @@ impl PodRegistry {
             )
             .map_err(dpdk("configuring the pod port"))?;
         port.start().map_err(dpdk("starting the pod port"))?;
+        // Before the move: weftd sees the interface's sysfs only in its own namespace; the mask moves with
+        // the device.
+        if let Some(s) = &self.steering {
+            super::rps::steer(&iface, s);
+        }
         let iface = match spec.netns.as_deref() {
             Some(ns) => self.configure_in_netns(&spec, ns, &iface, ip, mac)?,
             None => iface,
