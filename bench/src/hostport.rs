@@ -65,8 +65,11 @@ pub fn run(bin_dir: &Path, reps: usize, seconds: u64) -> anyhow::Result<Vec<Valu
     lab.kernel_add_peer(&k3, &k4.peer())?;
     let (c1, _) = lab.cni0_pod(&n1, "c1")?;
     let (c2, c2_ip) = lab.cni0_pod(&n2, "c2")?;
+    // Each weft node's worker on a CPU of its own, as the two kernel nodes share both CPUs: n1's on CPU 1
+    // (the default lcores 0-1), n2's on CPU 0. By default each weftd steers its taps' kernel work to the
+    // CPU without its worker (kernel_cpus).
     lab.start_weftd(&n1, &[n2.peer(), k3.peer(), k4.peer()], &[])?;
-    lab.start_weftd(&n2, &[n1.peer(), k3.peer(), k4.peer()], &[])?;
+    lab.start_weftd(&n2, &[n1.peer(), k3.peer(), k4.peer()], &["--lcores", "0@1,1@0"])?;
     let (t1, _) = lab.tap_pod(&n1, "t1")?;
     let (t2, t2_ip) = lab.tap_pod(&n2, "t2")?;
     for (ns, ip) in [(&t2, t2_ip), (&c2, c2_ip), (&k4.pod_ns, k4.pod_ip)] {

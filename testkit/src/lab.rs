@@ -200,6 +200,18 @@ impl Lab {
         lab.add_ns(&ul)?;
         exec(&ul, &["ip", "link", "add", "br0", "type", "bridge"])?;
         exec(&ul, &["ip", "link", "set", "br0", "up"])?;
+        // The underlay is a switch, not a host: its bridges skip iptables (br_netfilter's per-namespace
+        // switches; absent without the module). The nodes' own bridges (cni0) keep them, as Kubernetes
+        // wants. A frame a node sends crosses the switch inside the sender's own syscall, so on a
+        // firewalled bridge every node would pay netfilter's cost for the switch.
+        let _ = exec(
+            &ul,
+            &[
+                "sh",
+                "-c",
+                "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null",
+            ],
+        );
         Ok(lab)
     }
 
