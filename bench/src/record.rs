@@ -47,7 +47,8 @@ pub struct Record {
     pub bench: String,
     /// Its command line.
     pub args: Vec<String>,
-    /// `git describe --always --dirty` of the checkout (`-dirty`: uncommitted changes were measured).
+    /// `git describe --always` of the checkout, `-dirty` when files other than the records themselves
+    /// had uncommitted changes (which were measured).
     pub commit: String,
     pub machine: Machine,
     /// Seconds since the epoch.
@@ -56,16 +57,24 @@ pub struct Record {
     pub results: Vec<Value>,
 }
 
-/// The commit of the checkout at `dir`, or "unknown" outside one.
+/// The commit of the checkout at `dir`, or "unknown" outside one. The records a run appends to
+/// `bench/results` do not make the next run's commit dirty (`git describe --dirty` would count them).
 pub fn commit_of(dir: &Path) -> String {
-    Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .current_dir(dir)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(commit) = git(&["describe", "--always", "--abbrev=12"]) else { return "unknown".into() };
+    let changed = git(&["status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)bench/results"]);
+    match changed {
+        Some(c) if c.is_empty() => commit,
+        _ => format!("{commit}-dirty"),
+    }
 }
 
 /// `bench/results` of the git checkout the current directory is in, if it is one of weft's.
@@ -216,5 +225,29 @@ mod tests {
     fn a_first_run_has_nothing_to_compare_with() {
         assert!(previous(&[record("a", "Xeon", 0.5)]).is_none());
         assert!(previous(&[record("a", "EPYC", 0.5), record("b", "Xeon", 0.5)]).is_none());
+    }
+
+    /// A run's own records leave the commit clean; any other change makes it dirty.
+    #[test]
+    fn records_do_not_make_the_commit_dirty() {
+        let dir = std::env::temp_dir().join(format!("weft-record-git-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bench/results")).unwrap();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git").args(args).current_dir(&dir).output().unwrap().status.success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        fs::write(dir.join("bench/results/fwd.jsonl"), "{}\n").unwrap();
+        fs::write(dir.join("code.rs"), "fn a() {}\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one"]);
+        let clean = commit_of(&dir);
+        assert!(!clean.is_empty() && !clean.ends_with("-dirty") && clean != "unknown", "{clean}");
+        fs::write(dir.join("bench/results/fwd.jsonl"), "{}\n{}\n").unwrap();
+        assert_eq!(commit_of(&dir.join("bench")), clean, "the records alone, seen from a subdirectory too");
+        fs::write(dir.join("code.rs"), "fn b() {}\n").unwrap();
+        assert_eq!(commit_of(&dir), format!("{clean}-dirty"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
