@@ -26,7 +26,8 @@ demo: build
 bench-io: build
 	./target/release/weft-bench io
 
-# A cni0 pod riding weft's host port vs a pod on a kernel flannel node: TCP and 64-byte UDP, as ratios.
+# Kernel pods (tap pods, cni0 pods behind the host port) across weft nodes vs across kernel flannel nodes:
+# TCP and 64-byte UDP, as ratios.
 bench-hostport: build
 	./target/release/weft-bench hostport
 
