@@ -240,6 +240,9 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
     for (ns, iface) in [(c.n1.ns.as_str(), "weft0"), (c.n2.ns.as_str(), "weft0"), (c.pod1.0.as_str(), "wt-pa")] {
         assert_eq!(Lab::rps_cpus(ns, iface).unwrap(), expect, "RPS of {iface} in {ns}");
     }
+    let st = c.lab.weftctl(&c.n1, &["status"]).unwrap();
+    let shown = st["node"]["kernel_cpus"].as_array().unwrap().iter().fold(0u64, |m, c| m | 1 << c.as_u64().unwrap());
+    assert_eq!(shown, expect, "status names the RPS CPUs: {}", st["node"]);
 
     // Pod MTU is underlay MTU - 50 = 1450. Give the pod a larger interface MTU so its own kernel lets
     // big DF packets out, as a misconfigured pod would: 1450 bytes pass, 1451 get fragmentation-needed

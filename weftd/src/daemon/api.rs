@@ -197,6 +197,8 @@ fn status(shared: &Shared) -> Value {
             "pod_mtu": shared.node.pod_mtu(),
             "backend": shared.node.backend.name(),
             "direct_routing": shared.node.direct_routing,
+            // The CPUs that take the kernel's work for what weft writes to its tap ports (their RPS).
+            "kernel_cpus": shared.pods.steering().map(|s| s.cpus.clone()),
         },
         "tables": {
             "generation": snap.generation,

@@ -198,6 +198,11 @@ impl PodRegistry {
         }
     }
 
+    /// The tap ports' RPS CPUs (None: RPS left as the kernel has it).
+    pub fn steering(&self) -> Option<&super::rps::Steering> {
+        self.steering.as_ref()
+    }
+
     /// Steer the kernel's work for tap pods' interfaces (see [`super::rps`]).
     pub(super) fn with_steering(mut self, steering: Option<super::rps::Steering>) -> PodRegistry {
         self.steering = steering;
