@@ -53,6 +53,13 @@ struct Cli {
     /// Publish this many new tables (each one peer more) while forwarding, spread over the run.
     #[arg(long, default_value_t = 0)]
     swaps: u32,
+    /// Also attach this many tap pods that send nothing (net_tap ports `wfb-idle<i>`; root), polled as
+    /// weftd polls tap pods.
+    #[arg(long, default_value_t = 0)]
+    idle_taps: u16,
+    /// Poll the idle taps every loop (as weft did before tap queues were polled on a timer when idle).
+    #[arg(long)]
+    idle_taps_every_loop: bool,
     #[arg(last = true, required = true)]
     eal: Vec<String>,
 }
@@ -99,6 +106,21 @@ fn main() -> anyhow::Result<()> {
     );
     let (tx, rx) = (PortTx::Eth(ptx.remove(0)), prx.into_iter().map(PortRx::Eth).collect());
     cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx, rx, kind: PortKind::Pod })?;
+    let mut taps = Vec::new();
+    for i in 0..cli.idle_taps {
+        let tap = Port::probe(&format!("net_tap_idle{i},iface=wfb-idle{i}"))?;
+        let (mut trx, mut ttx) = tap.configure(&PortConfig::default(), pool.clone())?;
+        tap.start()?;
+        let q = trx.remove(0);
+        let rx = vec![if cli.idle_taps_every_loop { PortRx::Eth(q) } else { PortRx::Tap(q) }];
+        cmd_tx.send(WorkerCommand::Attach {
+            port: tap.id(),
+            tx: PortTx::Eth(ttx.remove(0)),
+            rx,
+            kind: PortKind::Pod,
+        })?;
+        taps.push(tap);
+    }
     let lcore = *LcoreId::workers().first().context("need a worker lcore (-l 0,1)")?;
     let h = lcore.launch(move || w.run())?;
     let reader = cli.read_counters.then(|| {

@@ -78,8 +78,8 @@ impl Eal {
 /// taking signals, the core the pods' TCP needed. net_tap leaves the trigger off ("No Rx trigger signal
 /// available", or "Rx trigger disabled" for SIGIO) when every signal it would take has a handler, so
 /// weft holds them all with a handler that does nothing. Then an RX burst on a tap that got nothing costs
-/// one `readv` that returns EAGAIN, paid by the one worker that polls that tap, and an idle worker backs
-/// off into sleep as before. weftd uses no real-time signal itself.
+/// one `readv` that returns EAGAIN, paid by the one worker that polls that tap, which polls a quiet tap
+/// ever less often ([`crate::worker::PortRx::Tap`]). weftd uses no real-time signal itself.
 fn quiet_tap_rx_trigger() -> Result<(), DpdkError> {
     let unused = Arc::new(AtomicBool::new(false));
     for sig in std::iter::once(signal_hook::consts::SIGIO).chain(libc::SIGRTMIN() + 1..libc::SIGRTMAX()) {

@@ -159,7 +159,12 @@ pub(super) fn attach(
         super::rps::steer(name, s);
     }
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
-        let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![dataplane::worker::PortRx::Eth(rxq)]);
+        // net_tap polls with a readv each time; virtio-user reads a ring in memory.
+        let rx = match backend {
+            Backend::Tap => dataplane::worker::PortRx::Tap(rxq),
+            Backend::VirtioUser => dataplane::worker::PortRx::Eth(rxq),
+        };
+        let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![rx]);
         w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Host })
             .map_err(|_| Error::Setting { field: "workers", reason: format!("worker {i} is gone") })?;
     }

@@ -422,7 +422,7 @@ impl PodRegistry {
         let mut rx = Some(rx);
         for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
             let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
-            let (tx, rx) = (PortTx::Eth(txq), rxq.into_iter().map(PortRx::Eth).collect());
+            let (tx, rx) = (PortTx::Eth(txq), rxq.into_iter().map(PortRx::Tap).collect());
             w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Pod })
                 .map_err(|_| PodError::WorkerGone(i))?;
         }
