@@ -5,20 +5,11 @@
 //! (bench/README.md). Needs root and hugepages; the lab tears down what it made.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn every_pod_pair_carries_tcp_and_udp() {
-    if let Err(e) = testkit::eal::check_dpdk_preconditions(512) {
-        panic!("{e}");
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_weft-bench"))
-        .args(["hostport", "--reps", "1", "--seconds", "1", "--no-record"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "weft-bench hostport failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let (rows, _) = common::weft_bench_rows(&["hostport", "--reps", "1", "--seconds", "1", "--no-record"]);
     let titles: Vec<&str> = rows.iter().map(|r| r["bench"].as_str().unwrap()).collect();
     assert_eq!(rows.len(), 3, "tap -> tap, cni0 -> cni0, cni0 -> kernel: {titles:?}");
     for row in &rows {

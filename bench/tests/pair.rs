@@ -6,21 +6,28 @@
 //! `weft-bench pair` (bench/README.md). Needs root and hugepages; tears down what it made.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn every_device_under_test_returns_every_frame_at_a_low_rate() {
-    if let Err(e) = testkit::eal::check_dpdk_preconditions(512) {
-        panic!("{e}");
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_weft-bench"))
-        .args(["pair", "--reps", "1", "--seconds", "1", "--rate-mpps", "0.05", "--modes", "decap,encap"])
-        .args(["--peers", "10", "--duts", "testpmd,ovs,weft,kernel", "--size", "128", "--no-record"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "weft-bench pair failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let (rows, text) = common::weft_bench_rows(&[
+        "pair",
+        "--reps",
+        "1",
+        "--seconds",
+        "1",
+        "--rate-mpps",
+        "0.05",
+        "--modes",
+        "decap,encap",
+        "--peers",
+        "10",
+        "--duts",
+        "testpmd,ovs,weft,kernel",
+        "--size",
+        "128",
+        "--no-record",
+    ]);
     assert_eq!(rows.len(), 2, "{text}");
     for row in &rows {
         for dut in ["testpmd", "ovs", "weft", "kernel"] {

@@ -48,7 +48,7 @@ pub struct WorkerCounters {
     pub idle_cycles: AtomicU64,
     /// Loops that found packets: packets received / busy loops is VPP's vectors per call.
     pub busy_loops: AtomicU64,
-    /// Frames sent to each peer, by the peer's subnet's index in the network (see [`peer_slots`]);
+    /// Frames sent to each peer, by the peer's subnet's index in the network (see [`peer_slots`], [`PeerNumbering`]);
     /// empty when the network has too many subnets to count each.
     pub peer_tx: Box<[AtomicU64]>,
 }
@@ -64,10 +64,24 @@ pub fn peer_slots(network: weft_config::Ipv4Net, subnet_len: u8) -> usize {
     }
 }
 
-/// The per-peer counter of a peer's `subnet` (its address): the subnet's index in the network.
-#[inline(always)]
-pub fn peer_slot(network: weft_config::Ipv4Net, subnet_len: u8, subnet: u32) -> usize {
-    (subnet.wrapping_sub(network.addr_u32()) >> (32 - u32::from(subnet_len.clamp(1, 32)))) as usize
+/// How peers' subnets number the per-peer counters: a subnet's index in the network. Worked out once
+/// (the worker numbers every frame it sends to a peer).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerNumbering {
+    base: u32,
+    shift: u32,
+}
+
+impl PeerNumbering {
+    pub fn new(network: weft_config::Ipv4Net, subnet_len: u8) -> PeerNumbering {
+        PeerNumbering { base: network.addr_u32(), shift: 32 - u32::from(subnet_len.clamp(1, 32)) }
+    }
+
+    /// The per-peer counter of a peer's `subnet` (its address).
+    #[inline(always)]
+    pub fn slot(self, subnet: u32) -> usize {
+        (subnet.wrapping_sub(self.base) >> self.shift) as usize
+    }
 }
 
 impl Default for WorkerCounters {
@@ -280,9 +294,8 @@ pub struct Worker {
     ident: u16,
     cache: PathCache,
     trace: Arc<Trace>,
-    /// The network and SubnetLen that number the per-peer counters ([`peer_slot`]).
-    network: weft_config::Ipv4Net,
-    subnet_len: u8,
+    /// Numbers the per-peer counters.
+    peers: PeerNumbering,
 }
 
 impl std::fmt::Debug for Worker {
@@ -337,8 +350,7 @@ impl Worker {
             ident: (id as u16).wrapping_mul(0x3779),
             cache: PathCache::default(),
             trace: Arc::new(Trace::new()),
-            network: node.network,
-            subnet_len: node.subnet_len,
+            peers: PeerNumbering::new(node.network, node.subnet_len),
         }
     }
 
@@ -500,10 +512,8 @@ impl Worker {
             Verdict::ToPod(p) | Verdict::ToHost(p) => p,
             Verdict::ToUplink => {
                 // Every path to the uplink went through the route lookup, whose cache names the peer.
-                if let Some(c) = self
-                    .cache
-                    .last_route()
-                    .and_then(|subnet| self.counters.peer_tx.get(peer_slot(self.network, self.subnet_len, subnet)))
+                if let Some(c) =
+                    self.cache.last_route().and_then(|subnet| self.counters.peer_tx.get(self.peers.slot(subnet)))
                 {
                     bump(c, 1);
                 }

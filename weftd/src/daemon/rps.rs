@@ -20,16 +20,13 @@ pub struct Steering {
     pub mask: String,
 }
 
-/// The CPUs for `setting`, given the CPUs the workers run on and the online CPUs (`0-3` as in
-/// `/sys/devices/system/cpu/online`); None leaves RPS alone.
-pub fn resolve(setting: &KernelCpus, worker_cpus: &[u32], online: &str) -> Option<Steering> {
+/// The CPUs for `setting`, given the CPUs the workers run on and the online CPUs; None leaves RPS
+/// alone.
+pub fn resolve(setting: &KernelCpus, worker_cpus: &[u32], online: &[u32]) -> Option<Steering> {
     let cpus = match setting {
         KernelCpus::Unchanged => return None,
         KernelCpus::List(cpus) => cpus.clone(),
-        KernelCpus::NotWorkers => {
-            let online = cpu_list(online.trim()).unwrap_or_default();
-            online.into_iter().filter(|c| !worker_cpus.contains(c)).collect()
-        }
+        KernelCpus::NotWorkers => online.iter().copied().filter(|c| !worker_cpus.contains(c)).collect(),
     };
     if cpus.is_empty() {
         return None;
@@ -49,7 +46,15 @@ fn mask(cpus: &[u32]) -> String {
 
 /// Resolve the setting for this process's workers, and say what was chosen.
 pub fn for_workers(setting: &KernelCpus, worker_cpus: &[u32]) -> Option<Steering> {
-    let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    const ONLINE: &str = "/sys/devices/system/cpu/online";
+    let online = match fs::read_to_string(ONLINE).map_err(|e| e.to_string()).and_then(|t| cpu_list(t.trim())) {
+        Ok(cpus) => cpus,
+        Err(e) if *setting == KernelCpus::NotWorkers => {
+            warn!(error = %e, "{ONLINE} unreadable: RPS of the tap ports left as it is (give kernel_cpus)");
+            return None;
+        }
+        Err(_) => Vec::new(),
+    };
     let s = resolve(setting, worker_cpus, &online);
     match (&s, setting) {
         (Some(s), _) => {
@@ -96,11 +101,11 @@ mod tests {
 
     #[test]
     fn the_cpus_without_workers_by_default() {
-        let s = resolve(&KernelCpus::NotWorkers, &[1], "0-3\n").unwrap();
+        let s = resolve(&KernelCpus::NotWorkers, &[1], &[0, 1, 2, 3]).unwrap();
         assert_eq!((s.cpus, s.mask.as_str()), (vec![0, 2, 3], "0000000d"));
-        assert_eq!(resolve(&KernelCpus::NotWorkers, &[0, 1], "0-1\n"), None, "no CPU left: unchanged");
-        assert_eq!(resolve(&KernelCpus::Unchanged, &[1], "0-3"), None);
-        let s = resolve(&KernelCpus::List(vec![5]), &[1], "0-3").unwrap();
+        assert_eq!(resolve(&KernelCpus::NotWorkers, &[0, 1], &[0, 1]), None, "no CPU left: unchanged");
+        assert_eq!(resolve(&KernelCpus::Unchanged, &[1], &[0, 1, 2, 3]), None);
+        let s = resolve(&KernelCpus::List(vec![5]), &[1], &[0, 1, 2, 3]).unwrap();
         assert_eq!(s.mask, "00000020", "a list is taken as given");
     }
 }

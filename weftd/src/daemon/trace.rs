@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dataplane::packet::Verdict;
 use dataplane::tables::Node;
 use dataplane::trace::TraceRecord;
-use dataplane::worker::peer_slot;
+use dataplane::worker::PeerNumbering;
 use serde_json::{json, Value};
 use weft_config::BackendType;
 
@@ -226,11 +226,12 @@ fn ipv4(b: &[u8], node: Encaps, out: &mut Vec<String>) {
 pub fn peers(shared: &Shared) -> Value {
     let snap = shared.tables.snapshot();
     let node = &shared.node;
+    let numbering = PeerNumbering::new(node.network, node.subnet_len);
     let list: Vec<Value> = snap
         .vteps
         .iter()
         .map(|v| {
-            let slot = peer_slot(node.network, node.subnet_len, v.peer.subnet.addr_u32());
+            let slot = numbering.slot(v.peer.subnet.addr_u32());
             json!({
                 "subnet": v.peer.subnet.to_string(),
                 "public_ip": v.peer.public_ip.to_string(),
