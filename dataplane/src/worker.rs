@@ -366,6 +366,9 @@ impl Worker {
         let mut idle_loops: u32 = 0;
         let mut burst = Burst::new();
         let mut last = tsc::now();
+        // The snapshot this worker forwards with, and the cell's publish count when it was taken.
+        let (mut seen, mut snap) = (self.cell.published(), self.cell.load_full());
+        self.counters.generation.store(snap.generation, Ordering::Relaxed);
         loop {
             if !self.commands.is_empty() && !self.take_commands() {
                 break;
@@ -374,8 +377,11 @@ impl Worker {
             // The trace's one check when off: armed, this loop's bursts take the traced path.
             let traced = self.trace.armed();
             {
-                let snap = self.cell.load();
-                self.counters.generation.store(snap.generation, Ordering::Relaxed);
+                let published = self.cell.published();
+                if published != seen {
+                    (seen, snap) = (published, self.cell.load_full());
+                    self.counters.generation.store(snap.generation, Ordering::Relaxed);
+                }
                 let n = self.uplink_rx.rx_burst(&mut burst);
                 if n > 0 {
                     got += n;
