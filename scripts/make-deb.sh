@@ -55,16 +55,17 @@ printf 'Source: weft\n\nPackage: weft\nArchitecture: any\n' > "$stage/src/debian
 shlibs=$(cd "$stage/src" && dpkg-shlibdeps -O -e"$root/usr/bin/weftd" -e"$root/usr/bin/weftctl" \
   -e"$root/usr/lib/cni/weft" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 
-# The PMDs are plugins EAL loads at start: the host port needs net_tap, a NIC its own (dpdk pulls them all).
+# The PMDs are plugins EAL loads at start: the host port needs af_packet (a veth pair) or virtio-user, tap
+# pods net_tap, a NIC its own (dpdk pulls them all).
 abi=$(printf '%s' "$shlibs" | grep -o 'librte-eal[0-9.]*' | head -1 | sed 's/librte-eal//')
-[ -n "$abi" ] && shlibs="$shlibs, librte-net-tap$abi"
+[ -n "$abi" ] && shlibs="$shlibs, librte-net-tap$abi, librte-net-af-packet$abi, librte-net-virtio$abi"
 mkdir -p "$root/DEBIAN"
 cat > "$root/DEBIAN/control" <<EOF
 Package: weft
 Version: $version
 Architecture: $arch
 Maintainer: weft developers <weft@example.invalid>
-Depends: ${shlibs:+$shlibs, }iproute2, iptables, util-linux
+Depends: ${shlibs:+$shlibs, }iproute2, iptables, util-linux, ethtool
 Recommends: dpdk, containernetworking-plugins
 Section: net
 Priority: optional

@@ -27,7 +27,16 @@ fn the_debian_package_installs_runs_and_purges() {
     assert!(deb.ends_with(".deb"), "{out}");
 
     let info = run(Command::new("dpkg-deb").args(["--info", &deb]));
-    for want in ["Package: weft", "librte-eal", "librte-ethdev", "librte-net-tap", "iproute2", "iptables"] {
+    for want in [
+        "Package: weft",
+        "librte-eal",
+        "librte-ethdev",
+        "librte-net-tap",
+        "librte-net-af-packet",
+        "iproute2",
+        "iptables",
+        "ethtool",
+    ] {
         assert!(info.contains(want), "{want} not in:\n{info}");
     }
 

@@ -169,7 +169,7 @@ fn af_packet_iface(uplink: &str) -> Option<&str> {
 /// 1500; else the frame (the MTU and the 18 bytes ethdev adds when it checks an MTU) plus the ring's
 /// 52-byte header (TPACKET2_HDRLEN), in whole KiB, and a block of whole pages that whole frames fill:
 /// the PMD addresses frame i at i x framesz, so frames may not leave gaps at block ends.
-fn af_packet_frame(mtu: u16) -> Option<(u32, u32)> {
+pub(super) fn af_packet_frame(mtu: u16) -> Option<(u32, u32)> {
     (mtu > 1500).then(|| {
         let frame = (u32::from(mtu) + 18 + 52).next_multiple_of(1024);
         let gcd = |mut a: u32, mut b: u32| {
@@ -302,7 +302,7 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         // DPDK 22.11's net_tap caps its ethdev MTU at 1500 (max_rx_pktlen 1522) and sends nothing larger.
         tracing::warn!(
             pod_mtu = settings.underlay_mtu - settings.backend.overhead(),
-            "a jumbo underlay: tap pods and everything behind the tap host port (cni0 and veth pods, the host) receive at most 1500-byte packets from weft (DPDK 22.11's net_tap); larger ones are dropped as tx_full"
+            "a jumbo underlay: tap pods receive at most 1500-byte packets from weft (DPDK 22.11's net_tap); larger ones are dropped as tx_full"
         );
     }
     // The underlay's MTU on the NIC, so jumbo underlays carry jumbo pod frames. A PMD without MTU
@@ -530,6 +530,9 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     shared.pods.remove_all();
     rules.remove();
     let _ = shared.uplink.stop();
+    if let Some(h) = &shared.host {
+        h.remove();
+    }
     drop(shared);
     if let Some(e) = etcd {
         // The lease stays in etcd (as flanneld leaves it): a restart takes the same subnet again.
