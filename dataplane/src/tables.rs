@@ -745,6 +745,7 @@ pub(crate) mod tests {
         cell.publish(inputs().build(2));
         assert_ne!(cell.published(), seen, "a publish moves the count");
         assert_eq!((held.generation, cell.retired()), (1, 1), "generation 1 is held by the worker: it stays");
+        drop(held); // the worker moves on: its drop frees nothing, the cell still holds generation 1
         let (seen, held) = (cell.published(), cell.load_full());
         assert_eq!((held.generation, cell.published()), (2, seen));
         let weak = std::sync::Arc::downgrade(&cell.load_full());

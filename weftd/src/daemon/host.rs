@@ -70,7 +70,7 @@ impl Backend {
             // Bypassing the qdisc also keeps weft's own frames out of its socket (no tap on the xmit).
             Backend::Veth => {
                 let mut d = format!("net_af_packet_host,iface={},qpairs={queues},qdisc_bypass=1", veth_peer(iface));
-                if let Some((frame, block)) = super::af_packet_frame(mtu) {
+                if let Some((frame, block)) = af_packet_frame(mtu) {
                     d.push_str(&format!(",framesz={frame},blocksz={block}"));
                 }
                 d
@@ -78,6 +78,23 @@ impl Backend {
             Backend::Tap => format!("net_tap_host,iface={iface}"),
         }
     }
+}
+
+/// af_packet's ring frame and block (`framesz`, `blocksz`) for an underlay of `mtu`: its defaults up to
+/// 1500; else the frame (the MTU and the 18 bytes ethdev adds when it checks an MTU) plus the ring's
+/// 52-byte header (TPACKET2_HDRLEN), in whole KiB, and a block of whole pages that whole frames fill:
+/// the PMD addresses frame i at i x framesz, so frames may not leave gaps at block ends.
+pub(super) fn af_packet_frame(mtu: u16) -> Option<(u32, u32)> {
+    (mtu > 1500).then(|| {
+        let frame = (u32::from(mtu) + 18 + 52).next_multiple_of(1024);
+        let gcd = |mut a: u32, mut b: u32| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        (frame, frame / gcd(frame, 4096) * 4096)
+    })
 }
 
 /// The name of the veth end DPDK holds: `<iface>-dp` (the iface cut to 12 characters, as names stop at

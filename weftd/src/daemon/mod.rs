@@ -32,6 +32,7 @@ use dataplane::dpdk::{Eal, LcoreHandle, LcoreId, Mempool, Port, PortConfig};
 use dataplane::tables::{Node, Peer, SnapshotCell, TableInputs};
 use dataplane::trace::Trace;
 use dataplane::worker::{Backoff, Worker, WorkerCommand, WorkerCounters};
+use host::af_packet_frame;
 use weft_control::etcd::ControlEvent;
 
 pub use error::Error;
@@ -163,23 +164,6 @@ fn af_packet_iface(uplink: &str) -> Option<&str> {
         return None;
     }
     uplink.split(',').find_map(|kv| kv.strip_prefix("iface="))
-}
-
-/// af_packet's ring frame and block (`framesz`, `blocksz`) for an underlay of `mtu`: its defaults up to
-/// 1500; else the frame (the MTU and the 18 bytes ethdev adds when it checks an MTU) plus the ring's
-/// 52-byte header (TPACKET2_HDRLEN), in whole KiB, and a block of whole pages that whole frames fill:
-/// the PMD addresses frame i at i x framesz, so frames may not leave gaps at block ends.
-pub(super) fn af_packet_frame(mtu: u16) -> Option<(u32, u32)> {
-    (mtu > 1500).then(|| {
-        let frame = (u32::from(mtu) + 18 + 52).next_multiple_of(1024);
-        let gcd = |mut a: u32, mut b: u32| {
-            while b != 0 {
-                (a, b) = (b, a % b);
-            }
-            a
-        };
-        (frame, frame / gcd(frame, 4096) * 4096)
-    })
 }
 
 /// EAL arguments for the settings: lcores, the uplink device, isolation flags, then the user's extras.
