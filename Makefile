@@ -26,7 +26,7 @@ demo: build
 bench-io: build
 	./target/release/weft-bench io
 
-# Kernel pods (tap pods, cni0 pods behind the host port) across weft nodes vs across kernel flannel nodes:
+# Kernel pods (tap pods; cni0 and veth pods behind the host port) across weft nodes vs across kernel flannel nodes:
 # TCP and 64-byte UDP, as ratios.
 bench-hostport: build
 	./target/release/weft-bench hostport

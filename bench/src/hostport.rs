@@ -1,7 +1,7 @@
-//! The kernel-pod benchmark: kernel pods on weft nodes, on tap ports and on `cni0` behind the host port
-//! (their traffic through the host's kernel, weft0 and weft's workers), to pods on another weft node and
-//! on a kernel flannel node, against a pod pair on two kernel flannel nodes, in one netns lab and one
-//! run, alternating: TCP throughput (iperf3) and the small-packet rate (iperf3 UDP, 64-byte datagrams,
+//! The kernel-pod benchmark: kernel pods on weft nodes, on tap ports, and on `cni0` and veth pairs behind
+//! the host port (their traffic through the host's kernel, weft0 and weft's workers), to pods on another
+//! weft node and on a kernel flannel node, against a pod pair on two kernel flannel nodes, in one netns
+//! lab and one run, alternating: TCP throughput (iperf3) and the small-packet rate (iperf3 UDP, 64-byte datagrams,
 //! as fast as it can send, counted at the receiver).
 
 use std::net::Ipv4Addr;
@@ -46,9 +46,10 @@ fn sample(client_ns: &str, server: Ipv4Addr, seconds: u64) -> anyhow::Result<Sam
 }
 
 /// The pod pairs measured through weft, each against the kernel flannel pair of the same run.
-const PAIRS: [&str; 3] = [
+const PAIRS: [&str; 4] = [
     "tap pod -> tap pod, two weft nodes",
     "cni0 pod -> cni0 pod, two weft nodes (host ports)",
+    "veth pod -> veth pod, two weft nodes (host ports)",
     "cni0 pod on a weft node -> pod on a kernel flannel node",
 ];
 
@@ -72,12 +73,14 @@ pub fn run(bin_dir: &Path, reps: usize, seconds: u64) -> anyhow::Result<Vec<Valu
     lab.start_weftd(&n2, &[n1.peer(), k3.peer(), k4.peer()], &["--lcores", "0@1,1@0"])?;
     let (t1, _) = lab.tap_pod(&n1, "t1")?;
     let (t2, t2_ip) = lab.tap_pod(&n2, "t2")?;
-    for (ns, ip) in [(&t2, t2_ip), (&c2, c2_ip), (&k4.pod_ns, k4.pod_ip)] {
+    let (v1, _) = lab.kernel_pod(&n1, "v1", "veth")?;
+    let (v2, v2_ip) = lab.kernel_pod(&n2, "v2", "veth")?;
+    for (ns, ip) in [(&t2, t2_ip), (&c2, c2_ip), (&v2, v2_ip), (&k4.pod_ns, k4.pod_ip)] {
         let log = lab.dir.join(format!("iperf3-{ip}.log"));
         lab.spawn(ns, &["iperf3", "-s", "-B", &ip.to_string()], &log)?;
     }
     std::thread::sleep(Duration::from_millis(500));
-    let clients = [(&t1, t2_ip), (&c1, c2_ip), (&c1, k4.pod_ip)];
+    let clients = [(&t1, t2_ip), (&c1, c2_ip), (&v1, v2_ip), (&c1, k4.pod_ip)];
     let mut weft: Vec<Vec<Sample>> = vec![Vec::new(); clients.len()];
     let mut kernel = Vec::new();
     for rep in 0..reps {

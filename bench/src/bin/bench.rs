@@ -68,9 +68,9 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         rate_mpps: f64,
     },
-    /// Kernel pods: iperf3 TCP and 64-byte UDP between tap pods and between cni0 pods (host ports) on
-    /// two weft nodes, and from a cni0 pod to a kernel flannel node's pod, against a pod pair on two
-    /// kernel flannel nodes, in one netns lab (root, hugepages; weftd and weftctl built next to this
+    /// Kernel pods: iperf3 TCP and 64-byte UDP between tap pods, cni0 pods and veth pods (the last two
+    /// through host ports) on two weft nodes, and from a cni0 pod to a kernel flannel node's pod,
+    /// against a pod pair on two kernel flannel nodes, in one netns lab (root, hugepages; weftd and weftctl built next to this
     /// binary).
     Hostport,
     /// Write the benchmark frames to a pcap (for Pktgen's -s, TRex's pcap streams, or tcpdump).
