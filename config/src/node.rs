@@ -124,7 +124,7 @@ pub struct NodeFile {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub busy_poll: Option<bool>,
     /// The CPUs where the kernel handles the frames weft writes to its tap ports (the host port, tap
-    /// pods): their RPS mask, a CPU list like 0,2-3. Default: every online CPU that runs no worker, so
+    /// pods): their RPS mask and the host port's NAPI threads, a CPU list like 0,2-3. Default: every online CPU that runs no worker, so
     /// the host's and the pods' network stacks stay off the worker cores; "" leaves RPS as it is.
     #[arg(long)]
     pub kernel_cpus: Option<String>,

@@ -245,6 +245,16 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
     for (ns, iface) in [(c.n1.ns.as_str(), "weft0"), (c.n2.ns.as_str(), "weft0"), (c.pod1.0.as_str(), "wt-pa")] {
         assert_eq!(Lab::rps_cpus(ns, iface).unwrap(), expect, "RPS of {iface} in {ns}");
     }
+    // The host ports' NAPI threads (GRO for what weft writes to weft0) run there too.
+    let script = "for p in /proc/[0-9]*; do grep -qs '^napi/weft0-' $p/comm && grep Cpus_allowed_list $p/status; done";
+    let napi = String::from_utf8_lossy(&std::process::Command::new("sh").args(["-c", script]).output().unwrap().stdout)
+        .into_owned();
+    let lists: Vec<&str> = napi.lines().map(|l| l.rsplit('\t').next().unwrap_or("").trim()).collect();
+    assert!(lists.len() >= 2, "a NAPI thread per host port: {napi:?}");
+    for l in &lists {
+        let m = weft_config::node::cpu_list(l).unwrap().into_iter().fold(0u64, |m, c| m | 1 << c);
+        assert_eq!(m, expect, "NAPI thread on {l}: {napi}");
+    }
     let st = c.lab.weftctl(&c.n1, &["status"]).unwrap();
     let shown = st["node"]["kernel_cpus"].as_array().unwrap().iter().fold(0u64, |m, c| m | 1 << c.as_u64().unwrap());
     assert_eq!(shown, expect, "status names the RPS CPUs: {}", st["node"]);

@@ -141,6 +141,30 @@ fn make_veth(iface: &str, queues: usize, mtu: u16) -> Result<(), String> {
     run_ip(&["link", "set", &peer, "mtu", &mtu.to_string(), "up"])
 }
 
+/// The kernel threads whose name starts with `comm` (cut to the 15 characters the kernel keeps).
+fn napi_threads(comm: &str) -> Vec<u32> {
+    let comm = comm.char_indices().nth(15).map_or(comm, |(i, _)| &comm[..i]);
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(comm)))
+        .collect()
+}
+
+/// Keep the host port's NAPI threads on `kernel_cpus`, with the rest of the kernel's share of the work
+/// (RPS), off the workers' cores. Logged, never fatal.
+fn pin_threads(iface: &str, pids: &[u32], cpus: &[u32]) {
+    let list = cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    for pid in pids {
+        let out = Command::new("taskset").args(["-pc", &list, &pid.to_string()]).output();
+        match out {
+            Ok(o) if o.status.success() => info!(iface, pid, cpus = list, "host port NAPI thread pinned"),
+            Ok(o) => warn!(iface, pid, error = %String::from_utf8_lossy(&o.stderr).trim(), "NAPI thread not pinned"),
+            Err(e) => warn!(iface, pid, error = %e, "NAPI thread not pinned: running taskset (util-linux)"),
+        }
+    }
+}
+
 fn ethtool(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ethtool")
         .args(args)
@@ -253,8 +277,20 @@ pub(super) fn attach(
     if backend == Backend::Veth {
         // NAPI in a kernel thread: in softirq it would run inside each frame's xmit in weft's sendto
         // (af_packet re-enables bottom halves per frame), one frame per poll, and GRO would merge nothing.
-        if let Err(e) = std::fs::write(format!("/sys/class/net/{name}/threaded"), "1") {
-            warn!(iface = name, error = %e, "could not make the host port's NAPI threaded: GRO will merge little");
+        // The threads (`napi/<iface>-<id>`) appear with the write; those that were not there before are
+        // this port's (another namespace's port of the same name has its own).
+        let comm = format!("napi/{name}-");
+        let before = napi_threads(&comm);
+        match std::fs::write(format!("/sys/class/net/{name}/threaded"), "1") {
+            Err(e) => {
+                warn!(iface = name, error = %e, "could not make the host port's NAPI threaded: GRO will merge little")
+            }
+            Ok(()) => {
+                if let Some(s) = steering {
+                    let ours: Vec<u32> = napi_threads(&comm).into_iter().filter(|p| !before.contains(p)).collect();
+                    pin_threads(name, &ours, &s.cpus);
+                }
+            }
         }
     }
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
