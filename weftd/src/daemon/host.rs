@@ -38,10 +38,9 @@ pub enum Backend {
     /// A veth pair: the kernel keeps `weft0`, DPDK's net_af_packet holds the other end (`weft0-dp`).
     /// weft reads the frames the host sends from a ring in memory (no syscall per frame) and writes a
     /// burst per `sendto`; `weft0` takes them through NAPI with GRO, so the host routes, bridges and
-    /// filters a pod's TCP in up to 64 KB aggregates as it does behind a NIC.
+    /// filters a pod's TCP in up to 64 KB aggregates as it does behind a NIC. (It replaced net_tap, a
+    /// `readv` or `writev` per 1450-byte frame.)
     Veth,
-    /// net_tap: a tap device read and written by DPDK (a `readv` or `writev` per frame).
-    Tap,
 }
 
 impl Backend {
@@ -58,7 +57,6 @@ impl Backend {
         match self {
             Backend::VirtioUser => "virtio_user",
             Backend::Veth => "veth",
-            Backend::Tap => "tap",
         }
     }
 
@@ -75,12 +73,12 @@ impl Backend {
                 }
                 d
             }
-            Backend::Tap => format!("net_tap_host,iface={iface}"),
         }
     }
 }
 
-/// af_packet's ring frame and block (`framesz`, `blocksz`) for an underlay of `mtu`: its defaults up to
+/// af_packet's ring frame and block (`framesz`, `blocksz`) for frames of `mtu` (the uplink's underlay
+/// MTU, the host port's pod MTU): its defaults up to
 /// 1500; else the frame (the MTU and the 18 bytes ethdev adds when it checks an MTU) plus the ring's
 /// 52-byte header (TPACKET2_HDRLEN), in whole KiB, and a block of whole pages that whole frames fill:
 /// the PMD addresses frame i at i x framesz, so frames may not leave gaps at block ends.
@@ -114,8 +112,10 @@ fn ifindex(name: &str) -> Option<u32> {
 fn make_veth(iface: &str, queues: usize, mtu: u16) -> Result<(), String> {
     let peer = veth_peer(iface);
     if let Some(own) = ifindex(iface) {
-        let link = std::fs::read_to_string(format!("/sys/class/net/{iface}/iflink")).unwrap_or_default();
-        if ifindex(&peer).map(|p| p.to_string()) != Some(link.trim().to_string()) || link.trim() == own.to_string() {
+        // A veth's iflink is its peer's ifindex (any other device's is its own).
+        let link: Option<u32> =
+            std::fs::read_to_string(format!("/sys/class/net/{iface}/iflink")).ok().and_then(|t| t.trim().parse().ok());
+        if link == Some(own) || link.is_none() || link != ifindex(&peer) {
             return Err(format!(
                 "{iface} exists and is not a host port weft left behind (give --host-iface another name, or \"\" \
                  to run without the host port)"
@@ -135,6 +135,7 @@ fn make_veth(iface: &str, queues: usize, mtu: u16) -> Result<(), String> {
     // nothing of offloads. GRO on a veth turns on its NAPI receive (Linux 5.13 and later), which merges
     // what weft writes.
     ethtool(&["-K", iface, "tx", "off", "tso", "off", "gso", "off", "gro", "on"])?;
+    // And TSO off on the sending end too: veth hands NAPI (and GRO) only frames from a peer without TSO.
     ethtool(&["-K", &peer, "tx", "off", "tso", "off", "gso", "off"])?;
     // The DPDK end is no host: no IPv6 of its own (router solicitations would reach weft as frames).
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{peer}/disable_ipv6"), "1");
@@ -294,12 +295,8 @@ pub(super) fn attach(
         }
     }
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {
-        // net_tap polls with a readv each time; virtio-user and af_packet read a ring in memory.
-        let rx = match backend {
-            Backend::Tap => dataplane::worker::PortRx::Tap(rxq),
-            Backend::VirtioUser | Backend::Veth => dataplane::worker::PortRx::Eth(rxq),
-        };
-        let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![rx]);
+        // virtio-user and af_packet read a ring in memory: polled every loop (no PortRx::Tap timer).
+        let (tx, rx) = (dataplane::worker::PortTx::Eth(txq), vec![dataplane::worker::PortRx::Eth(rxq)]);
         w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Host })
             .map_err(|_| Error::Setting { field: "workers", reason: format!("worker {i} is gone") })?;
     }

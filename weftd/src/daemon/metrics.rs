@@ -37,7 +37,7 @@ fn describe() {
     describe_gauge!("weft_build_info", "weft's version and the DPDK it runs against (value 1)");
     describe_gauge!(
         "weft_host_port_info",
-        "The host port's interface and its DPDK backend, virtio_user (vhost-net) or tap (value 1)"
+        "The host port's interface and its backend, virtio_user (vhost-net) or veth (af_packet on a veth pair) (value 1)"
     );
     describe_counter!("weft_port_packets_total", "Packets per port, queue (= worker) and direction");
     describe_counter!("weft_port_bytes_total", Unit::Bytes, "Bytes per port, queue (= worker) and direction");
