@@ -55,8 +55,9 @@ printf 'Source: weft\n\nPackage: weft\nArchitecture: any\n' > "$stage/src/debian
 shlibs=$(cd "$stage/src" && dpkg-shlibdeps -O -e"$root/usr/bin/weftd" -e"$root/usr/bin/weftctl" \
   -e"$root/usr/lib/cni/weft" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 
-# The PMDs are plugins EAL loads at start: the host port needs af_packet (a veth pair) or virtio-user, tap
-# pods net_tap, a NIC its own (dpdk pulls them all).
+# The PMDs are plugins EAL loads at start: the host port and tap pods need af_packet (veth pairs), the
+# host port virtio-user where vhost-net exists, a NIC its own (dpdk pulls them all), net_tap an
+# uplink given as one.
 abi=$(printf '%s' "$shlibs" | grep -o 'librte-eal[0-9.]*' | head -1 | sed 's/librte-eal//')
 [ -n "$abi" ] && shlibs="$shlibs, librte-net-tap$abi, librte-net-af-packet$abi, librte-net-virtio$abi"
 mkdir -p "$root/DEBIAN"

@@ -359,7 +359,8 @@ fn bad(field: impl Into<String>, why: impl Into<String>) -> SettingError {
 /// How a pod attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodKind {
-    /// A kernel tap interface (DPDK net_tap), handed to the pod's network namespace.
+    /// A kernel pod on a weft port of its own: a veth pair, one end in the pod's namespace, the other
+    /// held by DPDK's net_af_packet. (The name is from when it was a tap interface, DPDK's net_tap.)
     Tap,
     /// A vhost-user socket (DPDK net_vhost) for a virtio-user pod or a VM.
     Vhost,

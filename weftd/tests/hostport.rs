@@ -120,7 +120,22 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
     // Across nodes: the cni0 pod and the kernel node's pod ride weft's tunnel.
     assert_pings(&lab, &n1, &kpod, k2.pod_ip, "cni0 pod to a kernel node's pod");
     assert_pings(&lab, &n1, &k2.pod_ns, kpod_ip, "kernel node's pod to the cni0 pod");
+    // The tap pod's frames reach weft once, through its own port: the host's kernel does not answer the
+    // pod's ARP for its gateway (10.244.1.1 is cni0's address here) on the veth end weft holds, so it
+    // never takes the pod's frames and routes them back to weft through weft0.
+    let forwarded = || {
+        let snmp = sh(&n1.ns, "cat /proc/net/snmp");
+        let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap_or_default(), ip.next().unwrap_or_default());
+        let at = names.split_whitespace().position(|n| n == "ForwDatagrams").unwrap();
+        values.split_whitespace().nth(at).unwrap().parse::<u64>().unwrap()
+    };
+    let before = forwarded();
     assert_pings(&lab, &n1, &wpod, k2.pod_ip, "weft pod to a kernel node's pod");
+    assert_eq!(forwarded() - before, 0, "the host routed the tap pod's frames\n{}", diagnose(&lab, &n1));
+    let gw = sh(&wpod, "ip neigh show 10.244.1.1");
+    let vtep = status["node"]["vtep_mac"].as_str().unwrap();
+    assert!(gw.contains(vtep), "the pod's gateway is weft's {vtep}: {gw}");
     // A kernel flannel node's pod reaches the weft node's overlay address.
     assert_pings(
         &lab,
@@ -186,6 +201,7 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
 
     // A restart brings the host port, its address and route, and the rules back; a clean stop takes
     // them away.
+    let tap_link = sh(&wpod, "ip -o link show wt-wp");
     let (_, killed) = lab.stop_weftd(&n1.ns);
     assert!(!killed, "weftd stopped on SIGTERM");
     let after = sh(&n1.ns, "ip -o link show weft0 2>&1 || true; iptables -t nat -S 2>&1; iptables -t mangle -S 2>&1");
@@ -198,6 +214,9 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
     assert!(back.contains("10.244.1.0/32") && back.contains("dev weft0") && back.contains("MASQUERADE"), "{back}");
     assert_pings(&lab, &n1, &kpod, k2.pod_ip, "cni0 pod to a kernel node's pod after the restart");
     assert_pings(&lab, &n1, &wpod, kpod_ip, "the restored weft pod to the cni0 pod");
+    // The tap pod kept its interface: the restarted weftd adopted its veth pair (same ifindex and peer).
+    let index = |l: &str| l.split(':').take(2).collect::<Vec<_>>().join(":");
+    assert_eq!(index(&sh(&wpod, "ip -o link show wt-wp")), index(&tap_link), "the tap pod's interface was made again");
     // SIGKILL: a veth host port outlives weftd (no process holds it); the next weftd replaces it.
     lab.kill_weftd(&n1.ns);
     lab.start_weftd(&n1, &[k2.peer()], &["--ip-masq"]).unwrap();

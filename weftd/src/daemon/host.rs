@@ -65,14 +65,7 @@ impl Backend {
             Backend::VirtioUser => {
                 format!("net_virtio_user_host,path=/dev/vhost-net,iface={iface},queues={queues},queue_size=1024")
             }
-            // Bypassing the qdisc also keeps weft's own frames out of its socket (no tap on the xmit).
-            Backend::Veth => {
-                let mut d = format!("net_af_packet_host,iface={},qpairs={queues},qdisc_bypass=1", veth_peer(iface));
-                if let Some((frame, block)) = af_packet_frame(mtu) {
-                    d.push_str(&format!(",framesz={frame},blocksz={block}"));
-                }
-                d
-            }
+            Backend::Veth => af_packet_devargs("net_af_packet_host", &veth_peer(iface), queues, mtu),
         }
     }
 }
@@ -124,27 +117,62 @@ fn make_veth(iface: &str, queues: usize, mtu: u16) -> Result<(), String> {
         info!(iface, peer, "removing the host port a previous weftd left");
         run_ip(&["link", "del", iface])?;
     }
-    let q = queues.to_string();
-    let qs = ["numtxqueues", &q, "numrxqueues", &q];
-    let mut args = vec!["link", "add", iface];
-    args.extend(qs);
-    args.extend(["type", "veth", "peer", "name", &peer]);
-    args.extend(qs);
-    run_ip(&args)?;
-    // The host side hands DPDK whole, checksummed frames: af_packet copies what the skb holds and says
-    // nothing of offloads. GRO on a veth turns on its NAPI receive (Linux 5.13 and later), which merges
-    // what weft writes.
-    ethtool(&["-K", iface, "tx", "off", "tso", "off", "gso", "off", "gro", "on"])?;
-    // And TSO off on the sending end too: veth hands NAPI (and GRO) only frames from a peer without TSO.
-    ethtool(&["-K", &peer, "tx", "off", "tso", "off", "gso", "off"])?;
-    // The DPDK end is no host: no IPv6 of its own (router solicitations would reach weft as frames).
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{peer}/disable_ipv6"), "1");
-    run_ip(&["link", "set", &peer, "mtu", &mtu.to_string(), "up"])
+    veth_pair(iface, &peer, queues, mtu)
 }
 
-/// The kernel threads whose name starts with `comm` (cut to the 15 characters the kernel keeps).
-fn napi_threads(comm: &str) -> Vec<u32> {
-    let comm = comm.char_indices().nth(15).map_or(comm, |(i, _)| &comm[..i]);
+/// A veth pair for a kernel interface `kernel` that DPDK's net_af_packet reaches through its other end
+/// `dp`, `queues` each way, both ends at `mtu`, `dp` up (the host port's, a tap pod's). The kernel side
+/// hands DPDK whole, checksummed frames: af_packet copies what the skb holds and says nothing of
+/// offloads. GRO on the kernel side turns on its NAPI receive (Linux 5.13 and later), which merges what
+/// weft writes once it runs threaded ([`threaded_napi`]).
+pub(super) fn veth_pair(kernel: &str, dp: &str, queues: usize, mtu: u16) -> Result<(), String> {
+    let (q, m) = (queues.to_string(), mtu.to_string());
+    let opts = ["numtxqueues", &q, "numrxqueues", &q, "mtu", &m];
+    let mut args = vec!["link", "add", kernel];
+    args.extend(opts);
+    args.extend(["type", "veth", "peer", "name", dp]);
+    args.extend(opts);
+    run_ip(&args)?;
+    let made = || -> Result<(), String> {
+        ethtool(&["-K", kernel, "tx", "off", "tso", "off", "gso", "off", "gro", "on"])?;
+        // And TSO off on the sending end too: veth hands NAPI (and GRO) only frames from a peer without TSO.
+        ethtool(&["-K", dp, "tx", "off", "tso", "off", "gso", "off"])?;
+        // The DPDK end is no host: no IPv6 of its own (router solicitations would reach weft as frames),
+        // and no ARP. Else the kernel answers a pod asking for its gateway with this end's MAC when the
+        // gateway's address is one of the host's (cni0's `<subnet>.1`), takes the pod's frames as its own
+        // and routes them to weft a second time through the host port.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dp}/disable_ipv6"), "1");
+        run_ip(&["link", "set", dp, "arp", "off", "up"])
+    };
+    made().inspect_err(|_| {
+        let _ = run_ip(&["link", "del", dp]);
+    })
+}
+
+/// `net_af_packet` on the veth end `dp`: a queue pair per worker, frames sized for `mtu`. Bypassing the
+/// qdisc also keeps weft's own frames out of its socket (no tap on the xmit).
+pub(super) fn af_packet_devargs(vdev: &str, dp: &str, queues: usize, mtu: u16) -> String {
+    let mut d = format!("{vdev},iface={dp},qpairs={queues},qdisc_bypass=1");
+    if let Some((frame, block)) = af_packet_frame(mtu) {
+        d.push_str(&format!(",framesz={frame},blocksz={block}"));
+    }
+    d
+}
+
+/// NAPI of the veth end `iface` (up, in this namespace) in kernel threads: in softirq it would run inside
+/// each frame's xmit in weft's `sendto` (af_packet re-enables bottom halves per frame), one frame per
+/// poll, and GRO would merge nothing. The threads (`napi/<iface>-<id>`) appear with the write; the
+/// setting moves with the device to another namespace, where bringing it up makes its threads again.
+pub(super) fn threaded_napi(iface: &str) -> Result<(), String> {
+    std::fs::write(format!("/sys/class/net/{iface}/threaded"), "1")
+        .map_err(|e| format!("/sys/class/net/{iface}/threaded: {e}"))
+}
+
+/// The NAPI threads of an interface named `iface` (`napi/<iface>-<id>`, cut to the 15 characters the
+/// kernel keeps), in any namespace.
+pub(super) fn napi_threads(iface: &str) -> Vec<u32> {
+    let comm = format!("napi/{iface}-");
+    let comm = comm.char_indices().nth(15).map_or(comm.as_str(), |(i, _)| &comm[..i]);
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -152,14 +180,16 @@ fn napi_threads(comm: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Keep the host port's NAPI threads on `kernel_cpus`, with the rest of the kernel's share of the work
-/// (RPS), off the workers' cores. Logged, never fatal.
-fn pin_threads(iface: &str, pids: &[u32], cpus: &[u32]) {
-    let list = cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    for pid in pids {
+/// Keep the NAPI threads of `iface` that were not in `before` on `kernel_cpus`, with the rest of the
+/// kernel's share of the work (RPS), off the workers' cores. Logged, never fatal. (A thread of another
+/// interface of the same name made meanwhile goes to the same CPUs, where it belongs as well.)
+pub(super) fn pin_new_napi(iface: &str, before: &[u32], steering: Option<&super::rps::Steering>) {
+    let Some(s) = steering else { return };
+    let list = s.cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    for pid in napi_threads(iface).into_iter().filter(|p| !before.contains(p)) {
         let out = Command::new("taskset").args(["-pc", &list, &pid.to_string()]).output();
         match out {
-            Ok(o) if o.status.success() => info!(iface, pid, cpus = list, "host port NAPI thread pinned"),
+            Ok(o) if o.status.success() => info!(iface, pid, cpus = list, "NAPI thread pinned"),
             Ok(o) => warn!(iface, pid, error = %String::from_utf8_lossy(&o.stderr).trim(), "NAPI thread not pinned"),
             Err(e) => warn!(iface, pid, error = %e, "NAPI thread not pinned: running taskset (util-linux)"),
         }
@@ -276,22 +306,14 @@ pub(super) fn attach(
         super::rps::steer(name, s);
     }
     if backend == Backend::Veth {
-        // NAPI in a kernel thread: in softirq it would run inside each frame's xmit in weft's sendto
-        // (af_packet re-enables bottom halves per frame), one frame per poll, and GRO would merge nothing.
-        // The threads (`napi/<iface>-<id>`) appear with the write; those that were not there before are
-        // this port's (another namespace's port of the same name has its own).
-        let comm = format!("napi/{name}-");
-        let before = napi_threads(&comm);
-        match std::fs::write(format!("/sys/class/net/{name}/threaded"), "1") {
+        // Those threads that were not there before are this port's (another namespace's port of the same
+        // name has its own).
+        let before = napi_threads(name);
+        match threaded_napi(name) {
             Err(e) => {
                 warn!(iface = name, error = %e, "could not make the host port's NAPI threaded: GRO will merge little")
             }
-            Ok(()) => {
-                if let Some(s) = steering {
-                    let ours: Vec<u32> = napi_threads(&comm).into_iter().filter(|p| !before.contains(p)).collect();
-                    pin_threads(name, &ours, &s.cpus);
-                }
-            }
+            Ok(()) => pin_new_napi(name, &before, steering),
         }
     }
     for (i, ((w, txq), rxq)) in workers.iter().zip(tx).zip(rx).enumerate() {

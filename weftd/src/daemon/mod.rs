@@ -282,13 +282,6 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let (uplink_rx, uplink_tx) = uplink
         .configure(&PortConfig { rx_queues: n, tx_queues: n, rss: true, ..PortConfig::default() }, pool.clone())
         .map_err(Error::dpdk("uplink: configuring the port"))?;
-    if settings.underlay_mtu > 1500 + settings.backend.overhead() {
-        // DPDK 22.11's net_tap caps its ethdev MTU at 1500 (max_rx_pktlen 1522) and sends nothing larger.
-        tracing::warn!(
-            pod_mtu = settings.underlay_mtu - settings.backend.overhead(),
-            "a jumbo underlay: tap pods receive at most 1500-byte packets from weft (DPDK 22.11's net_tap); larger ones are dropped as tx_full"
-        );
-    }
     // The underlay's MTU on the NIC, so jumbo underlays carry jumbo pod frames. A PMD without MTU
     // control keeps its own, which the log says.
     if let Err(e) = uplink.set_mtu(settings.underlay_mtu) {

@@ -1,7 +1,7 @@
-//! Pods: hot-plugged DPDK ports (net_tap, net_vhost), their addresses, and handing their queues to the
-//! workers. Adding publishes the pod in a new snapshot after the workers hold its queues; deleting
-//! publishes first (no new frames for it), then takes the queues back, then closes the port, which frees
-//! its mbufs and removes the device. [`PodRegistry`] owns all of it: the pods, the restores still
+//! Pods: hot-plugged DPDK ports (net_af_packet on a tap pod's veth pair, net_vhost), their addresses,
+//! and handing their queues to the workers. Adding publishes the pod in a new snapshot after the workers
+//! hold its queues; deleting publishes first (no new frames for it), then takes the queues back, then
+//! closes the port, which frees its mbufs, and removes the device (the veth pair, the vhost socket). [`PodRegistry`] owns all of it: the pods, the restores still
 //! pending, the state file; it is handed the table publisher, the workers' command queues and the
 //! mempool, and nothing else of the process.
 
@@ -27,7 +27,8 @@ use dataplane::tables::{Node, PodEntry};
 use dataplane::worker::{PortKind, PortRx, PortTx, WorkerCommand, ETH_PORTS};
 
 /// What `weftctl pod add` prints, and what weftd keeps in `state_dir/pods.json` to restore its pods after
-/// a restart (same address, same MAC; tap interfaces are made again, vhost clients reconnect).
+/// a restart (same address, same MAC; the veth pairs of tap and veth pods are adopted, vhost clients
+/// reconnect).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodInfo {
     pub name: String,
@@ -314,8 +315,8 @@ impl PodRegistry {
         }
     }
 
-    /// CNI's CHECK: the container's pod is attached and, for a tap pod, its interface is in the
-    /// namespace with the pod's address.
+    /// CNI's CHECK: the container's pod is attached and, for a kernel pod, its veth pair's host end is
+    /// there and its interface is in the namespace with the pod's address.
     pub fn check(&self, container_id: &str, ifname: &str) -> Result<PodInfo, PodError> {
         let none = || PodError::NoSuchContainer { container_id: container_id.into(), ifname: ifname.into() };
         let name = self.find(container_id, ifname).ok_or_else(none)?;
@@ -323,8 +324,14 @@ impl PodRegistry {
             return Err(PodError::NotRestored { name, why: "weftd restarted and could not attach it again".into() });
         };
         let broken = |why: String| PodError::Broken { name: info.name.clone(), why };
-        if info.kind == "veth" && !std::path::Path::new(&format!("/sys/class/net/wv-{}", info.name)).exists() {
-            return Err(broken(format!("its host end wv-{} is gone", info.name)));
+        // The veth pair's end on the host: routed (a veth pod), held by weft (a tap pod).
+        let host_end = match info.kind.as_str() {
+            "veth" => Some(format!("wv-{}", info.name)),
+            "tap" => Some(format!("wd-{}", info.name)),
+            _ => None,
+        };
+        if let Some(end) = host_end.filter(|e| !std::path::Path::new(&format!("/sys/class/net/{e}")).exists()) {
+            return Err(broken(format!("its host end {end} is gone")));
         }
         if let (true, Some(ns)) = (info.kind != "vhost", info.netns.as_deref()) {
             let addrs = ip_in(ns, &["-o", "-4", "addr", "show", "dev", &info.iface]).map_err(broken)?;
@@ -381,53 +388,107 @@ impl PodRegistry {
         self.save();
     }
 
-    /// A tap pod: a `net_tap` port (a kernel interface moved into the pod's namespace), one RX and TX
-    /// queue per worker; one worker (round robin) polls all of its RX queues.
+    /// A tap pod: a kernel pod on a weft port of its own. A veth pair: `wt-<name>` goes into the pod's
+    /// namespace, DPDK's `net_af_packet` holds `wd-<name>` with a queue pair per worker (one worker, round
+    /// robin, polls its RX queues). weft reads what the pod sends from a ring in memory and writes a
+    /// burst per `sendto`; the pod's end merges it (GRO in threaded NAPI, as the host port's `weft0`).
+    /// It replaced DPDK's net_tap, a `readv` or `writev` per frame and at most 1500-byte frames. A pair
+    /// an earlier weftd left (the pod kept its interface) is adopted.
     fn attach_tap(&self, spec: PodSpec, ip: Ipv4Addr, mac: MacAddr) -> Result<PodInfo, PodError> {
         let n = self.next_vdev.fetch_add(1, Ordering::Relaxed);
-        let workers = self.workers.len() as u16;
-        let iface = format!("wt-{}", spec.name);
+        let workers = self.workers.len();
+        let mtu = self.node.pod_mtu();
+        let (iface, dp) = (format!("wt-{}", spec.name), format!("wd-{}", spec.name));
+        let inner = match (&spec.netns, &spec.ifname) {
+            (Some(_), Some(i)) => i.clone(),
+            _ => iface.clone(),
+        };
+        let adopted = self.tap_pair_left(&spec, &inner, &dp);
+        if adopted {
+            info!(pod = %spec.name, iface = dp, "adopting the veth pair an earlier weftd left");
+        }
+        let netns_err = |reason: String| PodError::Netns {
+            iface: iface.clone(),
+            netns: spec.netns.clone().unwrap_or_else(|| "(host)".into()),
+            reason,
+        };
+        if !adopted {
+            if std::path::Path::new(&format!("/sys/class/net/{dp}")).exists() {
+                let _ = run_ip(&["link", "del", &dp]); // ours by its name, and no pod's any more
+            }
+            super::host::veth_pair(&iface, &dp, workers, mtu).map_err(netns_err)?;
+        }
+        let undo = |e: PodError| {
+            if !adopted {
+                let _ = run_ip(&["link", "del", &dp]);
+            }
+            e
+        };
         let dpdk = |what: &str| {
             let what = what.to_owned();
-            move |cause| PodError::Dpdk { what, cause }
+            move |cause| undo(PodError::Dpdk { what, cause })
         };
-        let port = Port::probe(&format!("net_tap{n},iface={iface}")).map_err(dpdk("creating the tap port"))?;
+        let devargs = super::host::af_packet_devargs(&format!("net_af_packet_pod{n}"), &dp, workers, mtu);
+        let port = Port::probe(&devargs).map_err(dpdk("creating the pod's port"))?;
         if usize::from(port.id().0) >= ETH_PORTS {
-            return Err(PodError::NoPortSlot { port: port.id().0, max: ETH_PORTS });
+            return Err(undo(PodError::NoPortSlot { port: port.id().0, max: ETH_PORTS }));
         }
+        let q = workers as u16;
         let (rx, tx) = port
-            .configure(
-                &PortConfig {
-                    rx_queues: workers,
-                    tx_queues: workers,
-                    rx_desc: 512,
-                    tx_desc: 512,
-                    ..PortConfig::default()
-                },
-                self.pool.clone(),
-            )
+            .configure(&PortConfig { rx_queues: q, tx_queues: q, ..PortConfig::default() }, self.pool.clone())
             .map_err(dpdk("configuring the pod port"))?;
         port.start().map_err(dpdk("starting the pod port"))?;
-        // Before the move: weftd sees the interface's sysfs only in its own namespace; the mask moves with
-        // the device.
-        if let Some(s) = &self.steering {
-            super::rps::steer(&iface, s);
+        if !adopted {
+            // Up here first: NAPI can be made threaded only while the device is up; the setting moves
+            // with it, and its threads are made again when the pod's namespace brings it up. RPS before the
+            // move too: weftd sees the interface's sysfs only in its own namespace.
+            if let Err(e) = run_ip(&["link", "set", &iface, "up"]).and_then(|_| super::host::threaded_napi(&iface)) {
+                warn!(iface, error = %e, "could not make the tap pod's NAPI threaded: GRO will merge little");
+            }
+            if let Some(s) = &self.steering {
+                super::rps::steer(&iface, s);
+            }
+            let before = super::host::napi_threads(&inner);
+            if let Some(ns) = spec.netns.as_deref() {
+                self.configure_in_netns(&spec, ns, &iface, ip, mac).map_err(undo)?;
+            } else {
+                let m = mac.to_string();
+                run_ip(&["link", "set", &iface, "address", &m]).map_err(|r| undo(netns_err(r)))?;
+            }
+            super::host::pin_new_napi(&inner, &before, self.steering.as_ref());
         }
-        let iface = match spec.netns.as_deref() {
-            Some(ns) => self.configure_in_netns(&spec, ns, &iface, ip, mac)?,
-            None => iface,
-        };
-        let info = self.pod_info(&spec, ip, mac, iface, Some(port.id()));
-        let owner = (n as usize) % self.workers.len();
+        let info =
+            self.pod_info(&spec, ip, mac, if spec.netns.is_some() { inner } else { iface.clone() }, Some(port.id()));
+        let owner = (n as usize) % workers;
         let mut rx = Some(rx);
         for (i, (w, txq)) in self.workers.iter().zip(tx).enumerate() {
             let rxq = if i == owner { rx.take().unwrap_or_default() } else { Vec::new() };
-            let (tx, rx) = (PortTx::Eth(txq), rxq.into_iter().map(PortRx::Tap).collect());
+            // af_packet reads a ring in memory: polled every loop (no PortRx::Tap timer).
+            let (tx, rx) = (PortTx::Eth(txq), rxq.into_iter().map(PortRx::Eth).collect());
             w.send(WorkerCommand::Attach { port: port.id(), tx, rx, kind: PortKind::Pod })
                 .map_err(|_| PodError::WorkerGone(i))?;
         }
         self.publish(&info, mac, port.id(), PodPort::Eth(port));
         Ok(info)
+    }
+
+    /// Whether a tap pod's veth pair from an earlier weftd is still there and whole: `dp` in this
+    /// namespace, its peer the pod's interface `inner` (a veth's iflink is its peer's ifindex).
+    fn tap_pair_left(&self, spec: &PodSpec, inner: &str, dp: &str) -> bool {
+        let read = |what: &str| -> Option<u32> {
+            std::fs::read_to_string(format!("/sys/class/net/{dp}/{what}")).ok()?.trim().parse().ok()
+        };
+        let (Some(own), Some(peer)) = (read("ifindex"), read("iflink")) else { return false };
+        if own == peer {
+            return false; // not a veth
+        }
+        let shown = match spec.netns.as_deref() {
+            Some(ns) => ip_in(ns, &["-o", "link", "show", "dev", inner]),
+            None => std::fs::read_to_string(format!("/sys/class/net/{inner}/ifindex"))
+                .map(|i| format!("{}: {inner}@if{own}:", i.trim()))
+                .map_err(|e| e.to_string()),
+        };
+        shown.is_ok_and(|l| l.starts_with(&format!("{peer}: {inner}@if{own}:")))
     }
 
     /// A vhost-user pod through DPDK's vhost library: a logical port and a registered socket; its queues
@@ -594,16 +655,20 @@ impl PodRegistry {
         for _ in 0..self.workers.len() {
             if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
                 // Closing a port that a worker still polls would crash it: keep the port open until the
-                // workers let go of it (at the latest when they stop).
+                // workers let go of it (at the latest when they stop). The pod's veth pair can go (its
+                // socket then sees nothing more).
+                let _ = run_ip(&["link", "del", &format!("wd-{name}")]);
                 lock(&self.detaching).push(rt);
                 return Err(PodError::DetachTimeout { name: name.to_owned(), port });
             }
         }
         let info = rt.info.clone();
-        // Last handle: stops and closes the port (its queues' mbufs go back to the pool) and removes the
-        // device (the tap interface, the vhost socket).
+        // Last handle: stops and closes the port (its queues' mbufs go back to the pool); then the tap
+        // pod's veth pair goes, both ends.
         drop(rt);
-        self.remove_vhost_files(&info);
+        if let Err(e) = run_ip(&["link", "del", &format!("wd-{name}")]) {
+            warn!(pod = name, error = %e, "could not delete the pod's veth pair");
+        }
         Ok(info)
     }
 
