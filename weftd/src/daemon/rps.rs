@@ -1,11 +1,12 @@
-//! Where the kernel handles the frames weft writes to its tap ports.
+//! Where the kernel handles the frames weft writes to its kernel-facing ports (the host port `weft0`
+//! and the tap pods' interfaces, "tap ports" below: all veth pairs now, net_tap taps before).
 //!
-//! A frame written to a tap enters the kernel's receive path in the writer's own syscall: the host's
-//! bridge, routing and netfilter and the receiving pod's TCP would all run on the worker's core, which
-//! then forwards nothing else meanwhile. RPS (receive packet steering) on the tap's receive queue hands
-//! the frame to another CPU's backlog instead, as OVS-DPDK and VPP deployments keep their PMD cores for
-//! packet I/O. In the kernel-pod benchmark on two CPUs this took TCP between cni0 pods on two weft nodes
-//! from 0.50 to 1.17 Gbit/s.
+//! A frame written to such a port enters the kernel's receive path, which could run the host's bridge,
+//! routing and netfilter and the receiving pod's TCP on the worker's core, which then forwards nothing
+//! else meanwhile. Their NAPI threads are pinned to these CPUs ([`super::host::pin_new_napi`]), and
+//! RPS (receive packet steering) on their receive queues hands what is left to another CPU's backlog,
+//! as OVS-DPDK and VPP deployments keep their PMD cores for packet I/O. In the kernel-pod benchmark on
+//! two CPUs, RPS on net_tap taps took TCP between cni0 pods on two weft nodes from 0.50 to 1.17 Gbit/s.
 
 use std::fs;
 
