@@ -230,6 +230,66 @@ pub struct Snapshot {
     /// Where frames for the host, for kernel pods and for outside the cluster go; without it they are
     /// dropped (`no_pod`, `not_overlay`).
     pub host: Option<HostPort>,
+    /// The VXLAN backend's first 64 bytes of a frame to decapsulate, as one masked compare.
+    pub vxlan_match: Option<VxlanMatch>,
+}
+
+/// What the first 64 bytes of a VXLAN frame for this node hold (outer Ethernet 14, IPv4 without options
+/// 20, UDP 8, VXLAN 8, inner Ethernet 14), as eight 64-bit words and a mask of the bytes that matter: our
+/// MAC, IPv4, IHL 5, not a fragment, UDP, our PublicIP, our VXLAN port, the I flag alone, our VNI, our
+/// VtepMAC, inner IPv4. A frame that matches has passed every header check of decapsulation but the
+/// lengths, the checksum and the sender's lease, in eight loads instead of a dozen branches (VPP's
+/// vxlan-input checks a tunnel key the same way); one that does not takes the full path, which says
+/// why it is dropped, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanMatch {
+    want: [u64; 8],
+    mask: [u64; 8],
+}
+
+impl VxlanMatch {
+    /// The match for a VXLAN node; None for the other backends.
+    pub fn for_node(node: &Node) -> Option<VxlanMatch> {
+        if node.backend != BackendType::Vxlan {
+            return None;
+        }
+        let (mut want, mut mask) = ([0u8; 64], [0u8; 64]);
+        let mut set = |at: usize, bytes: &[u8], m: &[u8]| {
+            want[at..at + bytes.len()].copy_from_slice(bytes);
+            mask[at..at + m.len()].copy_from_slice(m);
+        };
+        set(0, &node.uplink_mac.0, &[0xff; 6]);
+        set(12, &[0x08, 0x00], &[0xff; 2]);
+        set(14, &[0x45], &[0xff]);
+        set(20, &[0, 0], &[0x3f, 0xff]); // MF and the fragment offset
+        set(23, &[17], &[0xff]);
+        set(30, &node.public_ip.octets(), &[0xff; 4]);
+        set(36, &node.vxlan_port.to_be_bytes(), &[0xff; 2]);
+        let vni = node.vni.get().to_be_bytes();
+        set(42, &[0x08, 0, 0, 0, vni[1], vni[2], vni[3], 0], &[0xff; 8]);
+        set(50, &node.vtep_mac.0, &[0xff; 6]);
+        set(62, &[0x08, 0x00], &[0xff; 2]);
+        let words = |b: &[u8; 64]| {
+            let mut w = [0u64; 8];
+            for (i, c) in b.chunks_exact(8).enumerate() {
+                w[i] = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            }
+            w
+        };
+        Some(VxlanMatch { want: words(&want), mask: words(&mask) })
+    }
+
+    /// Whether the frame's first 64 bytes are as [`Self::for_node`] wants them.
+    #[inline(always)]
+    pub fn matches(&self, h: &[u8; 64]) -> bool {
+        let mut diff = 0u64;
+        for i in 0..8 {
+            let c = &h[i * 8..i * 8 + 8];
+            let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            diff |= (w ^ self.want[i]) & self.mask[i];
+        }
+        diff == 0
+    }
 }
 
 impl Snapshot {
@@ -447,6 +507,7 @@ impl TableInputs {
         }
         let pods = PodTable::build(node.subnet, &self.pods);
         let subnet_mask = weft_config::net::mask(node.subnet_len);
+        let vxlan_match = VxlanMatch::for_node(&node);
         Snapshot {
             generation,
             subnet_mask,
@@ -458,6 +519,7 @@ impl TableInputs {
             unresolved,
             off_link,
             host: self.host,
+            vxlan_match,
         }
     }
 }

@@ -69,6 +69,43 @@ fn decap_kernel_frame_to_pod() {
     assert_eq!(ip.payload(), &k[64 + 20..], "payload untouched");
 }
 
+/// The kernel's frame takes the one-compare path (so the fuzz target comparing it with the full path
+/// compares something), with the full path's verdict and bytes; a frame whose VNI, port or MAC is not
+/// ours, or whose checksum or sender is wrong, does not.
+#[test]
+fn decap_fast_path_takes_the_kernel_frame_and_nothing_else() {
+    let s = node2_inputs().build(1);
+    let vm = s.vxlan_match.expect("a VXLAN node has a header match");
+    let k = &kernel_vxlan_ping()[0];
+    let mut b = VecBuf::new(k);
+    let fast = vxlan_fast(&mut b, &s, &vm, &mut PathCache::default());
+    assert_eq!(fast, Some(verdict_of(k, &s).0));
+    assert_eq!(b.data(), &verdict_of(k, &s).1[..]);
+    let mut full = node2_inputs().build(1);
+    full.vxlan_match = None;
+    assert_eq!(verdict_of(k, &full), verdict_of(k, &s));
+    for (what, at, fix) in [
+        ("VNI", 48, false),
+        ("UDP port", 37, false),
+        ("our MAC", 0, false),
+        ("inner MAC", 52, false),
+        ("checksum", 25, false),
+        ("sender", 29, true),
+        ("total length", 17, true),
+        ("UDP length", 39, true),
+    ] {
+        let f = mutate(|f| {
+            f[at] ^= 1;
+            if fix {
+                fix_outer_checksum(f);
+            }
+        });
+        let mut b = VecBuf::new(&f);
+        assert_eq!(vxlan_fast(&mut b, &s, &vm, &mut PathCache::default()), None, "{what}");
+        assert_eq!(verdict_of(&f, &s), verdict_of(&f, &full), "{what}");
+    }
+}
+
 /// Compare weft's encapsulation with the kernel's for the same inner packet. Fields that may differ:
 /// the outer UDP source port (both hash the flow, with different hash functions) and the outer UDP
 /// checksum (the kernel's capture holds a partial offload sum; weft sends zero, RFC 7348 §5).
