@@ -65,12 +65,14 @@ enum PodCmd {
         /// weft's name for the pod (1-12 characters); may be left out with --container-id.
         #[arg(required_unless_present = "container_id")]
         name: Option<String>,
+        /// veth: a kernel pod routed through the host port; tap: a kernel pod on a weft port of its own
+        /// (a veth pair whose host end weft holds); vhost: a vhost-user socket for a DPDK pod or a VM.
         #[arg(long, value_parser = ["tap", "vhost", "veth"])]
         kind: String,
         /// Address in this node's subnet; default the next free one.
         #[arg(long)]
         ip: Option<String>,
-        /// Network namespace to move a tap pod's interface into and configure: a name under /run/netns
+        /// Network namespace to move a kernel pod's interface into and configure: a name under /run/netns
         /// or a path (/run/netns/NAME, /proc/PID/ns/net).
         #[arg(long)]
         netns: Option<String>,
