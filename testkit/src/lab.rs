@@ -885,29 +885,16 @@ impl Lab {
         self.children.iter().find(|(n, _)| *n == weftd_label(ns)).map(|(_, c)| c.id())
     }
 
-    /// The `/dev/net/tun` descriptors weftd in `ns` holds (its tap ports' queues), and how many of them
-    /// have O_ASYNC set, that is, make the kernel signal weftd for every frame queued to them.
-    pub fn tun_fds(&self, ns: &str) -> anyhow::Result<(usize, usize)> {
-        const O_ASYNC: u32 = 0o20000;
+    /// How many `/dev/net/tun` descriptors weftd in `ns` holds (net_tap ports' queues).
+    pub fn tun_fds(&self, ns: &str) -> anyhow::Result<usize> {
         let pid = self.pid_of(ns).ok_or_else(|| anyhow!("no weftd in {ns}"))?;
-        let (mut tun, mut signalling) = (0, 0);
+        let mut tun = 0;
         for fd in fs::read_dir(format!("/proc/{pid}/fd"))? {
-            let fd = fd?;
-            if fs::read_link(fd.path()).map(|l| l != Path::new("/dev/net/tun")).unwrap_or(true) {
-                continue;
-            }
-            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))?;
-            let flags = info
-                .lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                .ok_or_else(|| anyhow!("no flags in fdinfo: {info}"))?;
-            tun += 1;
-            if flags & O_ASYNC != 0 {
-                signalling += 1;
+            if fs::read_link(fd?.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")) {
+                tun += 1;
             }
         }
-        Ok((tun, signalling))
+        Ok(tun)
     }
 
     /// The RPS CPUs of `iface`'s first receive queue in namespace `ns` (the kernel's hex mask, up to 64

@@ -240,7 +240,7 @@ fn tcp_transfer_both_ways_and_pod_mtu() {
     // Tap pods are veth pairs that weftd holds with af_packet, no tun descriptors (net_tap's, a system
     // call per frame).
     for n in nodes {
-        let (tun, _) = c.lab.tun_fds(&n.ns).unwrap();
+        let tun = c.lab.tun_fds(&n.ns).unwrap();
         assert_eq!(tun, 0, "{}: {tun} tun descriptors", n.ns);
     }
     // The kernel handles what weft writes to the host port and to tap pods off the worker's CPU (the

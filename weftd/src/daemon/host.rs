@@ -95,9 +95,14 @@ pub fn veth_peer(iface: &str) -> String {
     format!("{cut}-dp")
 }
 
-/// The ifindex of an interface, if it exists.
-fn ifindex(name: &str) -> Option<u32> {
+/// The ifindex of an interface (in this namespace), if it exists.
+pub(super) fn ifindex(name: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?.trim().parse().ok()
+}
+
+/// The iflink of an interface: a veth's is its peer's ifindex, any other device's its own.
+pub(super) fn iflink(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/iflink")).ok()?.trim().parse().ok()
 }
 
 /// Make the veth pair for the host port, replacing one a weftd that died left behind (`iface` whose
@@ -105,9 +110,7 @@ fn ifindex(name: &str) -> Option<u32> {
 fn make_veth(iface: &str, queues: usize, mtu: u16) -> Result<(), String> {
     let peer = veth_peer(iface);
     if let Some(own) = ifindex(iface) {
-        // A veth's iflink is its peer's ifindex (any other device's is its own).
-        let link: Option<u32> =
-            std::fs::read_to_string(format!("/sys/class/net/{iface}/iflink")).ok().and_then(|t| t.trim().parse().ok());
+        let link = iflink(iface);
         if link == Some(own) || link.is_none() || link != ifindex(&peer) {
             return Err(format!(
                 "{iface} exists and is not a host port weft left behind (give --host-iface another name, or \"\" \
@@ -152,11 +155,12 @@ pub(super) fn veth_pair(kernel: &str, dp: &str, queues: usize, mtu: u16) -> Resu
 /// `net_af_packet` on the veth end `dp`: a queue pair per worker, frames sized for `mtu`. Bypassing the
 /// qdisc also keeps weft's own frames out of its socket (no tap on the xmit).
 pub(super) fn af_packet_devargs(vdev: &str, dp: &str, queues: usize, mtu: u16) -> String {
-    let mut d = format!("{vdev},iface={dp},qpairs={queues},qdisc_bypass=1");
-    if let Some((frame, block)) = af_packet_frame(mtu) {
-        d.push_str(&format!(",framesz={frame},blocksz={block}"));
-    }
-    d
+    format!("{vdev},iface={dp},qpairs={queues},qdisc_bypass=1{}", af_packet_ring(mtu))
+}
+
+/// The devargs that size af_packet's ring for frames of `mtu` ([`af_packet_frame`]): empty up to 1500.
+pub(super) fn af_packet_ring(mtu: u16) -> String {
+    af_packet_frame(mtu).map(|(frame, block)| format!(",framesz={frame},blocksz={block}")).unwrap_or_default()
 }
 
 /// NAPI of the veth end `iface` (up, in this namespace) in kernel threads: in softirq it would run inside

@@ -186,10 +186,8 @@ fn eal_args(s: &NodeSettings) -> (Vec<String>, String) {
         if dev.starts_with("net_af_packet") && !dev.contains("qpairs=") {
             dev.push_str(&format!(",qpairs={}", s.workers));
         }
-        if let Some((f, b)) =
-            af_packet_frame(s.underlay_mtu).filter(|_| dev.starts_with("net_af_packet") && !dev.contains("framesz="))
-        {
-            dev.push_str(&format!(",framesz={f},blocksz={b}"));
+        if dev.starts_with("net_af_packet") && !dev.contains("framesz=") {
+            dev.push_str(&host::af_packet_ring(s.underlay_mtu));
         }
         name = dev.split(',').next().unwrap_or(&dev).to_owned();
         args.push("--no-pci".into());

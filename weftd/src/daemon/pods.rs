@@ -19,7 +19,7 @@ use weft_config::node::{PodKind, PodRoute, PodSpec};
 use weft_config::{Ipv4Net, MacAddr};
 
 use super::error::{PodError, StateProblem};
-use super::host::{ip_in, run_ip};
+use super::host::{ifindex, iflink, ip_in, run_ip};
 use super::vhost::VhostIndex;
 use super::{lock, TablePublisher};
 use dataplane::dpdk::{Mempool, Port, PortConfig, PortId, VhostSocket};
@@ -413,7 +413,7 @@ impl PodRegistry {
             reason,
         };
         if !adopted {
-            if std::path::Path::new(&format!("/sys/class/net/{dp}")).exists() {
+            if ifindex(&dp).is_some() {
                 let _ = run_ip(&["link", "del", &dp]); // ours by its name, and no pod's any more
             }
             super::host::veth_pair(&iface, &dp, workers, mtu).map_err(netns_err)?;
@@ -475,20 +475,15 @@ impl PodRegistry {
     /// Whether a tap pod's veth pair from an earlier weftd is still there and whole: `dp` in this
     /// namespace, its peer the pod's interface `inner` (a veth's iflink is its peer's ifindex).
     fn tap_pair_left(&self, spec: &PodSpec, inner: &str, dp: &str) -> bool {
-        let read = |what: &str| -> Option<u32> {
-            std::fs::read_to_string(format!("/sys/class/net/{dp}/{what}")).ok()?.trim().parse().ok()
-        };
-        let (Some(own), Some(peer)) = (read("ifindex"), read("iflink")) else { return false };
+        let (Some(own), Some(peer)) = (ifindex(dp), iflink(dp)) else { return false };
         if own == peer {
             return false; // not a veth
         }
-        let shown = match spec.netns.as_deref() {
-            Some(ns) => ip_in(ns, &["-o", "link", "show", "dev", inner]),
-            None => std::fs::read_to_string(format!("/sys/class/net/{inner}/ifindex"))
-                .map(|i| format!("{}: {inner}@if{own}:", i.trim()))
-                .map_err(|e| e.to_string()),
-        };
-        shown.is_ok_and(|l| l.starts_with(&format!("{peer}: {inner}@if{own}:")))
+        match spec.netns.as_deref() {
+            Some(ns) => ip_in(ns, &["-o", "link", "show", "dev", inner])
+                .is_ok_and(|l| l.starts_with(&format!("{peer}: {inner}@if{own}:"))),
+            None => ifindex(inner) == Some(peer) && iflink(inner) == Some(own),
+        }
     }
 
     /// A vhost-user pod through DPDK's vhost library: a logical port and a registered socket; its queues
