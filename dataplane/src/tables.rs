@@ -232,6 +232,41 @@ pub struct Snapshot {
     pub host: Option<HostPort>,
     /// The VXLAN backend's first 64 bytes of a frame to decapsulate, as one masked compare.
     pub vxlan_match: Option<VxlanMatch>,
+    /// The VXLAN backend's checks of a pod's packet to a remote subnet, as plain numbers.
+    pub encap_match: Option<EncapMatch>,
+}
+
+/// What a VXLAN node's encapsulation checks of a pod's IPv4 packet compare against, computed once per
+/// snapshot where the full path works them out per packet (masks from prefix lengths, the pod MTU from
+/// the backend): the cluster network and our subnet as address and mask, and the pod MTU. With them a
+/// plain packet of a pod to a remote subnet is checked in a few compares on one 34-byte view of its
+/// headers; anything else takes the full path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapMatch {
+    pub network: u32,
+    pub network_mask: u32,
+    pub subnet: u32,
+    pub subnet_mask: u32,
+    pub pod_mtu: u16,
+}
+
+impl EncapMatch {
+    /// The checks of a VXLAN node; None for the other backends.
+    pub fn for_node(node: &Node) -> Option<EncapMatch> {
+        (node.backend == BackendType::Vxlan).then(|| EncapMatch {
+            network: node.network.addr_u32(),
+            network_mask: node.network.mask(),
+            subnet: node.subnet.addr_u32(),
+            subnet_mask: node.subnet.mask(),
+            pod_mtu: node.pod_mtu(),
+        })
+    }
+
+    /// Whether `dst` is in the cluster network but not in our subnet: a remote node's pod.
+    #[inline(always)]
+    pub fn remote(&self, dst: u32) -> bool {
+        dst & self.network_mask == self.network && dst & self.subnet_mask != self.subnet
+    }
 }
 
 /// What the first 64 bytes of a VXLAN frame for this node hold (outer Ethernet 14, IPv4 without options
@@ -508,6 +543,7 @@ impl TableInputs {
         let pods = PodTable::build(node.subnet, &self.pods);
         let subnet_mask = weft_config::net::mask(node.subnet_len);
         let vxlan_match = VxlanMatch::for_node(&node);
+        let encap_match = EncapMatch::for_node(&node);
         Snapshot {
             generation,
             subnet_mask,
@@ -520,6 +556,7 @@ impl TableInputs {
             off_link,
             host: self.host,
             vxlan_match,
+            encap_match,
         }
     }
 }

@@ -158,6 +158,110 @@ fn encap_trims_ethernet_padding() {
     assert_eq!(Ipv4Packet::new_checked(&b.data()[14..]).unwrap().total_len() as usize, 20 + 8 + 8 + 14 + 28);
 }
 
+fn pod_verdict_of(frame: &[u8], s: &Snapshot, port: PortId) -> (Verdict, Vec<u8>) {
+    let mut b = VecBuf::new(frame);
+    let v = process_pod(&mut b, s, port, 7);
+    (v, b.data().to_vec())
+}
+
+/// A pod's plain packet to a remote pod takes the encapsulation fast path with the full path's verdict
+/// and bytes; a frame that is anything else (padded, options, TTL 1, spoofed, to our own subnet or out
+/// of the cluster, a bad checksum, too big, from another port, an unresolved peer) does not.
+#[test]
+fn encap_fast_path_takes_the_pod_frame_and_nothing_else() {
+    let s = inputs().build(1);
+    let em = s.encap_match.expect("a VXLAN node has encap checks");
+    let f = pod_a_echo_frame();
+    let mut b = VecBuf::new(&f);
+    let fast = encap_fast(&mut b, &s, &em, POD_A_PORT, 7, &mut PathCache::default());
+    assert_eq!(fast, Some(Verdict::ToUplink));
+    let mut full = inputs().build(1);
+    full.encap_match = None;
+    assert_eq!(pod_verdict_of(&f, &full, POD_A_PORT), (Verdict::ToUplink, b.data().to_vec()));
+    let fixed = |g: &mut Vec<u8>| Ipv4Packet::new_unchecked(&mut g[14..]).fill_checksum();
+    let pod_mutate = |m: &dyn Fn(&mut Vec<u8>)| {
+        let mut g = pod_a_echo_frame();
+        m(&mut g);
+        g
+    };
+    let too_big = |g: &mut Vec<u8>| {
+        g.resize(14 + 1451, 0);
+        Ipv4Packet::new_unchecked(&mut g[14..]).set_total_len(1451);
+        fixed(g);
+    };
+    let cases: Vec<(&str, Vec<u8>, PortId)> = vec![
+        ("ARP", pod_mutate(&|g| g[13] = 0x06), POD_A_PORT),
+        ("padding", pod_mutate(&|g| g.extend_from_slice(&[0, 0])), POD_A_PORT),
+        ("cut", pod_mutate(&|g| g.truncate(g.len() - 1)), POD_A_PORT),
+        (
+            "options",
+            pod_mutate(&|g| {
+                g[14] = 0x46;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        (
+            "TTL 1",
+            pod_mutate(&|g| {
+                g[22] = 1;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        ("source MAC", pod_mutate(&|g| g[11] ^= 1), POD_A_PORT),
+        (
+            "source address",
+            pod_mutate(&|g| {
+                g[29] = 3;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        (
+            "our subnet",
+            pod_mutate(&|g| {
+                g[32] = 1;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        (
+            "outside the cluster",
+            pod_mutate(&|g| {
+                g[31] = 9;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        (
+            "no route",
+            pod_mutate(&|g| {
+                g[32] = 9;
+                fixed(g)
+            }),
+            POD_A_PORT,
+        ),
+        ("checksum", pod_mutate(&|g| g[24] ^= 1), POD_A_PORT),
+        ("too big", pod_mutate(&too_big), POD_A_PORT),
+        ("other port", pod_a_echo_frame(), POD_B_PORT),
+    ];
+    for (what, g, port) in &cases {
+        let mut b = VecBuf::new(g);
+        assert_eq!(encap_fast(&mut b, &s, &em, *port, 7, &mut PathCache::default()), None, "{what}");
+        assert_eq!(b.data(), &g[..], "{what}: untouched");
+        assert_eq!(pod_verdict_of(g, &s, *port), pod_verdict_of(g, &full, *port), "{what}");
+    }
+    // The padded frame is still encapsulated, by the full path (trimmed).
+    assert_eq!(pod_verdict_of(&cases[1].1, &s, POD_A_PORT).0, Verdict::ToUplink);
+    let mut unresolved = inputs();
+    unresolved.neighbours.clear();
+    let u = unresolved.build(1);
+    let mut b = VecBuf::new(&f);
+    assert_eq!(encap_fast(&mut b, &u, &em, POD_A_PORT, 7, &mut PathCache::default()), None, "unresolved");
+    assert_eq!(pod_verdict_of(&f, &u, POD_A_PORT).0, Verdict::Drop(R::NeighbourUnresolved));
+}
+
 fn mutate(f: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
     let mut k = kernel_vxlan_ping()[0].clone();
     f(&mut k);
