@@ -12,7 +12,6 @@ use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kernel-vxlan-ping.pcap");
 
 struct Env {
-    _eal: Eal,
     pool: Arc<Mempool>,
     tx_pcap: String,
 }
@@ -34,8 +33,11 @@ fn env() -> MutexGuard<'static, Env> {
         ];
         let eal =
             Eal::init(&vdev_eal_args(&format!("weft-test-{pid}"), "0,1", &vdevs)).unwrap_or_else(|e| panic!("{e}"));
+        // The static is never dropped: EAL's runtime directory and hugepage files go when the process
+        // exits.
+        eal.clean_up_at_exit().unwrap();
         let pool = Arc::new(Mempool::new("test_pool", 4095, 64).unwrap());
-        Mutex::new(Env { _eal: eal, pool, tx_pcap })
+        Mutex::new(Env { pool, tx_pcap })
     });
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

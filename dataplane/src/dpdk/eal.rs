@@ -1,18 +1,31 @@
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{last_error, DpdkError};
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
-/// The initialised DPDK Environment Abstraction Layer. One per process; `rte_eal_cleanup` runs on drop.
+/// The EAL [`Eal::clean_up_at_exit`] keeps until the process exits.
+static AT_EXIT: Mutex<Option<Eal>> = Mutex::new(None);
+
+/// Run by libc's `exit`: drop the EAL kept for it (its cleanup is [`Eal`]'s `Drop`).
+extern "C" fn drop_eal_at_exit() {
+    let eal = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(eal);
+}
+
+/// The initialised DPDK Environment Abstraction Layer. One per process; on drop `rte_eal_cleanup` runs
+/// and what EAL would leave behind goes: its hugepage files and its runtime directory.
 #[derive(Debug)]
 pub struct Eal {
     capture: bool,
     /// The prefix of the hugepage files EAL leaves behind (None when it makes none: `--in-memory`,
     /// `--huge-unlink`, `--no-huge`).
     hugepage_files: Option<String>,
+    /// EAL's runtime directory (`/var/run/dpdk/<file prefix>` for root), which `rte_eal_cleanup` leaves.
+    runtime_dir: Option<PathBuf>,
 }
 
 impl Eal {
@@ -42,7 +55,26 @@ impl Eal {
             return Err(DpdkError::EalInit { reason, args });
         }
         let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
-        Ok(Eal { capture: false, hugepage_files: hugepage_file_prefix(&args) })
+        // SAFETY: EAL is initialised; the result is NULL or a NUL-terminated string in EAL's static
+        // storage, copied out here.
+        let runtime_dir = unsafe {
+            let p = dpdk_sys::rte_eal_get_runtime_dir();
+            (!p.is_null()).then(|| PathBuf::from(CStr::from_ptr(p).to_string_lossy().into_owned()))
+        };
+        Ok(Eal { capture: false, hugepage_files: hugepage_file_prefix(&args), runtime_dir })
+    }
+
+    /// Keep EAL for the rest of the process and clean it up when the process exits, as dropping it
+    /// would: `rte_eal_cleanup`, the hugepage files and the runtime directory. For an EAL shared through a `static`, which is never dropped: a test binary's,
+    /// whose tests share one EAL because DPDK allows one per process.
+    pub fn clean_up_at_exit(self) -> Result<(), DpdkError> {
+        *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        // SAFETY: registers an `extern "C"` function without arguments, which libc calls once from `exit`.
+        let rc = unsafe { libc::atexit(drop_eal_at_exit) };
+        if rc != 0 {
+            return Err(DpdkError::Call { call: "atexit", reason: format!("returned {rc}") });
+        }
+        Ok(())
     }
 
     /// Let `dpdk-dumpcap` and `dpdk-pdump` capture this process's ports: they ask over EAL's
@@ -103,6 +135,11 @@ impl Drop for Eal {
         // with this prefix: give them back now.
         if let Some(prefix) = &self.hugepage_files {
             remove_hugepage_files(prefix);
+        }
+        // Its config, hugepage info and multi-process socket: only this process (EAL's primary for the
+        // prefix, or init would have failed) uses them.
+        if let Some(dir) = self.runtime_dir.as_deref().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
