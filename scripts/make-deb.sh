@@ -7,14 +7,19 @@
 #   BIN_DIR=target/release scripts/make-deb.sh OUT_DIR   takes binaries already built there
 #
 # Prints the path of the .deb. Needs dpkg-dev (dpkg-shlibdeps) and cargo when BIN_DIR is not given.
+#
+# The package runs on other machines than the one that builds it, so its binaries are built for
+# x86-64-v2 (SSE4.2, the baseline DPDK's generic x86 build needs too; RUSTFLAGS overrides it) in
+# target/portable, not for the build machine's CPU as .cargo/config.toml builds the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/debian}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 if [ -z "${BIN_DIR:-}" ]; then
-  ${CARGO:-cargo} build --release -q -p weftd --bin weftd --bin weftctl --bin weft
-  BIN_DIR=target/release
+  RUSTFLAGS=${RUSTFLAGS:--C target-cpu=x86-64-v2} CARGO_TARGET_DIR=target/portable \
+    ${CARGO:-cargo} build --release -q -p weftd --bin weftd --bin weftctl --bin weft
+  BIN_DIR=target/portable/release
 fi
 for b in weftd weftctl weft; do
   [ -x "$BIN_DIR/$b" ] || { echo "make-deb: no $BIN_DIR/$b (build it, or unset BIN_DIR)" >&2; exit 1; }
