@@ -189,59 +189,24 @@ fn encap_fast_path_takes_the_pod_frame_and_nothing_else() {
         Ipv4Packet::new_unchecked(&mut g[14..]).set_total_len(1451);
         fixed(g);
     };
+    // One byte of the IPv4 header set, the checksum made right again.
+    let with = |at: usize, v: u8| {
+        pod_mutate(&|g| {
+            g[at] = v;
+            fixed(g)
+        })
+    };
     let cases: Vec<(&str, Vec<u8>, PortId)> = vec![
         ("ARP", pod_mutate(&|g| g[13] = 0x06), POD_A_PORT),
         ("padding", pod_mutate(&|g| g.extend_from_slice(&[0, 0])), POD_A_PORT),
         ("cut", pod_mutate(&|g| g.truncate(g.len() - 1)), POD_A_PORT),
-        (
-            "options",
-            pod_mutate(&|g| {
-                g[14] = 0x46;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
-        (
-            "TTL 1",
-            pod_mutate(&|g| {
-                g[22] = 1;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
+        ("options", with(14, 0x46), POD_A_PORT),
+        ("TTL 1", with(22, 1), POD_A_PORT),
         ("source MAC", pod_mutate(&|g| g[11] ^= 1), POD_A_PORT),
-        (
-            "source address",
-            pod_mutate(&|g| {
-                g[29] = 3;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
-        (
-            "our subnet",
-            pod_mutate(&|g| {
-                g[32] = 1;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
-        (
-            "outside the cluster",
-            pod_mutate(&|g| {
-                g[31] = 9;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
-        (
-            "no route",
-            pod_mutate(&|g| {
-                g[32] = 9;
-                fixed(g)
-            }),
-            POD_A_PORT,
-        ),
+        ("source address", with(29, 3), POD_A_PORT),
+        ("our subnet", with(32, 1), POD_A_PORT),
+        ("outside the cluster", with(31, 9), POD_A_PORT),
+        ("no route", with(32, 9), POD_A_PORT),
         ("checksum", pod_mutate(&|g| g[24] ^= 1), POD_A_PORT),
         ("too big", pod_mutate(&too_big), POD_A_PORT),
         ("other port", pod_a_echo_frame(), POD_B_PORT),
