@@ -65,8 +65,9 @@ impl Eal {
     }
 
     /// Keep EAL for the rest of the process and clean it up when the process exits, as dropping it
-    /// would: `rte_eal_cleanup`, the hugepage files and the runtime directory. For an EAL shared through a `static`, which is never dropped: a test binary's,
-    /// whose tests share one EAL because DPDK allows one per process.
+    /// would: `rte_eal_cleanup`, the hugepage files and the runtime directory. For an EAL shared
+    /// through a `static`, which is never dropped: a test binary's, whose tests share one EAL because
+    /// DPDK allows one per process.
     pub fn clean_up_at_exit(self) -> Result<(), DpdkError> {
         *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
         // SAFETY: registers an `extern "C"` function without arguments, which libc calls once from `exit`.
