@@ -1,5 +1,6 @@
 //! EAL with virtual devices: bursts through net_ring and net_null, the kernel's VXLAN frames through
-//! net_pcap, lcore launch with panics caught. Needs root and hugepages; fails (does not skip) without.
+//! net_pcap, a pool kept while a port holds its mbufs, lcore launch with panics caught. Needs root and
+//! hugepages; fails (does not skip) without.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 use std::net::Ipv4Addr;
@@ -27,6 +28,7 @@ fn env() -> MutexGuard<'static, Env> {
         let tx_pcap = format!("{}/weft-test-{pid}-out.pcap", std::env::temp_dir().display());
         let vdevs = vec![
             "net_ring0".to_string(),
+            "net_ring1".to_string(),
             "net_null0".to_string(),
             "net_null1".to_string(),
             format!("net_pcap0,rx_pcap={FIXTURE},tx_pcap={tx_pcap}"),
@@ -73,6 +75,29 @@ fn net_ring_burst_is_byte_identical() {
     assert_eq!((stats.tx_packets, stats.rx_packets), (BURST_SIZE as u64, BURST_SIZE as u64));
     port.stop().unwrap();
     assert_eq!(env.pool.in_use(), baseline, "every mbuf is back in the pool");
+}
+
+/// A pool that only fed a TX queue (no port holds it) is dropped while the queue still holds one of its
+/// mbufs: it must stay allocated, so that mbuf can still go back to it. Its name stays taken, which is
+/// how the test sees that it was not freed.
+#[test]
+fn a_pool_is_not_freed_under_mbufs_a_port_still_holds() {
+    let env = env();
+    let port = Port::by_name("net_ring1").unwrap();
+    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
+    port.start().unwrap();
+    let tx_only = Mempool::new("tx_only_pool", 63, 0).unwrap();
+    let mut burst = Burst::new();
+    let mut m = tx_only.alloc().unwrap();
+    m.set_data(&frame(3)).unwrap();
+    assert!(burst.push(m).is_ok());
+    assert_eq!(tx[0].tx_burst(&mut burst), 1, "the ring holds the mbuf");
+    drop(tx_only);
+    assert!(Mempool::new("tx_only_pool", 63, 0).is_err(), "the pool was freed with an mbuf of it still out");
+    let mut got = Burst::new();
+    assert_eq!(rx[0].rx_burst(&mut got), 1);
+    assert_eq!(got.pop_front().unwrap().data(), &frame(3)[..], "and the mbuf is still whole");
+    port.stop().unwrap();
 }
 
 #[test]

@@ -78,9 +78,16 @@ impl Mempool {
 }
 
 impl Drop for Mempool {
+    /// Frees the pool, unless some of its mbufs are still out: an `Mbuf` does not hold its pool, and a
+    /// port's TX ring keeps the mbufs it was given until it cleans up (a pool that only ever fed TX is
+    /// held by no port), so freeing then would have those mbufs freed into freed memory later. Such a
+    /// pool is left allocated (its memory and its name) for the rest of the process.
     fn drop(&mut self) {
-        // SAFETY: raw is a live mempool and we are its only owner. Ports using it must be stopped
-        // first, which `Port` guarantees by borrowing (see Port::configure).
+        if self.in_use() > 0 {
+            return;
+        }
+        // SAFETY: raw is a live mempool and we are its only owner, and none of its mbufs is out (a port
+        // receiving into it holds it through an Arc, see Port::configure), so nothing refers to it.
         unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
     }
 }
