@@ -398,21 +398,32 @@ impl PairRun<'_> {
         let dir = std::env::temp_dir().join(format!("weft-bench-{}-{}-{rep}", self.r.tag, name(dut)));
         std::fs::create_dir_all(&dir)?;
         let (dut_vdevs, gen_vdevs, extra) = self.wiring(&dir);
-        let eal = self.r.eal(&name(dut), rep, &dut_vdevs);
+        // Over vhost-user, weft serves the pod's socket as weftd serves a vhost-user pod (DPDK's vhost
+        // library, as OVS-DPDK's dpdkvhostuser ports do), not as a net_vhost ethdev; testpmd has only
+        // the ethdev. The uplink stays an ethdev, as a NIC is.
+        let pod_vhost = dut == Dut::Weft && self.transport == Transport::Vhost;
+        let eal = self.r.eal(&name(dut), rep, if pod_vhost { &dut_vdevs[..1] } else { &dut_vdevs[..] });
         let names = Self::port_names(&dut_vdevs);
         let log = std::fs::File::create(dir.join("dut.log"))?;
         let mut cmd = match dut {
             Dut::Testpmd => {
                 let mut c = Command::new("dpdk-testpmd");
                 c.args(&eal).args(["--", "--forward-mode=io", "--nb-cores", "1", "--stats-period", "1"]);
+                // Busy cycles per packet (iterations that received nothing are not counted).
+                c.arg("--record-core-cycles");
                 c
             }
             _ => {
                 let mut c = Command::new(std::env::current_exe()?.with_file_name("weft-fwdbench"));
                 c.args(["--mode", "decap", "--seconds", "0", "--peers", &self.peers.to_string()])
                     .args(["--backend", &name(self.backend)])
-                    .args(["--uplink-dev", &names[0], "--pod-dev", &names[1], "--"])
-                    .args(&eal);
+                    .args(["--uplink-dev", &names[0]]);
+                if pod_vhost {
+                    c.arg("--pod-vhost").arg(dir.join("pod.sock"));
+                } else {
+                    c.args(["--pod-dev", &names[1]]);
+                }
+                c.arg("--").args(&eal);
                 c
             }
         };
@@ -428,11 +439,28 @@ impl PairRun<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let res = self.gen(None, rep, &gen_vdevs, &extra, 1);
+        let mut res = self.gen(None, rep, &gen_vdevs, &extra, 1);
         weft_bench::stop_child(&mut child, "-INT");
+        if let Ok(j) = res.as_mut() {
+            let log = std::fs::read_to_string(dir.join("dut.log")).unwrap_or_default();
+            j["dut_cycles_per_packet"] = dut_cycles_per_packet(&log).into();
+        }
         let _ = std::fs::remove_dir_all(&dir);
         res
     }
+}
+
+/// The device under test's busy cycles per packet received, from what it printed when it stopped:
+/// testpmd's `CPU cycles/packet=` (`--record-core-cycles`), weft-fwdbench's report. Unlike the rate
+/// the generator sees, this does not move when the generator is what holds the rate back.
+fn dut_cycles_per_packet(log: &str) -> Option<f64> {
+    log.lines().rev().find_map(|l| {
+        if let Some(rest) = l.split("CPU cycles/packet=").nth(1) {
+            return rest.split_whitespace().next()?.parse().ok();
+        }
+        let report: serde_json::Value = serde_json::from_str(l.strip_prefix("report: ")?).ok()?;
+        report["cycles_per_packet"].as_f64()
+    })
 }
 
 /// The baselines that live across runs (built once per table size).
@@ -484,12 +512,16 @@ fn pair(
                     let res = run.run(d, rep, &mut b)?;
                     let metric = if base.search { res["ndr_mpps"].as_f64() } else { res["rx_mpps"].as_f64() };
                     println!(
-                        "{} {p} peers {} B, {} rep {rep}: {:.3} Mpps{}",
+                        "{} {p} peers {} B, {} rep {rep}: {:.3} Mpps{}{}",
                         name(mode),
                         base.size,
                         name(d),
                         metric.unwrap_or(0.0),
-                        if base.search { " NDR" } else { "" }
+                        if base.search { " NDR" } else { "" },
+                        res["dut_cycles_per_packet"]
+                            .as_f64()
+                            .map(|c| format!(", {c:.1} cycles per packet on its core"))
+                            .unwrap_or_default()
                     );
                     runs[i].push(res);
                 }
@@ -516,7 +548,11 @@ fn pair(
                     "lost": runs[i].iter().filter_map(|v| v["lost"].as_u64()).sum::<u64>(),
                     "sent": runs[i].iter().filter_map(|v| v["sent"].as_u64()).sum::<u64>(),
                     "reordered": runs[i].iter().filter_map(|v| v["reordered"].as_u64()).sum::<u64>(),
+                    "generator_write_syscalls": runs[i].iter().filter_map(|v| v["write_syscalls"].as_u64()).sum::<u64>(),
                 });
+                if runs[i].iter().any(|v| v["dut_cycles_per_packet"].is_f64()) {
+                    j["dut_cycles_per_packet"] = med(&runs[i], |v| v["dut_cycles_per_packet"].as_f64()).into();
+                }
                 if base.search {
                     j["ndr_mpps"] = med(&runs[i], |v| v["ndr_mpps"].as_f64()).into();
                     j["pdr_mpps"] = med(&runs[i], |v| v["pdr_mpps"].as_f64()).into();
@@ -553,6 +589,17 @@ fn pair(
                 if b > 0.0 && duts.contains(&Dut::Weft) {
                     println!("  weft / {}: {:.3}", name(d), weft / b);
                     row[format!("ratio_vs_{}", name(d))] = (weft / b).into();
+                }
+                // The same ratio where the device under test holds the rate back: its cycles per packet.
+                let cycles = |d: Dut| row[name(d)]["dut_cycles_per_packet"].as_f64().filter(|c| *c > 0.0);
+                if let (Some(theirs), Some(ours)) = (cycles(d), cycles(Dut::Weft)) {
+                    println!(
+                        "  device-under-test cycles per packet: {} {theirs:.1}, weft {ours:.1}; weft / {} at the device-bound rate: {:.3}",
+                        name(d),
+                        name(d),
+                        theirs / ours
+                    );
+                    row[format!("cycles_ratio_vs_{}", name(d))] = (theirs / ours).into();
                 }
             }
             out.push(row);

@@ -18,9 +18,36 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use crossbeam::channel::bounded;
 use crossbeam::utils::CachePadded;
-use dataplane::dpdk::{Eal, LcoreId, Mempool, Port, PortConfig};
+use dataplane::dpdk::{set_event_sink, Eal, LcoreId, Mempool, Port, PortConfig, PortId, VhostSocket};
 use dataplane::tables::SnapshotCell;
-use dataplane::worker::{Backoff, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters};
+use dataplane::vhost_devices::VhostDevices;
+use dataplane::worker::{
+    port_slots, Backoff, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters, ETH_PORTS,
+};
+
+/// The pod port: an ethdev, or a vhost-user socket served through DPDK's vhost library as weftd serves
+/// a vhost-user pod (a logical port above the ethdevs').
+enum PodPort {
+    Eth(Port),
+    Vhost { port: PortId, path: std::path::PathBuf },
+}
+
+impl PodPort {
+    fn id(&self) -> PortId {
+        match self {
+            PodPort::Eth(p) => p.id(),
+            PodPort::Vhost { port, .. } => *port,
+        }
+    }
+
+    /// Frames received from the pod port: the ethdev's counter, or the worker's for the vhost device.
+    fn rx_packets(&self, counters: &WorkerCounters) -> anyhow::Result<u64> {
+        Ok(match self {
+            PodPort::Eth(p) => p.stats()?.rx_packets,
+            PodPort::Vhost { port, .. } => counters.rx_packets[usize::from(port.0)].load(Ordering::Relaxed),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -47,6 +74,10 @@ struct Cli {
     /// DPDK name of the pod port.
     #[arg(long)]
     pod_dev: Option<String>,
+    /// Serve the pod port as weftd serves a vhost-user pod instead: DPDK's vhost library on this socket
+    /// (weft the server, the driver connecting to it), not a `net_vhost` ethdev.
+    #[arg(long, conflicts_with = "pod_dev")]
+    pod_vhost: Option<std::path::PathBuf>,
     /// Read every counter twice a second from another thread, as weftd's metrics collector does.
     #[arg(long)]
     read_counters: bool,
@@ -76,21 +107,24 @@ fn main() -> anyhow::Result<()> {
     let up_name = cli.uplink_dev.as_deref().unwrap_or(up_name);
     let pod_name = cli.pod_dev.as_deref().unwrap_or(pod_name);
     let uplink = Port::by_name(up_name).with_context(|| format!("uplink: no DPDK port {up_name} (--vdev?)"))?;
-    let pods = Port::by_name(pod_name).with_context(|| format!("pod port: no DPDK port {pod_name} (--vdev?)"))?;
+    let pods = match &cli.pod_vhost {
+        Some(path) => PodPort::Vhost { port: PortId(ETH_PORTS as u16), path: path.clone() },
+        None => PodPort::Eth(
+            Port::by_name(pod_name).with_context(|| format!("pod port: no DPDK port {pod_name} (--vdev?)"))?,
+        ),
+    };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let (mut urx, mut utx) = uplink.configure(&PortConfig::default(), pool.clone())?;
-    let (prx, mut ptx) = pods.configure(&PortConfig::default(), pool.clone())?;
     uplink.start()?;
-    pods.start()?;
     let built = Instant::now();
     let mut inputs = weft_bench::frames::inputs_for(cli.backend.config(), cli.peers, pods.id().0);
     let snap = inputs.build(1);
     eprintln!("tables: {} peers built in {:?}", snap.vteps.len(), built.elapsed());
     let cell = Arc::new(SnapshotCell::new(snap));
-    let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
+    let counters = Arc::new(CachePadded::new(WorkerCounters::new(port_slots(1))));
     let (cmd_tx, cmd_rx) = bounded(16);
     let (learn_tx, _learn_rx) = bounded(16);
     let w = Worker::new(
@@ -104,8 +138,30 @@ fn main() -> anyhow::Result<()> {
         pool.clone(),
         Backoff { busy_poll: true, ..Backoff::default() },
     );
-    let (tx, rx) = (PortTx::Eth(ptx.remove(0)), prx.into_iter().map(PortRx::Eth).collect());
-    cmd_tx.send(WorkerCommand::Attach { port: pods.id(), tx, rx, kind: PortKind::Pod })?;
+    // The pod port: an ethdev attached now, or a vhost-user socket whose device is attached when its
+    // driver connects, by the same code as weftd's vhost pods.
+    let (vhost, vhost_events) = match &pods {
+        PodPort::Eth(p) => {
+            let (prx, mut ptx) = p.configure(&PortConfig::default(), pool.clone())?;
+            p.start()?;
+            let (tx, rx) = (PortTx::Eth(ptx.remove(0)), prx.into_iter().map(PortRx::Eth).collect());
+            cmd_tx.send(WorkerCommand::Attach { port: p.id(), tx, rx, kind: PortKind::Pod })?;
+            (None, None)
+        }
+        PodPort::Vhost { port, path } => {
+            let (ev_tx, ev_rx) = bounded(64);
+            set_event_sink(ev_tx).map_err(|_| anyhow::anyhow!("the vhost event sink was already set"))?;
+            let mut devices = VhostDevices::new(vec![cmd_tx.clone()], pool.clone());
+            let port = *port;
+            let handler = std::thread::spawn(move || {
+                for ev in ev_rx {
+                    devices.handle(ev, |_| Some((port, 0)));
+                }
+            });
+            let socket = VhostSocket::start(path, false).with_context(|| format!("--pod-vhost {}", path.display()))?;
+            (Some(socket), Some(handler))
+        }
+    };
     let mut taps = Vec::new();
     for i in 0..cli.idle_taps {
         let tap = Port::probe(&format!("net_tap_idle{i},iface=wfb-idle{i}"))?;
@@ -144,7 +200,7 @@ fn main() -> anyhow::Result<()> {
     });
     // Frames the ports received, together: the fed port's in-process (the sink receives none), both in
     // two-process and mixed runs.
-    let rx_both = || -> anyhow::Result<u64> { Ok(uplink.stats()?.rx_packets + pods.stats()?.rx_packets) };
+    let rx_both = || -> anyhow::Result<u64> { Ok(uplink.stats()?.rx_packets + pods.rx_packets(&counters)?) };
     println!("ready");
     let mut last = (Instant::now(), rx_both()?);
     let per_second = cli.swaps.div_ceil(cli.seconds.max(1) as u32);
@@ -185,6 +241,9 @@ fn main() -> anyhow::Result<()> {
         .map(|(k, v)| (k, serde_json::Value::from(v)))
         .collect();
     let rx_total: u64 = counters.rx_packets.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    // The worker's cycles in loops that found frames, per frame received: what the device under test
+    // spends on a frame whatever the generator's rate (testpmd's --record-core-cycles figure).
+    let busy_cycles = counters.busy_cycles.load(Ordering::Relaxed);
     if cli.swaps > 0 {
         let gen = counters.generation.load(Ordering::Relaxed);
         println!("swaps: {swapped} tables published (mean rebuild+publish {:?}), worker on generation {gen}, dropped {drops} of {tx} forwarded", swap_time / swapped.max(1));
@@ -193,11 +252,21 @@ fn main() -> anyhow::Result<()> {
     if let Some(r) = reader {
         let _ = r.join();
     }
+    // Unregistering the socket destroys a connected device; the handler takes it back from the worker
+    // (stopped by now: nothing to wait for). The handler thread ends with the process (the vhost module
+    // keeps the event channel's sender).
+    drop(vhost);
+    drop(vhost_events);
     uplink.stop()?;
-    pods.stop()?;
+    if let PodPort::Eth(p) = &pods {
+        p.stop()?;
+    }
     println!(
         "report: {}",
-        serde_json::json!({"rx": rx_total, "forwarded": tx, "drops": by_reason, "mempool_in_use_after_stop": pool.in_use()})
+        serde_json::json!({
+            "rx": rx_total, "forwarded": tx, "drops": by_reason, "mempool_in_use_after_stop": pool.in_use(),
+            "busy_cycles": busy_cycles, "cycles_per_packet": busy_cycles as f64 / rx_total.max(1) as f64,
+        })
     );
     Ok(())
 }
