@@ -3,7 +3,8 @@
 //! memif) and the kernel's flannel VXLAN path (af_packet veths into namespaces) with stamped decap and
 //! encap traffic, and every one of them must return every frame. This shows the generator's counting,
 //! the baselines' wiring and weft's two-process path are right; the speed comparison itself is
-//! `weft-bench pair` (bench/README.md). Needs root and hugepages; tears down what it made.
+//! `weft-bench pair` (bench/README.md). The same over vhost-user for testpmd and weft. Needs root and
+//! hugepages; tears down what it made.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 mod common;
@@ -41,6 +42,52 @@ fn every_device_under_test_returns_every_frame_at_a_low_rate() {
                 // One queue end to end: order is kept (OVS may spread over its TX queues).
                 assert_eq!(d["reordered"].as_u64().unwrap(), 0, "{} {dut} reordered frames", row["mode"]);
             }
+        }
+    }
+}
+
+/// Over vhost-user, with weft's pod port served as weftd serves a vhost-user pod (DPDK's vhost library,
+/// not a net_vhost ethdev): testpmd and weft return every frame, and neither asks the generator's
+/// virtio-user driver to notify it (a polling device turns that off: else the driver makes an eventfd
+/// write for about every burst, which a VM pays as an exit to its hypervisor).
+#[test]
+fn vhost_user_devices_return_every_frame_and_take_no_notifications() {
+    let (rows, text) = common::weft_bench_rows(&[
+        "pair",
+        "--transport",
+        "vhost",
+        "--reps",
+        "1",
+        "--seconds",
+        "1",
+        "--rate-mpps",
+        "0.05",
+        "--modes",
+        "decap,encap",
+        "--peers",
+        "10",
+        "--duts",
+        "testpmd,weft",
+        "--size",
+        "128",
+        "--no-record",
+    ]);
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in &rows {
+        for dut in ["testpmd", "weft"] {
+            let d = &row[dut];
+            let (sent, lost) = (d["sent"].as_u64().unwrap(), d["lost"].as_u64().unwrap());
+            assert!(sent > 40_000, "{} {dut}: only {sent} sent", row["mode"]);
+            assert_eq!(lost, 0, "{} {dut}: lost {lost} of {sent}", row["mode"]);
+            assert_eq!(d["reordered"].as_u64().unwrap(), 0, "{} {dut} reordered frames", row["mode"]);
+            // At 50 kpps a burst is a frame or two: a driver told to notify writes for nearly each one.
+            let writes = d["generator_write_syscalls"].as_u64().unwrap();
+            assert!(
+                writes < sent / 100,
+                "{} {dut}: the generator made {writes} write calls for {sent} frames",
+                row["mode"]
+            );
+            assert!(d["dut_cycles_per_packet"].as_f64().unwrap() > 0.0, "{} {dut}: no cycles per packet", row["mode"]);
         }
     }
 }
