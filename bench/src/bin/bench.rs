@@ -548,8 +548,11 @@ fn pair(
                     "lost": runs[i].iter().filter_map(|v| v["lost"].as_u64()).sum::<u64>(),
                     "sent": runs[i].iter().filter_map(|v| v["sent"].as_u64()).sum::<u64>(),
                     "reordered": runs[i].iter().filter_map(|v| v["reordered"].as_u64()).sum::<u64>(),
-                    "generator_write_syscalls": runs[i].iter().filter_map(|v| v["write_syscalls"].as_u64()).sum::<u64>(),
                 });
+                if runs[i].iter().any(|v| v["write_syscalls"].is_u64()) {
+                    let writes: u64 = runs[i].iter().filter_map(|v| v["write_syscalls"].as_u64()).sum();
+                    j["generator_write_syscalls"] = writes.into();
+                }
                 if runs[i].iter().any(|v| v["dut_cycles_per_packet"].is_f64()) {
                     j["dut_cycles_per_packet"] = med(&runs[i], |v| v["dut_cycles_per_packet"].as_f64()).into();
                 }

@@ -46,7 +46,9 @@ impl PodPort {
     fn rx_packets(&self, counters: &WorkerCounters) -> anyhow::Result<u64> {
         Ok(match self {
             PodPort::Eth(p) => p.stats()?.rx_packets,
-            PodPort::Vhost { port, .. } => counters.rx_packets[usize::from(port.0)].load(Ordering::Relaxed),
+            PodPort::Vhost { port, .. } => {
+                counters.rx_packets.get(usize::from(port.0)).map_or(0, |c| c.load(Ordering::Relaxed))
+            }
         })
     }
 }
