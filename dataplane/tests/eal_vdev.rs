@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use dataplane::dpdk::{Burst, Eal, LcoreId, Mempool, Port, PortConfig, BURST_SIZE};
+use dataplane::dpdk::{Burst, Eal, LcoreId, Mempool, Port, PortConfig, RxQueue, TxQueue, BURST_SIZE};
 use dataplane::wire::{pcap, EthernetFrame, Ipv4Packet, UdpPacket, VxlanPacket};
 use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
 
@@ -44,6 +44,14 @@ fn env() -> MutexGuard<'static, Env> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The port named `name`, configured with one queue pair receiving into the shared pool, and started.
+fn started(env: &Env, name: &str) -> (Port, Vec<RxQueue>, Vec<TxQueue>) {
+    let port = Port::by_name(name).unwrap();
+    let (rx, tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
+    port.start().unwrap();
+    (port, rx, tx)
+}
+
 /// Distinct frames of varied sizes, content derived from the index.
 fn frame(i: usize) -> Vec<u8> {
     let len = 60 + (i * 37) % 1400;
@@ -54,9 +62,7 @@ fn frame(i: usize) -> Vec<u8> {
 fn net_ring_burst_is_byte_identical() {
     let env = env();
     let baseline = env.pool.in_use();
-    let port = Port::by_name("net_ring0").unwrap();
-    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
-    port.start().unwrap();
+    let (port, mut rx, mut tx) = started(&env, "net_ring0");
     let mut burst = Burst::new();
     for i in 0..BURST_SIZE {
         let mut m = env.pool.alloc().unwrap();
@@ -83,9 +89,7 @@ fn net_ring_burst_is_byte_identical() {
 #[test]
 fn a_pool_is_not_freed_under_mbufs_a_port_still_holds() {
     let env = env();
-    let port = Port::by_name("net_ring1").unwrap();
-    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
-    port.start().unwrap();
+    let (port, mut rx, mut tx) = started(&env, "net_ring1");
     let tx_only = Mempool::new("tx_only_pool", 63, 0).unwrap();
     let mut burst = Burst::new();
     let mut m = tx_only.alloc().unwrap();
@@ -104,9 +108,7 @@ fn a_pool_is_not_freed_under_mbufs_a_port_still_holds() {
 fn net_null_tx_takes_or_frees_everything() {
     let env = env();
     let baseline = env.pool.in_use();
-    let port = Port::by_name("net_null0").unwrap();
-    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
-    port.start().unwrap();
+    let (port, mut rx, mut tx) = started(&env, "net_null0");
     let mut sent_total = 0;
     for _ in 0..100 {
         let mut burst = Burst::new();
@@ -124,9 +126,7 @@ fn net_null_tx_takes_or_frees_everything() {
 #[test]
 fn kernel_vxlan_frames_through_net_pcap() {
     let env = env();
-    let port = Port::by_name("net_pcap0").unwrap();
-    let (mut rx, mut tx) = port.configure(&PortConfig::default(), env.pool.clone()).unwrap();
-    port.start().unwrap();
+    let (port, mut rx, mut tx) = started(&env, "net_pcap0");
     let mut burst = Burst::new();
     // net_pcap reads the file on start; poll a few times in case a burst comes up short.
     for _ in 0..10 {
