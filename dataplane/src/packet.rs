@@ -256,7 +256,7 @@ fn vxlan_fast<B: PacketBuf>(m: &mut B, s: &Snapshot, vm: &VxlanMatch, cache: &mu
     }
     let outer: &[u8; ipv4::HEADER_LEN] =
         h[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ipv4::HEADER_LEN].try_into().ok()?;
-    if crate::wire::checksum::sum20(outer) != 0xffff {
+    if !crate::wire::checksum::valid20(outer) {
         return None;
     }
     if !s.known_vtep_cached(u32::from_be_bytes([h[26], h[27], h[28], h[29]]), cache) {
@@ -503,7 +503,7 @@ fn encap_fast<B: PacketBuf>(
         _ => return None,
     }
     let ip: &[u8; ipv4::HEADER_LEN] = h[ethernet::HEADER_LEN..].try_into().ok()?;
-    if crate::wire::checksum::sum20(ip) != 0xffff {
+    if !crate::wire::checksum::valid20(ip) {
         return None;
     }
     match &s.lookup_vtep_cached(dst, cache)?.path {

@@ -187,7 +187,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         let b = self.buffer.as_ref();
         let hl = self.header_len();
         match <&[u8; HEADER_LEN]>::try_from(&b[..hl]) {
-            Ok(h) => checksum::sum20(h) == 0xffff,
+            Ok(h) => checksum::valid20(h),
             Err(_) => checksum::sum(&b[..hl], 0) == 0xffff,
         }
     }
@@ -262,11 +262,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     #[inline(always)]
     pub fn decrement_ttl_by(&mut self, hops: u8) {
         let b = self.buffer.as_mut();
-        let old = get_u16(b, field::TTL);
-        b[field::TTL] = b[field::TTL].wrapping_sub(hops);
-        let new = get_u16(b, field::TTL);
+        let ttl = b[field::TTL];
         let hc = get_u16(b, field::CHECKSUM.start);
-        set_u16(b, field::CHECKSUM.start, checksum::update16(hc, old, new));
+        let new_hc = if ttl >= hops {
+            checksum::update_ttl_down(hc, hops)
+        } else {
+            // Wraps (no packet path gets here: each drops a TTL of at most `hops` first).
+            let old = get_u16(b, field::TTL);
+            checksum::update16(hc, old, old.wrapping_sub(u16::from(hops) << 8))
+        };
+        b[field::TTL] = ttl.wrapping_sub(hops);
+        set_u16(b, field::CHECKSUM.start, new_hc);
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
