@@ -370,16 +370,12 @@ impl Snapshot {
     }
 }
 
-/// Entries of each of a worker's caches (a power of two). 512: the 256 peers that `weft-bench fwd`'s 256
-/// flows reach at 100k peers took 229 of 256 route slots and 220 of 256 VTEP slots (every collision a
-/// hash probe of a 100k-entry map, again and again, as colliding peers evict each other), and take 256
-/// of 512 in both; 256 random keys would take about 162 of 256 slots and 201 of 512. Decap and encap at
-/// 100k peers went up 5-6 % with it.
-pub const PATH_CACHE_SLOTS: usize = 512;
+/// Entries of each of a worker's caches (a power of two).
+pub const PATH_CACHE_SLOTS: usize = 256;
 
 /// A worker's caches in front of the tables (STYLE.md: decap checks a last-hit cache before the table),
 /// direct-mapped so that frames of several peers interleaved in a burst still hit: the routes it used
-/// (SubnetLen-masked destination -> peer) and the VTEPs it accepted. 8 KiB, so they stay in L1 next to
+/// (SubnetLen-masked destination -> peer) and the VTEPs it accepted. 4 KiB, so they stay in L1 next to
 /// the burst. They belong to one snapshot generation and are emptied when the worker takes a newer one.
 #[derive(Debug, Clone)]
 pub struct PathCache {
