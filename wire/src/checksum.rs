@@ -56,7 +56,8 @@ pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
 /// down by `hops` and did not wrap: the word went down by `hops << 8`, so `~m + m'` is that difference
 /// in one's complement, `0xffff - (hops << 8)`, and the sum fits in 17 bits: one fold, where
 /// [`update16`] takes the two words apart and folds four times. Equal to [`update16`] for every
-/// checksum and every TTL of at least `hops` (the sum is the same number; tested on all of them).
+/// checksum and every TTL of at least `hops`: the sum is the same number (the test compares the two on
+/// every checksum at the TTLs where carries differ, and on every TTL at checksums near the corners).
 #[inline(always)]
 pub fn update_ttl_down(hc: u16, hops: u8) -> u16 {
     let acc = u32::from(!hc) + (0xffff - (u32::from(hops) << 8));
