@@ -428,57 +428,63 @@ impl PathCache {
     }
 }
 
+/// What the packet paths need of a pod: the port it is on and its MAC (the frames it sends must come
+/// from them; the frames for it go to them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodRoute {
+    pub mac: MacAddr,
+    pub port: PortId,
+}
+
 /// Pods by address: a direct-indexed array over the node's subnet (one slot per address, no hashing)
-/// for subnets of /16 and longer, a hash map otherwise.
+/// for subnets of /16 and longer, a hash map otherwise. Each slot holds the pod's [`PodRoute`] itself
+/// (10 bytes), not an index into the entries: a lookup is one load after the address, which decap
+/// (to the destination pod) and encap (from the source pod) make for every packet.
 #[derive(Debug)]
 pub struct PodTable {
     base: u32,
     host_mask: u32,
-    /// Index + 1 into `entries` per address of the subnet; 0 = no pod.
-    slots: Vec<u32>,
-    entries: Vec<PodEntry>,
-    fallback: Option<HashMap<u32, u32>>,
+    /// Per address of the subnet.
+    slots: Vec<Option<PodRoute>>,
+    fallback: Option<U32Map<PodRoute>>,
+    len: usize,
 }
 
 impl PodTable {
     pub fn build(subnet: Ipv4Net, pods: &[PodEntry]) -> PodTable {
         let host_bits = 32 - subnet.prefix_len() as u32;
         let host_mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
-        let mut t =
-            PodTable { base: subnet.addr_u32(), host_mask, slots: Vec::new(), entries: pods.to_vec(), fallback: None };
+        let mut t = PodTable { base: subnet.addr_u32(), host_mask, slots: Vec::new(), fallback: None, len: pods.len() };
+        let route = |p: &PodEntry| PodRoute { mac: p.mac, port: p.port };
         if host_bits <= 16 {
-            t.slots = vec![0; host_mask as usize + 1];
-            for (i, p) in pods.iter().enumerate() {
-                if subnet.contains(p.ip) {
-                    t.slots[(u32::from(p.ip) & host_mask) as usize] = i as u32 + 1;
-                }
+            t.slots = vec![None; host_mask as usize + 1];
+            for p in pods.iter().filter(|p| subnet.contains(p.ip)) {
+                t.slots[(u32::from(p.ip) & host_mask) as usize] = Some(route(p));
             }
         } else {
-            t.fallback = Some(pods.iter().enumerate().map(|(i, p)| (u32::from(p.ip), i as u32)).collect());
+            t.fallback = Some(pods.iter().map(|p| (u32::from(p.ip), route(p))).collect());
         }
         t
     }
 
     #[inline(always)]
-    pub fn get(&self, ip: &u32) -> Option<&PodEntry> {
+    pub fn get(&self, ip: &u32) -> Option<PodRoute> {
         if let Some(f) = &self.fallback {
-            return f.get(ip).and_then(|i| self.entries.get(*i as usize));
+            return f.get(ip).copied();
         }
         if ip & !self.host_mask != self.base {
             return None;
         }
-        match self.slots.get((ip & self.host_mask) as usize) {
-            Some(&i) if i > 0 => self.entries.get(i as usize - 1),
-            _ => None,
-        }
+        self.slots.get((ip & self.host_mask) as usize).copied().flatten()
     }
 
+    /// How many pods the table was built from.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 
@@ -773,12 +779,13 @@ pub(crate) mod tests {
     #[test]
     fn pod_table_direct_and_fallback() {
         let pods = inputs().pods;
+        let a = Some(PodRoute { mac: MacAddr([0x02, 0, 0, 0, 1, 2]), port: PortId(1) });
         let t = PodTable::build("10.244.1.0/24".parse().unwrap(), &pods);
-        assert_eq!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
+        assert_eq!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))), a);
         assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 1, 3))).is_none());
         assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 2, 2))).is_none(), "outside the subnet");
         let wide = PodTable::build("10.0.0.0/8".parse().unwrap(), &pods);
-        assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))).map(|p| p.name.as_str()), Some("pod-a"));
+        assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))), a);
         assert_eq!((t.len(), wide.len()), (1, 1));
     }
 
