@@ -31,19 +31,24 @@ impl VecBuf {
 }
 
 impl PacketBuf for VecBuf {
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.end]
     }
+    #[inline(always)]
     fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
         self.start = self.start.checked_sub(n)?;
         Some(&mut self.buf[self.start..self.start + n])
     }
+    #[inline(always)]
     fn adj(&mut self, n: usize) -> Option<()> {
         (n <= self.end - self.start).then(|| self.start += n)
     }
+    #[inline(always)]
     fn trim(&mut self, n: usize) -> Option<()> {
         (n <= self.end - self.start).then(|| self.end -= n)
     }
