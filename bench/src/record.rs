@@ -138,9 +138,14 @@ impl Change {
     }
 }
 
-/// The figures worth comparing in a row: weft's ratios to its baselines and weft's own rate.
+/// The figures worth comparing in a row: weft's ratios to its baselines, weft's own rate, and its
+/// instructions per packet (`icount`).
 fn compared(key: &str) -> bool {
-    key.starts_with("ratio") || key.contains("_ratio") || key == "weft_mpps" || key == "weft_gbps"
+    key.starts_with("ratio")
+        || key.contains("_ratio")
+        || key == "weft_mpps"
+        || key == "weft_gbps"
+        || key == "weft_instructions"
 }
 
 /// The figures of the rows both runs have (matched by their `bench` title), in the newer run's order.
@@ -219,6 +224,18 @@ mod tests {
         assert_eq!(c.iter().filter(|c| c.key == "weft_mpps").count(), 2, "both rows: {c:?}");
         assert!(report(then, now).contains("ratio_vs_testpmd"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn instruction_counts_are_compared_but_not_the_base_builds() {
+        let row =
+            |n: f64| json!({"bench": "vxlan encap (10 peers)", "weft_instructions": n, "base_instructions": 300.0});
+        let (mut then, mut now) = (record("a", "EPYC", 0.5), record("b", "EPYC", 0.5));
+        (then.results, now.results) = (vec![row(250.0)], vec![row(245.0)]);
+        let c = changes(&then, &now);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].key.as_str(), c[0].then, c[0].now), ("weft_instructions", 250.0, 245.0));
+        assert!((c[0].percent() + 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -104,6 +104,23 @@ enum Cmd {
         #[arg(long)]
         base_fwdbench: Option<PathBuf>,
     },
+    /// Instructions per packet of weft's decap and encap paths, counted by callgrind (valgrind) on
+    /// `weft-pathloop`: the same on every run of a build, so a change smaller than the run-to-run
+    /// spread of the forwarding rates still shows.
+    Icount {
+        /// decap, encap (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
+        modes: Vec<String>,
+        /// Table sizes (remote VTEPs), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,100000")]
+        peers: Vec<u32>,
+        /// Packets per count.
+        #[arg(long, default_value_t = 32_000)]
+        packets: u64,
+        /// The `weft-pathloop` of another build, counted next to this one's.
+        #[arg(long)]
+        base_pathloop: Option<PathBuf>,
+    },
 }
 
 /// The traffic matrix of `fwd` and `pair`.
@@ -622,7 +639,40 @@ fn bench_name(cmd: &Cmd) -> &'static str {
         Cmd::Pcap { .. } => "pcap",
         Cmd::Compare { .. } => "compare",
         Cmd::Fwd { .. } => "fwd",
+        Cmd::Icount { .. } => "icount",
     }
+}
+
+/// Instructions per packet of `weft-pathloop` (`exe`) in its counted function (`path_burst`, the packet
+/// path on bursts of 32), from callgrind's summary.
+fn instructions_per_packet(exe: &Path, mode: &str, peers: u32, packets: u64) -> anyhow::Result<f64> {
+    let out = std::env::temp_dir().join(format!("weft-icount-{}-{mode}-{peers}.callgrind", std::process::id()));
+    let o = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg("--toggle-collect=*path_burst*")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .args(["--mode", mode, "--peers", &peers.to_string(), "--packets", &packets.to_string()])
+        .output()
+        .context("valgrind: not installed? (apt install valgrind)")?;
+    if !o.status.success() {
+        bail!("{} under callgrind: {}\n{}", exe.display(), o.status, String::from_utf8_lossy(&o.stderr));
+    }
+    let ran: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("{}: unexpected output {}", exe.display(), String::from_utf8_lossy(&o.stdout)))?;
+    let counted = ran["packets"].as_u64().filter(|&n| n > 0).context("weft-pathloop counted no packets")?;
+    let text = std::fs::read_to_string(&out);
+    let _ = std::fs::remove_file(&out);
+    let text = text.with_context(|| format!("{}: callgrind wrote no profile", out.display()))?;
+    let ir: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("callgrind wrote no summary")?;
+    if ir == 0 {
+        bail!("callgrind counted nothing in path_burst: is {} a weft-pathloop?", exe.display());
+    }
+    Ok(ir as f64 / counted as f64)
 }
 
 /// Print how the newest run of each benchmark file in `dir` (or of `only`) moved.
@@ -758,6 +808,39 @@ fn main() -> anyhow::Result<()> {
             write_pcap(&out, &f)?;
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
+        }
+        Cmd::Icount { modes, peers, packets, base_pathloop } => {
+            let this = std::env::current_exe()?.with_file_name("weft-pathloop");
+            let mut builds = vec![("weft", this)];
+            if let Some(p) = base_pathloop {
+                if !p.is_file() {
+                    bail!("--base-pathloop {}: no such file", p.display());
+                }
+                builds.push(("base", p));
+            }
+            for mode in &modes {
+                if mode != "decap" && mode != "encap" {
+                    bail!("--modes {mode}: icount counts decap and encap");
+                }
+                for &peers in &peers {
+                    let mut row = serde_json::json!({
+                        "bench": format!("vxlan {mode} ({peers} peers, 256 flows, 64 B inner): instructions per packet"),
+                        "mode": mode, "peers": peers, "packets": packets,
+                    });
+                    let mut line = format!("{mode} {peers:>6} peers:");
+                    for (who, exe) in &builds {
+                        let per = instructions_per_packet(exe, mode, peers, packets)?;
+                        row[format!("{who}_instructions")] = per.into();
+                        line += &format!(" {who} {per:.1}");
+                    }
+                    if let (Some(w), Some(b)) = (row["weft_instructions"].as_f64(), row["base_instructions"].as_f64()) {
+                        row["change_pct"] = ((w / b - 1.0) * 100.0).into();
+                        line += &format!(" ({:+.1} %)", (w / b - 1.0) * 100.0);
+                    }
+                    println!("{line}");
+                    results.push(row);
+                }
+            }
         }
         Cmd::Fwd { traffic: Traffic { modes, peers, size, flows, backend }, baselines, base_fwdbench } => {
             if backend != Backend::Vxlan && baselines.contains(&Dut::Ovs) {
