@@ -110,7 +110,7 @@ impl EncapTemplate {
         frame[at::IP_TOTAL_LEN..at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
         frame[at::IP_IDENT..at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
         let sum = self.ip_checksum_base as u32 + ip_total as u32 + ident as u32;
-        let csum = !checksum::sum(&[], sum);
+        let csum = !checksum::fold32(sum);
         frame[at::IP_CHECKSUM..at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
         frame[at::UDP_SRC..at::UDP_SRC + 2].copy_from_slice(&src_port.to_be_bytes());
         frame[at::UDP_LEN..at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
@@ -202,7 +202,7 @@ impl UdpTemplate {
         let udp_len = (len - udp_at::UDP) as u16;
         frame[udp_at::IP_TOTAL_LEN..udp_at::IP_TOTAL_LEN + 2].copy_from_slice(&ip_total.to_be_bytes());
         frame[udp_at::IP_IDENT..udp_at::IP_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
-        let csum = !checksum::sum(&[], self.ip_checksum_base as u32 + ip_total as u32 + ident as u32);
+        let csum = !checksum::fold32(self.ip_checksum_base as u32 + ip_total as u32 + ident as u32);
         frame[udp_at::IP_CHECKSUM..udp_at::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
         frame[udp_at::UDP_LEN..udp_at::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
         // The length counts twice: in the pseudo-header and in the UDP header.
