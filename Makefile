@@ -44,8 +44,9 @@ bench-micro: setup
 	$(CARGO) bench -p weft-bench --bench packet
 	$(CARGO) bench -p weft-bench --bench mbuf
 
-# Instructions per packet of decap and encap under callgrind (needs valgrind): the same on every run of a
-# build, for changes smaller than the forwarding rates' run-to-run spread.
+# Instructions per packet of weft's forwarding loop, of testpmd io's on the same devices and of the packet
+# paths alone, under callgrind (needs valgrind): the same on every run of a build, for changes smaller than
+# the forwarding rates' run-to-run spread.
 bench-icount: build
 	./target/release/weft-bench icount
 

@@ -104,22 +104,28 @@ enum Cmd {
         #[arg(long)]
         base_fwdbench: Option<PathBuf>,
     },
-    /// Instructions per packet of weft's decap and encap paths, counted by callgrind (valgrind) on
-    /// `weft-pathloop`: the same on every run of a build, so a change smaller than the run-to-run
-    /// spread of the forwarding rates still shows.
+    /// Instructions per packet, counted by callgrind (valgrind): weft's packet path alone
+    /// (`weft-pathloop`), and weft's whole forwarding loop in-process (`weft-fwdbench`) against testpmd
+    /// io's on the same PMDs, whose difference is weft's own work (DPDK without hugepages under
+    /// valgrind). The same on every run of a build, so a change smaller than the run-to-run spread of
+    /// the forwarding rates still shows; cache misses and dependent loads do not.
     Icount {
         /// decap, encap (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "decap,encap")]
-        modes: Vec<String>,
+        modes: Vec<GenMode>,
         /// Table sizes (remote VTEPs), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10,100000")]
         peers: Vec<u32>,
-        /// Packets per count.
+        /// Packets through the path alone.
         #[arg(long, default_value_t = 32_000)]
         packets: u64,
-        /// The `weft-pathloop` of another build, counted next to this one's.
+        /// Seconds each forwarding process runs under callgrind (about 1.5 M packets a second there).
+        #[arg(long, default_value_t = 4)]
+        loop_seconds: u64,
+        /// A directory holding another build's weft-pathloop and weft-fwdbench (such as
+        /// target/bench-base/<commit>/target/release), counted next to this one's.
         #[arg(long)]
-        base_pathloop: Option<PathBuf>,
+        base: Option<PathBuf>,
     },
 }
 
@@ -645,7 +651,7 @@ fn bench_name(cmd: &Cmd) -> &'static str {
 
 /// Instructions per packet of `weft-pathloop` (`exe`) in its counted function (`path_burst`, the packet
 /// path on bursts of 32), from callgrind's summary.
-fn instructions_per_packet(exe: &Path, mode: &str, peers: u32, packets: u64) -> anyhow::Result<f64> {
+fn path_instructions(exe: &Path, mode: &str, peers: u32, packets: u64) -> anyhow::Result<f64> {
     let out = std::env::temp_dir().join(format!("weft-icount-{}-{mode}-{peers}.callgrind", std::process::id()));
     let o = Command::new("valgrind")
         .arg("--tool=callgrind")
@@ -655,24 +661,100 @@ fn instructions_per_packet(exe: &Path, mode: &str, peers: u32, packets: u64) -> 
         .args(["--mode", mode, "--peers", &peers.to_string(), "--packets", &packets.to_string()])
         .output()
         .context("valgrind: not installed? (apt install valgrind)")?;
+    let text = std::fs::read_to_string(&out);
+    let _ = std::fs::remove_file(&out);
     if !o.status.success() {
         bail!("{} under callgrind: {}\n{}", exe.display(), o.status, String::from_utf8_lossy(&o.stderr));
     }
     let ran: serde_json::Value = serde_json::from_slice(&o.stdout)
         .with_context(|| format!("{}: unexpected output {}", exe.display(), String::from_utf8_lossy(&o.stdout)))?;
     let counted = ran["packets"].as_u64().filter(|&n| n > 0).context("weft-pathloop counted no packets")?;
-    let text = std::fs::read_to_string(&out);
-    let _ = std::fs::remove_file(&out);
-    let text = text.with_context(|| format!("{}: callgrind wrote no profile", out.display()))?;
-    let ir: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("summary:"))
-        .and_then(|v| v.trim().parse().ok())
+    let ir = callgrind_total(&text.with_context(|| format!("{}: callgrind wrote no profile", out.display()))?)
         .context("callgrind wrote no summary")?;
     if ir == 0 {
         bail!("callgrind counted nothing in path_burst: is {} a weft-pathloop?", exe.display());
     }
     Ok(ir as f64 / counted as f64)
+}
+
+/// The instructions callgrind counted in one profile (its `summary:` line).
+fn callgrind_total(profile: &str) -> Option<u64> {
+    profile.lines().find_map(|l| l.strip_prefix("summary:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Instructions per packet forwarded of a whole forwarding process under callgrind: testpmd io (`weft`
+/// None; stopped with SIGINT after `seconds`), or `weft-fwdbench` with its arguments. The forwarding
+/// lcore's thread is the one that ran the most instructions (callgrind counts each thread apart);
+/// DPDK runs without hugepages (`--no-huge`), which valgrind needs.
+fn loop_instructions(
+    r: &Runner,
+    who: &str,
+    weft: Option<(&Path, &[String])>,
+    vdevs: &[String],
+    seconds: u64,
+    dir: &Path,
+) -> anyhow::Result<f64> {
+    let prefix = format!("weft-bench-icount-{who}-{}", r.tag);
+    let mut eal = testkit::eal::vdev_eal_args(&prefix, &format!("0,{}", r.lcore), vdevs);
+    // valgrind cannot map hugepages; EAL refuses --huge-unlink with --no-huge.
+    eal.retain(|a| a != "--huge-unlink");
+    eal.extend(["--no-huge".to_string(), "-m".into(), "512".into()]);
+    let profiles = dir.join(format!("callgrind-{who}"));
+    let _ = std::fs::remove_dir_all(&profiles);
+    std::fs::create_dir_all(&profiles)?;
+    let mut cmd = Command::new("timeout");
+    let valgrind = [
+        "valgrind".to_string(),
+        "--tool=callgrind".into(),
+        "--separate-threads=yes".into(),
+        format!("--callgrind-out-file={}/cg.%p", profiles.display()),
+    ];
+    match weft {
+        None => {
+            // EAL's initialisation under valgrind takes about ten seconds before testpmd forwards.
+            cmd.args(["-s", "INT", &(seconds + 10).to_string()]).args(valgrind).arg("dpdk-testpmd").args(&eal).args([
+                "--",
+                "--forward-mode=io",
+                "--nb-cores",
+                "1",
+                "--total-num-mbufs=16384",
+            ]);
+        }
+        Some((exe, pre)) => {
+            // Startup under valgrind takes seconds; the limit only catches a hang.
+            cmd.args(["-s", "INT", &(seconds * 10 + 120).to_string()])
+                .args(valgrind)
+                .arg(exe)
+                .args(pre)
+                .args(["--seconds", &seconds.to_string(), "--"])
+                .args(&eal);
+        }
+    }
+    let o = cmd.output().context("running valgrind (apt install valgrind)")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    // testpmd's last TX-packets line is the accumulated one; weft-fwdbench says `forwarded:`.
+    let forwarded: Option<u64> = match weft {
+        None => text.lines().filter_map(|l| l.trim().strip_prefix("TX-packets:")).next_back(),
+        Some(_) => text.lines().find_map(|l| l.strip_prefix("forwarded:")),
+    }
+    .and_then(|l| l.split_whitespace().next()?.parse().ok());
+    // Thread 1 is the main thread (EAL's initialisation, which touches all its memory: more
+    // instructions than a short run forwards with).
+    let busiest = std::fs::read_dir(&profiles)?
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with("-01"))
+        .filter_map(|e| callgrind_total(&std::fs::read_to_string(e.path()).ok()?))
+        .max();
+    let _ = std::fs::remove_dir_all(&profiles);
+    // Fewer packets would let the thread's start (and testpmd's idle polls before it forwards) count.
+    match (forwarded.filter(|&n| n >= 1_000_000), busiest) {
+        (Some(n), Some(ir)) => Ok(ir as f64 / n as f64),
+        _ => bail!(
+            "{who} under callgrind: forwarded {forwarded:?} (1 M at least: more --loop-seconds), busiest thread {busiest:?} instructions ({}):\n{text}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
 }
 
 /// Print how the newest run of each benchmark file in `dir` (or of `only`) moved.
@@ -809,38 +891,68 @@ fn main() -> anyhow::Result<()> {
             println!("{}: {} {} frames", out.display(), f.len(), name(mode));
             return Ok(());
         }
-        Cmd::Icount { modes, peers, packets, base_pathloop } => {
-            let this = std::env::current_exe()?.with_file_name("weft-pathloop");
-            let mut builds = vec![("weft", this)];
-            if let Some(p) = base_pathloop {
-                if !p.is_file() {
-                    bail!("--base-pathloop {}: no such file", p.display());
+        Cmd::Icount { modes, peers, packets, loop_seconds, base } => {
+            let here = std::env::current_exe()?.with_file_name("weft-pathloop");
+            let here = here.parent().context("weft-bench has no directory")?.to_path_buf();
+            let mut builds = vec![("weft", here)];
+            if let Some(b) = base {
+                for exe in ["weft-pathloop", "weft-fwdbench"] {
+                    if !b.join(exe).is_file() {
+                        bail!("--base {}: no {exe} there", b.display());
+                    }
                 }
-                builds.push(("base", p));
+                builds.push(("base", std::fs::canonicalize(b)?));
             }
-            for mode in &modes {
-                if mode != "decap" && mode != "encap" {
-                    bail!("--modes {mode}: icount counts decap and encap");
+            let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
+            std::fs::create_dir_all(&dir)?;
+            for &mode in &modes {
+                if mode == GenMode::Mixed {
+                    bail!("--modes mixed: icount counts decap and encap");
                 }
                 for &peers in &peers {
+                    let pcap = dir.join("frames.pcap");
+                    let frames = match mode {
+                        GenMode::Decap => frames::decap_frames(peers, 256, 64),
+                        _ => frames::encap_frames(peers, 256, 64),
+                    };
+                    write_pcap(&pcap, &frames)?;
+                    let vdevs =
+                        [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".into()];
                     let mut row = serde_json::json!({
-                        "bench": format!("vxlan {mode} ({peers} peers, 256 flows, 64 B inner): instructions per packet"),
-                        "mode": mode, "peers": peers, "packets": packets,
+                        "bench": format!("vxlan {} ({peers} peers, 256 flows, 64 B inner): instructions per packet", name(mode)),
+                        "mode": name(mode), "peers": peers,
                     });
-                    let mut line = format!("{mode} {peers:>6} peers:");
-                    for (who, exe) in &builds {
-                        let per = instructions_per_packet(exe, mode, peers, packets)?;
-                        row[format!("{who}_instructions")] = per.into();
-                        line += &format!(" {who} {per:.1}");
+                    let mut line = format!("{} {peers:>6} peers:", name(mode));
+                    let tp = loop_instructions(&r, "testpmd", None, &vdevs, loop_seconds, &dir)?;
+                    row["testpmd_instructions"] = tp.into();
+                    line += &format!(" testpmd io {tp:.1};");
+                    for (who, bin) in &builds {
+                        let path = path_instructions(&bin.join("weft-pathloop"), &name(mode), peers, packets)?;
+                        let pre = ["--mode".to_string(), name(mode), "--peers".into(), peers.to_string()];
+                        let whole = loop_instructions(
+                            &r,
+                            who,
+                            Some((&bin.join("weft-fwdbench"), &pre)),
+                            &vdevs,
+                            loop_seconds,
+                            &dir,
+                        )?;
+                        row[format!("{who}_instructions")] = whole.into();
+                        row[format!("{who}_own_instructions")] = (whole - tp).into();
+                        row[format!("{who}_path_instructions")] = path.into();
+                        line += &format!(" {who} {whole:.1} (own {:.1}, path {path:.1});", whole - tp);
                     }
-                    if let (Some(w), Some(b)) = (row["weft_instructions"].as_f64(), row["base_instructions"].as_f64()) {
-                        row["change_pct"] = ((w / b - 1.0) * 100.0).into();
-                        line += &format!(" ({:+.1} %)", (w / b - 1.0) * 100.0);
+                    if let (Some(w), Some(b)) =
+                        (row["weft_own_instructions"].as_f64(), row["base_own_instructions"].as_f64())
+                    {
+                        row["own_change_pct"] = ((w / b - 1.0) * 100.0).into();
+                        line += &format!(" own {:+.1} %", (w / b - 1.0) * 100.0);
                     }
                     println!("{line}");
                     results.push(row);
                 }
             }
+            let _ = std::fs::remove_dir_all(&dir);
         }
         Cmd::Fwd { traffic: Traffic { modes, peers, size, flows, backend }, baselines, base_fwdbench } => {
             if backend != Backend::Vxlan && baselines.contains(&Dut::Ovs) {
