@@ -677,6 +677,57 @@ fn path_instructions(exe: &Path, mode: &str, peers: u32, packets: u64) -> anyhow
     Ok(ir as f64 / counted as f64)
 }
 
+/// testpmd io under valgrind (`valgrind` its arguments), stopped with SIGINT once it has forwarded for
+/// `seconds` (its statistics each second say when it started: EAL's initialisation under valgrind
+/// takes ten seconds or more), or by `timeout` after a limit that only catches a hang. Its exit
+/// status, stdout and stderr.
+fn testpmd_under_callgrind(
+    valgrind: &[String],
+    eal: &[String],
+    seconds: u64,
+) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    use std::io::{BufRead, Read};
+    // timeout passes the SIGINT below on to valgrind, and stops a testpmd that never prints.
+    let limit = seconds * 10 + 120;
+    let mut child = Command::new("timeout")
+        .args(["-s", "INT", &limit.to_string(), "valgrind"])
+        .args(valgrind)
+        .arg("dpdk-testpmd")
+        .args(eal)
+        .args(["--", "--forward-mode=io", "--nb-cores", "1", "--total-num-mbufs=16384", "--stats-period", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running valgrind (apt install valgrind) with dpdk-testpmd (apt install dpdk)")?;
+    let mut err = child.stderr.take().context("no stderr")?;
+    let drain = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let (mut text, mut forwarding_since, mut stopped) = (String::new(), None::<Instant>, false);
+    for line in std::io::BufReader::new(child.stdout.take().context("no stdout")?).lines() {
+        let line = line?;
+        let rx: u64 = line
+            .trim()
+            .strip_prefix("RX-packets:")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        if rx > 0 && forwarding_since.is_none() {
+            forwarding_since = Some(Instant::now());
+        }
+        let done = forwarding_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(seconds));
+        if !stopped && done {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            stopped = true;
+        }
+        text += &line;
+        text.push('\n');
+    }
+    let status = child.wait()?;
+    Ok((status, text, drain.join().unwrap_or_default()))
+}
+
 /// The instructions callgrind counted in one profile (its `summary:` line).
 fn callgrind_total(profile: &str) -> Option<u64> {
     profile.lines().find_map(|l| l.strip_prefix("summary:")).and_then(|v| v.trim().parse().ok())
@@ -702,36 +753,27 @@ fn loop_instructions(
     let profiles = dir.join(format!("callgrind-{who}"));
     let _ = std::fs::remove_dir_all(&profiles);
     std::fs::create_dir_all(&profiles)?;
-    let mut cmd = Command::new("timeout");
     let valgrind = [
-        "valgrind".to_string(),
-        "--tool=callgrind".into(),
+        "--tool=callgrind".to_string(),
         "--separate-threads=yes".into(),
         format!("--callgrind-out-file={}/cg.%p", profiles.display()),
     ];
-    match weft {
-        None => {
-            // EAL's initialisation under valgrind takes about ten seconds before testpmd forwards.
-            cmd.args(["-s", "INT", &(seconds + 10).to_string()]).args(valgrind).arg("dpdk-testpmd").args(&eal).args([
-                "--",
-                "--forward-mode=io",
-                "--nb-cores",
-                "1",
-                "--total-num-mbufs=16384",
-            ]);
-        }
+    let (status, text, stderr) = match weft {
+        None => testpmd_under_callgrind(&valgrind, &eal, seconds)?,
         Some((exe, pre)) => {
             // Startup under valgrind takes seconds; the limit only catches a hang.
-            cmd.args(["-s", "INT", &(seconds * 10 + 120).to_string()])
+            let o = Command::new("timeout")
+                .args(["-s", "INT", &(seconds * 10 + 120).to_string(), "valgrind"])
                 .args(valgrind)
                 .arg(exe)
                 .args(pre)
                 .args(["--seconds", &seconds.to_string(), "--"])
-                .args(&eal);
+                .args(&eal)
+                .output()
+                .context("running valgrind (apt install valgrind)")?;
+            (o.status, String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
         }
-    }
-    let o = cmd.output().context("running valgrind (apt install valgrind)")?;
-    let text = String::from_utf8_lossy(&o.stdout);
+    };
     // testpmd's last TX-packets line is the accumulated one; weft-fwdbench says `forwarded:`.
     let forwarded: Option<u64> = match weft {
         None => text.lines().filter_map(|l| l.trim().strip_prefix("TX-packets:")).next_back(),
@@ -750,9 +792,7 @@ fn loop_instructions(
     match (forwarded.filter(|&n| n >= 1_000_000), busiest) {
         (Some(n), Some(ir)) => Ok(ir as f64 / n as f64),
         _ => bail!(
-            "{who} under callgrind: forwarded {forwarded:?} (1 M at least: more --loop-seconds), busiest thread {busiest:?} instructions ({}):\n{text}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
+            "{who} under callgrind: forwarded {forwarded:?} (1 M at least: more --loop-seconds), busiest thread {busiest:?} instructions ({status}):\n{text}\n{stderr}"
         ),
     }
 }
