@@ -69,13 +69,19 @@ fn net_ring_burst_is_byte_identical() {
         m.set_data(&frame(i)).unwrap();
         assert!(burst.push(m).is_ok());
     }
+    // The byte count the workers' counters take: every frame held, and after some are taken, the rest.
+    let len = |from: usize| (from..BURST_SIZE).map(|i| frame(i).len() as u64).sum::<u64>();
+    assert_eq!(burst.bytes(), len(0));
     assert_eq!(tx[0].tx_burst(&mut burst), BURST_SIZE);
+    assert_eq!(burst.bytes(), 0);
     let mut got = Burst::new();
     assert_eq!(rx[0].rx_burst(&mut got), BURST_SIZE);
     for i in 0..BURST_SIZE {
+        assert_eq!(got.bytes(), len(i), "with {i} taken");
         let m = got.pop_front().unwrap();
         assert_eq!(m.data(), &frame(i)[..], "frame {i}");
     }
+    assert_eq!(got.bytes(), 0);
     assert!(got.pop_front().is_none());
     let stats = port.stats().unwrap();
     assert_eq!((stats.tx_packets, stats.rx_packets), (BURST_SIZE as u64, BURST_SIZE as u64));

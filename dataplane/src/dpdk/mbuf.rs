@@ -280,7 +280,18 @@ impl Burst {
     /// Bytes in the packets held (for byte counters).
     #[inline(always)]
     pub fn bytes(&self) -> u64 {
-        (0..self.len()).filter_map(|i| self.get(i)).map(|m| m.pkt_len() as u64).sum()
+        self.live().iter().map(|m| m.pkt_len() as u64).sum()
+    }
+
+    /// The packets held, front first. What `bytes` sums over: a walk of a slice, where a walk of
+    /// `get(i)` checked every index (17 instructions a packet for the RX and TX byte counters
+    /// together, callgrind; 5 this way).
+    #[inline(always)]
+    fn live(&self) -> &[Mbuf] {
+        let live = &self.slots[self.start..self.len];
+        // SAFETY: slots start..len are initialised (push writes slot len before counting it; pop_front
+        // moves start past what it takes), and MaybeUninit<Mbuf> has Mbuf's layout.
+        unsafe { &*(live as *const [MaybeUninit<Mbuf>] as *const [Mbuf]) }
     }
 
     /// Free every packet still held; returns how many.
