@@ -632,8 +632,13 @@ fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) {
 /// flannel.1: TTL - 1); 0 when the host's kernel already did.
 #[inline(always)]
 fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Verdict {
-    route_hops(m, hops);
-    let sport = flow_src_port(&m.data()[ethernet::HEADER_LEN..]);
+    // One view of the inner packet for the TTL and the flow hash (each view of an mbuf's data is a
+    // few loads and a bounds check).
+    let ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
+    if hops > 0 {
+        Ipv4Packet::new_unchecked(&mut *ip).decrement_ttl_by(hops);
+    }
+    let sport = flow_src_port(ip);
     let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident, sport);
     Verdict::ToUplink
