@@ -15,6 +15,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
+    /// /proc/cpuinfo's CPU family and model ("family 25 model 1"): a VM's model name can be as bare as
+    /// "AMD EPYC" on CPUs of different generations. Empty in records made before it was kept.
+    #[serde(default)]
+    pub cpu_id: String,
     pub cpus: usize,
     pub kernel: String,
     pub dpdk: String,
@@ -29,14 +33,28 @@ impl Machine {
             .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
             .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_else(|| "unknown".into());
+        let field = |name: &str| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_owned())
+            })
+        };
+        let cpu_id = match (field("cpu family"), field("model")) {
+            (Some(f), Some(m)) => format!("family {f} model {m}"),
+            _ => String::new(),
+        };
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-        Machine { cpu, cpus, kernel, dpdk: dataplane::dpdk::dpdk_version() }
+        Machine { cpu, cpu_id, cpus, kernel, dpdk: dataplane::dpdk::dpdk_version() }
     }
 
-    /// What makes two machines comparable: the CPU model and how many CPUs.
+    /// What makes two machines comparable: the CPU model (name, family and model) and how many CPUs.
     pub fn kind(&self) -> String {
-        format!("{} x{}", self.cpu, self.cpus)
+        if self.cpu_id.is_empty() {
+            format!("{} x{}", self.cpu, self.cpus)
+        } else {
+            format!("{} ({}) x{}", self.cpu, self.cpu_id, self.cpus)
+        }
     }
 }
 
@@ -193,7 +211,13 @@ mod tests {
             bench: "fwd".into(),
             args: vec!["fwd".into()],
             commit: commit.into(),
-            machine: Machine { cpu: cpu.into(), cpus: 2, kernel: "6.1".into(), dpdk: "DPDK 22.11".into() },
+            machine: Machine {
+                cpu: cpu.into(),
+                cpu_id: "family 25 model 1".into(),
+                cpus: 2,
+                kernel: "6.1".into(),
+                dpdk: "DPDK 22.11".into(),
+            },
             time: 0,
             results: vec![
                 json!({"bench": "vxlan decap (10 peers)", "reps": 3, "weft_mpps": 30.0, "testpmd_mpps": 60.0, "ratio_vs_testpmd": ratio}),
@@ -238,6 +262,21 @@ mod tests {
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!((c[0].key.as_str(), c[0].then, c[0].now), ("weft_own_instructions", 250.0, 245.0));
         assert!((c[0].percent() + 2.0).abs() < 1e-9);
+    }
+
+    /// Two generations of one model name are two kinds; a record from before the family and model were
+    /// kept still loads, as a kind of its own.
+    #[test]
+    fn the_cpu_family_and_model_tell_machines_apart() {
+        let (zen3, mut zen4) = (record("a", "AMD EPYC", 0.5), record("b", "AMD EPYC", 0.5));
+        zen4.machine.cpu_id = "family 25 model 17".into();
+        assert!(previous(&[zen3.clone(), zen4.clone()]).is_none());
+        assert!(Machine::this().cpu_id.starts_with("family "), "{:?}", Machine::this());
+        let mut old = serde_json::to_value(&zen3).unwrap();
+        old["machine"].as_object_mut().unwrap().remove("cpu_id");
+        let old: Record = serde_json::from_value(old).unwrap();
+        assert_eq!(old.machine.kind(), "AMD EPYC x2");
+        assert_eq!(zen3.machine.kind(), "AMD EPYC (family 25 model 1) x2");
     }
 
     #[test]
