@@ -33,16 +33,7 @@ impl Machine {
             .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
             .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_else(|| "unknown".into());
-        let field = |name: &str| {
-            cpuinfo.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == name).then(|| v.trim().to_owned())
-            })
-        };
-        let cpu_id = match (field("cpu family"), field("model")) {
-            (Some(f), Some(m)) => format!("family {f} model {m}"),
-            _ => String::new(),
-        };
+        let cpu_id = cpu_id(&cpuinfo);
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
         Machine { cpu, cpu_id, cpus, kernel, dpdk: dataplane::dpdk::dpdk_version() }
@@ -55,6 +46,20 @@ impl Machine {
         } else {
             format!("{} ({}) x{}", self.cpu, self.cpu_id, self.cpus)
         }
+    }
+}
+
+/// "family F model M" from /proc/cpuinfo's first CPU; empty where it does not say (not x86).
+fn cpu_id(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+    };
+    match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!("family {f} model {m}"),
+        _ => String::new(),
     }
 }
 
@@ -271,7 +276,10 @@ mod tests {
         let (zen3, mut zen4) = (record("a", "AMD EPYC", 0.5), record("b", "AMD EPYC", 0.5));
         zen4.machine.cpu_id = "family 25 model 17".into();
         assert!(previous(&[zen3.clone(), zen4.clone()]).is_none());
-        assert!(Machine::this().cpu_id.starts_with("family "), "{:?}", Machine::this());
+        let zen3_cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n\
+                            model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 1\n";
+        assert_eq!(cpu_id(zen3_cpuinfo), zen3.machine.cpu_id, "the model name line is not the model");
+        assert_eq!(cpu_id("processor\t: 0\nBogoMIPS\t: 50.00\n"), "", "no family, no id");
         let mut old = serde_json::to_value(&zen3).unwrap();
         old["machine"].as_object_mut().unwrap().remove("cpu_id");
         let old: Record = serde_json::from_value(old).unwrap();

@@ -618,12 +618,16 @@ fn host_arp<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     Verdict::Reply
 }
 
-/// Take `hops` off the TTL of the IPv4 packet behind the frame's Ethernet header.
+/// Take `hops` off the TTL of the IPv4 packet behind the frame's Ethernet header; the packet is
+/// returned for what else the caller reads of it (each view of an mbuf's data is a few loads and a
+/// bounds check).
 #[inline(always)]
-fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) {
+fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) -> &mut [u8] {
+    let ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
     if hops > 0 {
-        Ipv4Packet::new_unchecked(&mut m.data_mut()[ethernet::HEADER_LEN..]).decrement_ttl_by(hops);
+        Ipv4Packet::new_unchecked(&mut *ip).decrement_ttl_by(hops);
     }
+    ip
 }
 
 /// Prepend the outer headers from the template and patch the per-packet fields. The inner IPv4 header
@@ -632,13 +636,7 @@ fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) {
 /// flannel.1: TTL - 1); 0 when the host's kernel already did.
 #[inline(always)]
 fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Verdict {
-    // One view of the inner packet for the TTL and the flow hash (each view of an mbuf's data is a
-    // few loads and a bounds check).
-    let ip = &mut m.data_mut()[ethernet::HEADER_LEN..];
-    if hops > 0 {
-        Ipv4Packet::new_unchecked(&mut *ip).decrement_ttl_by(hops);
-    }
-    let sport = flow_src_port(ip);
+    let sport = flow_src_port(route_hops(m, hops));
     let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident, sport);
     Verdict::ToUplink

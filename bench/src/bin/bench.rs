@@ -688,9 +688,8 @@ fn testpmd_under_callgrind(
 ) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
     use std::io::{BufRead, Read};
     // timeout passes the SIGINT below on to valgrind, and stops a testpmd that never prints.
-    let limit = seconds * 10 + 120;
     let mut child = Command::new("timeout")
-        .args(["-s", "INT", &limit.to_string(), "valgrind"])
+        .args(["-s", "INT", &callgrind_limit(seconds).to_string(), "valgrind"])
         .args(valgrind)
         .arg("dpdk-testpmd")
         .args(eal)
@@ -728,6 +727,12 @@ fn testpmd_under_callgrind(
     Ok((status, text, drain.join().unwrap_or_default()))
 }
 
+/// Seconds after which a forwarding process under callgrind that runs `seconds` is taken to hang: its
+/// startup under valgrind alone takes 10-14 s.
+fn callgrind_limit(seconds: u64) -> u64 {
+    seconds * 10 + 120
+}
+
 /// The instructions callgrind counted in one profile (its `summary:` line).
 fn callgrind_total(profile: &str) -> Option<u64> {
     profile.lines().find_map(|l| l.strip_prefix("summary:")).and_then(|v| v.trim().parse().ok())
@@ -761,9 +766,8 @@ fn loop_instructions(
     let (status, text, stderr) = match weft {
         None => testpmd_under_callgrind(&valgrind, &eal, seconds)?,
         Some((exe, pre)) => {
-            // Startup under valgrind takes seconds; the limit only catches a hang.
             let o = Command::new("timeout")
-                .args(["-s", "INT", &(seconds * 10 + 120).to_string(), "valgrind"])
+                .args(["-s", "INT", &callgrind_limit(seconds).to_string(), "valgrind"])
                 .args(valgrind)
                 .arg(exe)
                 .args(pre)
@@ -932,8 +936,10 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Cmd::Icount { modes, peers, packets, loop_seconds, base } => {
-            let here = std::env::current_exe()?.with_file_name("weft-pathloop");
-            let here = here.parent().context("weft-bench has no directory")?.to_path_buf();
+            if modes.contains(&GenMode::Mixed) {
+                bail!("--modes mixed: icount counts decap and encap");
+            }
+            let here = std::env::current_exe()?.parent().context("weft-bench has no directory")?.to_path_buf();
             let mut builds = vec![("weft", here)];
             if let Some(b) = base {
                 for exe in ["weft-pathloop", "weft-fwdbench"] {
@@ -946,9 +952,6 @@ fn main() -> anyhow::Result<()> {
             let dir = std::env::temp_dir().join(format!("weft-bench-{}", r.tag));
             std::fs::create_dir_all(&dir)?;
             for &mode in &modes {
-                if mode == GenMode::Mixed {
-                    bail!("--modes mixed: icount counts decap and encap");
-                }
                 for &peers in &peers {
                     let pcap = dir.join("frames.pcap");
                     let frames = match mode {
