@@ -89,6 +89,52 @@ fn net_ring_burst_is_byte_identical() {
     assert_eq!(env.pool.in_use(), baseline, "every mbuf is back in the pool");
 }
 
+/// What a worker does with a burst: frames moved from its front to another burst's end, in order and
+/// only as many as fit; frames freed from its front; in place edits through `live_mut`.
+#[test]
+fn bursts_move_and_free_from_the_front() {
+    let env = env();
+    let baseline = env.pool.in_use();
+    let fill = |from: usize, to: usize| {
+        let mut b = Burst::new();
+        for i in from..to {
+            let mut m = env.pool.alloc().unwrap();
+            m.set_data(&frame(i)).unwrap();
+            b.push(m).unwrap();
+        }
+        b
+    };
+    let heads = |b: &Burst| (0..b.len()).map(|i| b.get(i).unwrap().data()[..].to_vec()).collect::<Vec<_>>();
+    let mut src = fill(0, BURST_SIZE);
+    let mut dst = fill(100, 100 + BURST_SIZE - 5);
+    // Room for 5: of the 8 asked, 5 move, the first 5.
+    assert_eq!(src.move_front(8, &mut dst), 5);
+    assert_eq!((src.len(), dst.len()), (BURST_SIZE - 5, BURST_SIZE));
+    let want: Vec<Vec<u8>> = (100..100 + BURST_SIZE - 5).chain(0..5).map(frame).collect();
+    assert_eq!(heads(&dst), want);
+    assert_eq!(src.get(0).unwrap().data(), &frame(5)[..]);
+    assert_eq!(src.move_front(1, &mut dst), 0, "a full burst takes nothing");
+    // Freed from the front: 3, then more than are left.
+    assert_eq!(dst.free_front(3), 3);
+    assert_eq!(dst.get(0).unwrap().data(), &frame(103)[..]);
+    assert_eq!(dst.free_front(1000), BURST_SIZE - 3);
+    assert!(dst.is_empty());
+    // An emptied burst takes a whole run again, asked for more than the source holds.
+    let mut left = fill(200, 203);
+    assert_eq!(left.move_front(10, &mut dst), 3);
+    assert!(left.is_empty());
+    assert_eq!(src.move_front(BURST_SIZE, &mut dst), BURST_SIZE - 5, "what the source holds");
+    assert!(src.is_empty());
+    assert_eq!(heads(&dst), (200..203).chain(5..BURST_SIZE).map(frame).collect::<Vec<_>>());
+    // In place: every frame's first byte rewritten, seen by the next reader.
+    for m in dst.live_mut() {
+        m.data_mut()[0] = 0xee;
+    }
+    assert!(heads(&dst).iter().all(|h| h[0] == 0xee));
+    drop((src, dst));
+    assert_eq!(env.pool.in_use(), baseline, "every mbuf is back in the pool");
+}
+
 /// A pool that only fed a TX queue (no port holds it) is dropped while the queue still holds one of its
 /// mbufs: it must stay allocated, so that mbuf can still go back to it. Its name stays taken, which is
 /// how the test sees that it was not freed.

@@ -294,18 +294,56 @@ impl Burst {
         unsafe { &*(live as *const [MaybeUninit<Mbuf>] as *const [Mbuf]) }
     }
 
+    /// The packets held, front first, to work on in place: a worker's first pass over a burst runs every
+    /// frame through its packet path here, before any frame is moved.
+    #[inline(always)]
+    pub fn live_mut(&mut self) -> &mut [Mbuf] {
+        let live = &mut self.slots[self.start..self.len];
+        // SAFETY: as in `live`: slots start..len are initialised and MaybeUninit<Mbuf> has Mbuf's layout;
+        // the borrow of `self` keeps push, pop and the raw views away while the slice lives.
+        unsafe { &mut *(live as *mut [MaybeUninit<Mbuf>] as *mut [Mbuf]) }
+    }
+
+    /// Move up to `n` packets from the front of this burst to the end of `to`, in order, as many as `to`
+    /// has room for; returns how many moved. A worker hands a run of frames bound for one port to that
+    /// port's buffer with one copy of their pointers.
+    #[inline(always)]
+    pub fn move_front(&mut self, n: usize, to: &mut Burst) -> usize {
+        if to.start == to.len {
+            to.start = 0;
+            to.len = 0;
+        }
+        let k = n.min(self.len - self.start).min(BURST_SIZE - to.len);
+        // SAFETY: slots start..start+k of `self` are initialised and are not read again (start moves past
+        // them); slots len..len+k of `to` are free (len + k <= BURST_SIZE) and counted as live only after
+        // they are written; two `&mut` bursts never overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.slots.as_ptr().add(self.start), to.slots.as_mut_ptr().add(to.len), k);
+            self.consume(k);
+        }
+        to.len += k;
+        k
+    }
+
+    /// Free up to `n` packets from the front (at most every packet held); returns how many.
+    #[inline]
+    pub fn free_front(&mut self, n: usize) -> usize {
+        let (ptr, live) = self.live_raw();
+        let k = n.min(live);
+        if k > 0 {
+            // SAFETY: the first k live slots hold owned mbufs; after the bulk free we move past them.
+            unsafe {
+                dpdk_sys::rte_pktmbuf_free_bulk(ptr, k as u32);
+                self.consume(k);
+            }
+        }
+        k
+    }
+
     /// Free every packet still held; returns how many.
     #[inline]
     pub fn free_all(&mut self) -> usize {
-        let (ptr, n) = self.live_raw();
-        if n > 0 {
-            // SAFETY: the live slots hold n owned mbufs; after the bulk free we forget them.
-            unsafe {
-                dpdk_sys::rte_pktmbuf_free_bulk(ptr, n as u32);
-                self.consume(n);
-            }
-        }
-        n
+        self.free_front(self.len())
     }
 }
 
