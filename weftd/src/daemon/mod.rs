@@ -452,6 +452,17 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
         }
     }
     shared.pods.restore();
+    let keep_host = |first: bool| {
+        rules.ensure(first);
+        if shared.host.is_some() {
+            host::ensure_bridge_proxy_arp(host::CNI_BRIDGE);
+        }
+    };
+    // The rules (masquerade, the host port's mark) go in before anything answers: a weftd that
+    // answers has them, as a test or an operator reading iptables right after start expects. (They
+    // used to follow the API: hostport's restart check listed FLANNEL-POSTRTG before it existed,
+    // which iptables-nft 1.8.9 reports as "chain ... is incompatible", and failed a CI run.)
+    keep_host(true);
     // The API answers only once the pods of the config and of the previous run are attached.
     let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
     // Metrics and health first: once the API answers (what tools and tests wait for), /metrics,
@@ -459,13 +470,6 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
     let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr, settings.healthz_addr)?;
     let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
 
-    let keep_host = |first: bool| {
-        rules.ensure(first);
-        if shared.host.is_some() {
-            host::ensure_bridge_proxy_arp(host::CNI_BRIDGE);
-        }
-    };
-    keep_host(true);
     let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
     let mut off_link_said = Vec::new();
     report_off_link(&shared, &mut off_link_said);
