@@ -251,3 +251,39 @@ fn a_taken_host_iface_fails_at_start_and_weftd_exits() {
     assert!(err.contains("host_iface") && err.contains("weft0 exists") && err.contains("--host-iface"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
 }
+
+/// A listener that cannot bind (the metrics port, which another process holds) fails at start and
+/// leaves no iptables rules behind: the listeners are bound before the rules go in.
+#[test]
+fn a_taken_metrics_port_fails_at_start_and_leaves_no_rules() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = new_lab();
+    let ns = lab.ns_name("port");
+    lab.add_ns(&ns).unwrap();
+    let dir = lab.dir.join("port");
+    let hold = "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',9199))\ns.listen()\ntime.sleep(120)";
+    lab.spawn(&ns, &["/usr/bin/python3", "-c", hold], &lab.dir.join("hold.log")).unwrap();
+    let t0 = Instant::now();
+    while !sh(&ns, "ss -Hltn sport = :9199").contains("9199") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "python did not listen on 9199");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::process::Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", &ns, env!("CARGO_BIN_EXE_weftd")])
+        .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
+        .args(["--uplink", "net_null0", "--ipam-store", "", "--ip-masq"])
+        .args(["--metrics-addr", "127.0.0.1:9199"])
+        .args(["--file-prefix", &ns])
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status (124: timeout killed a hung weftd): {err}");
+    assert!(err.contains("metrics_addr 127.0.0.1:9199") && err.contains("cannot listen"), "{err}");
+    let rules = sh(&ns, "iptables -t nat -S 2>&1; iptables -t mangle -S 2>&1");
+    assert!(!rules.contains("FLANNEL") && !rules.contains("MASQUERADE"), "left behind by a failed start: {rules}");
+    assert!(!dir.join("api.sock").exists(), "the API socket was left behind");
+}

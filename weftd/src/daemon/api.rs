@@ -76,9 +76,14 @@ pub enum Request {
 /// The longest pause the debugging verb grants.
 pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 
-/// Serve the API on `path` (see [`super::mgmt`] for what a client may cost).
-pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> Result<ApiServer, Error> {
-    let access = ApiAccess { group: shared.settings.api_group };
+/// Make the API socket at `path`, for root and `group`; it answers once [`serve`]d.
+pub(super) fn bind(mgmt: &Mgmt, path: &Path, group: Option<u32>) -> Result<ApiServer, Error> {
+    ApiServer::bind(mgmt, path, ApiAccess { group })
+        .map_err(Error::io(format!("api_socket {}: cannot listen", path.display())))
+}
+
+/// Answer the API on `server` (see [`super::mgmt`] for what a client may cost).
+pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, server: ApiServer) -> ApiServer {
     let handler = Arc::new(move |line: &str| {
         let resp = match serde_json::from_str::<Request>(line) {
             Ok(req) => handle(&shared, req),
@@ -86,8 +91,7 @@ pub(super) fn serve(shared: Arc<Shared>, mgmt: &Mgmt, path: &Path) -> Result<Api
         };
         resp.to_string()
     });
-    ApiServer::serve(mgmt, path, access, handler)
-        .map_err(Error::io(format!("api_socket {}: cannot listen", path.display())))
+    server.serve(mgmt, handler)
 }
 
 /// Pause a worker, if the debugging verbs are on and no pause is under way.

@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 use super::error::Error;
-use super::mgmt::{serve_http, HttpAnswer, HttpHandler, Mgmt};
+use super::mgmt::{serve_http, HttpAnswer, HttpHandler, HttpListener, Mgmt};
 use super::{lock, Shared};
 use dataplane::packet::DropReason;
 use hyper::StatusCode;
@@ -242,12 +242,30 @@ impl Collector {
     }
 }
 
-/// Start the collector and the HTTP endpoint on the management runtime.
+/// The metrics listener and flannel's separate healthz listener, bound and not yet answering.
+#[derive(Debug)]
+pub(super) struct Listeners {
+    metrics: HttpListener,
+    healthz: Option<HttpListener>,
+}
+
+/// Bind the metrics address and the healthz one: a port in use fails here, naming the setting.
+pub(super) fn bind(mgmt: &Mgmt, addr: SocketAddr, healthz: Option<SocketAddr>) -> Result<Listeners, Error> {
+    let healthz = healthz
+        .map(|h| {
+            HttpListener::bind(mgmt, h).map_err(Error::io(format!("healthz_port {h}: cannot listen (port in use?)")))
+        })
+        .transpose()?;
+    let metrics = HttpListener::bind(mgmt, addr)
+        .map_err(Error::io(format!("metrics_addr {addr}: cannot listen (port in use?)")))?;
+    Ok(Listeners { metrics, healthz })
+}
+
+/// Start the collector, and answer on the bound listeners from the management runtime.
 pub(super) fn serve(
     shared: Arc<Shared>,
     mgmt: &Mgmt,
-    addr: SocketAddr,
-    healthz: Option<SocketAddr>,
+    listeners: Listeners,
 ) -> Result<std::thread::JoinHandle<()>, Error> {
     // A series the collector stopped writing (a deleted pod's port, say) leaves the exposition after
     // SERIES_IDLE; every live one is written every 200 ms.
@@ -282,7 +300,7 @@ pub(super) fn serve(
             })
             .map_err(Error::io("starting the metrics thread"))?
     };
-    if let Some(h) = healthz {
+    if let Some(h) = listeners.healthz {
         // flannel's --healthz-ip/--healthz-port: the probes only, apart from the metrics.
         let (shared, collector, handle) = (shared.clone(), collector.clone(), handle.clone());
         let probes: HttpHandler = Arc::new(move |path: &str| match path {
@@ -293,10 +311,10 @@ pub(super) fn serve(
                 "this listener serves /healthz and /readyz\n".into(),
             ),
         });
-        serve_http(mgmt, h, probes).map_err(Error::io(format!("healthz_port {h}: cannot listen (port in use?)")))?;
+        serve_http(mgmt, h, probes);
     }
     let handler: HttpHandler = Arc::new(move |path: &str| route(path, &shared, &collector, &handle));
-    serve_http(mgmt, addr, handler).map_err(Error::io(format!("metrics_addr {addr}: cannot listen (port in use?)")))?;
+    serve_http(mgmt, listeners.metrics, handler);
     Ok(ticker)
 }
 

@@ -68,10 +68,24 @@ pub type HttpAnswer = (StatusCode, &'static str, String);
 /// The HTTP handler: a path in, an answer out. Called on a blocking thread (it may take locks).
 pub type HttpHandler = Arc<dyn Fn(&str) -> HttpAnswer + Send + Sync>;
 
-/// Serve HTTP/1.1 GETs on `addr` with `handler`.
-pub fn serve_http(mgmt: &Mgmt, addr: SocketAddr, handler: HttpHandler) -> io::Result<SocketAddr> {
-    let listener = mgmt.rt.block_on(tokio::net::TcpListener::bind(addr))?;
-    let local = listener.local_addr()?;
+/// A bound HTTP listener: the address is taken (a port in use fails here, before weftd changes the
+/// host), and what connects waits in the kernel's backlog until [`serve_http`] answers it.
+#[derive(Debug)]
+pub struct HttpListener(tokio::net::TcpListener);
+
+impl HttpListener {
+    pub fn bind(mgmt: &Mgmt, addr: SocketAddr) -> io::Result<HttpListener> {
+        mgmt.rt.block_on(tokio::net::TcpListener::bind(addr)).map(HttpListener)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// Serve HTTP/1.1 GETs on `listener` with `handler`.
+pub fn serve_http(mgmt: &Mgmt, listener: HttpListener, handler: HttpHandler) {
+    let HttpListener(listener) = listener;
     let mut stop = mgmt.stopped();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     mgmt.rt.spawn(async move {
@@ -103,7 +117,6 @@ pub fn serve_http(mgmt: &Mgmt, addr: SocketAddr, handler: HttpHandler) -> io::Re
             });
         }
     });
-    Ok(local)
 }
 
 async fn answer(req: Request<hyper::body::Incoming>, handler: HttpHandler) -> Response<Full<Bytes>> {
@@ -170,15 +183,19 @@ fn api_dir(path: &Path, access: ApiAccess) -> io::Result<()> {
     Ok(())
 }
 
-/// The unix-socket API server.
+/// The unix-socket API server. [`ApiServer::bind`] makes the socket; clients that connect wait in the
+/// backlog until [`ApiServer::serve`] answers them. The socket goes with the server.
 #[derive(Debug)]
 pub struct ApiServer {
     pub path: PathBuf,
+    access: ApiAccess,
+    /// Until it is served.
+    listener: Option<tokio::net::UnixListener>,
 }
 
 impl ApiServer {
-    /// Listen on `path` (0600, or 0660 for the API group) and answer each line with `handler`.
-    pub fn serve(mgmt: &Mgmt, path: &Path, access: ApiAccess, handler: ApiHandler) -> io::Result<ApiServer> {
+    /// Listen on `path` (0600, or 0660 for the API group).
+    pub fn bind(mgmt: &Mgmt, path: &Path, access: ApiAccess) -> io::Result<ApiServer> {
         api_dir(path, access)?;
         match std::fs::symlink_metadata(path) {
             Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => std::fs::remove_file(path)?,
@@ -194,6 +211,8 @@ impl ApiServer {
             let _guard = mgmt.rt.enter();
             tokio::net::UnixListener::bind(path)?
         };
+        // From here the socket file is the server's: dropped on an error below, it is removed.
+        let server = ApiServer { path: path.to_owned(), access, listener: Some(listener) };
         std::fs::set_permissions(
             path,
             std::fs::Permissions::from_mode(if access.group.is_some() { 0o660 } else { 0o600 }),
@@ -201,6 +220,13 @@ impl ApiServer {
         if let Some(g) = access.group {
             std::os::unix::fs::chown(path, None, Some(g))?;
         }
+        Ok(server)
+    }
+
+    /// Answer each line with `handler` (a server already serving is left as it is).
+    pub fn serve(mut self, mgmt: &Mgmt, handler: ApiHandler) -> ApiServer {
+        let Some(listener) = self.listener.take() else { return self };
+        let access = self.access;
         let mut stop = mgmt.stopped();
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         mgmt.rt.spawn(async move {
@@ -220,7 +246,7 @@ impl ApiServer {
                 });
             }
         });
-        Ok(ApiServer { path: path.to_owned() })
+        self
     }
 }
 
@@ -317,11 +343,54 @@ mod tests {
         Arc::new(|p: &str| (StatusCode::OK, "text/plain", format!("ok {p}\n")))
     }
 
+    fn serve_local(mgmt: &Mgmt) -> SocketAddr {
+        let listener = HttpListener::bind(mgmt, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve_http(mgmt, listener, ok_handler());
+        addr
+    }
+
+    /// A client that connects between bind and serve (weftd installs its iptables rules there) is
+    /// answered once serving starts; a port in use fails at bind.
+    #[test]
+    fn bound_listeners_answer_once_served() {
+        let mgmt = Mgmt::new().unwrap();
+        let listener = HttpListener::bind(&mgmt, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let e = HttpListener::bind(&mgmt, addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        let early = std::thread::spawn(move || get(addr, "/early"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!early.is_finished(), "answered before serving");
+        serve_http(&mgmt, listener, ok_handler());
+        let (out, _) = early.join().unwrap();
+        assert!(out.ends_with("ok /early\n"), "{out}");
+
+        let dir = tmp("bind");
+        let path = dir.join("weftd.sock");
+        let server = ApiServer::bind(&mgmt, &path, ApiAccess::default()).unwrap();
+        assert!(path.exists());
+        let p = path.clone();
+        let early = std::thread::spawn(move || api_call(&p, "{}"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!early.is_finished(), "the API answered before serving");
+        let handler: ApiHandler = Arc::new(|l: &str| format!("{{\"echo\":{}}}", l.len()));
+        let server = server.serve(&mgmt, handler);
+        assert_eq!(early.join().unwrap(), "{\"echo\":2}\n");
+        drop(server);
+        assert!(!path.exists(), "the socket is removed with the server");
+        // A server bound and never served (weftd failed before serving) takes its socket with it.
+        drop(ApiServer::bind(&mgmt, &path, ApiAccess::default()).unwrap());
+        assert!(!path.exists(), "an unserved socket was left behind");
+        mgmt.shutdown(Duration::from_secs(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Issue #11.4: 100 idle and 100 byte-a-second clients do not delay /healthz.
     #[test]
     fn slow_clients_do_not_delay_others() {
         let mgmt = Mgmt::new().unwrap();
-        let addr = serve_http(&mgmt, "127.0.0.1:0".parse().unwrap(), ok_handler()).unwrap();
+        let addr = serve_local(&mgmt);
         let mut idle = Vec::new();
         for _ in 0..100 {
             idle.push(std::net::TcpStream::connect(addr).unwrap());
@@ -358,7 +427,7 @@ mod tests {
     #[test]
     fn a_huge_request_costs_nothing() {
         let mgmt = Mgmt::new().unwrap();
-        let addr = serve_http(&mgmt, "127.0.0.1:0".parse().unwrap(), ok_handler()).unwrap();
+        let addr = serve_local(&mgmt);
         let before = rss_kib();
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -403,7 +472,7 @@ mod tests {
         let path = dir.join("weftd.sock");
         let mgmt = Mgmt::new().unwrap();
         let handler: ApiHandler = Arc::new(|l: &str| format!("{{\"echo\":{}}}", l.len()));
-        let server = ApiServer::serve(&mgmt, &path, ApiAccess::default(), handler).unwrap();
+        let server = ApiServer::bind(&mgmt, &path, ApiAccess::default()).unwrap().serve(&mgmt, handler);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir), 0o700);
@@ -432,8 +501,7 @@ mod tests {
         let open = tmp("open");
         std::fs::create_dir_all(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let h2: ApiHandler = Arc::new(|_: &str| String::new());
-        let e = ApiServer::serve(&mgmt, &open.join("s.sock"), ApiAccess::default(), h2).unwrap_err();
+        let e = ApiServer::bind(&mgmt, &open.join("s.sock"), ApiAccess::default()).unwrap_err();
         assert!(e.to_string().contains("writable by other users"), "{e}");
         drop(server);
         assert!(!path.exists(), "the socket is removed with the server");
@@ -457,7 +525,7 @@ mod tests {
         let mgmt = Mgmt::new().unwrap();
         let handler: ApiHandler = Arc::new(|_: &str| "{\"ok\":true}".to_string());
         // Opened to group 65534 (nogroup): the file mode lets its members in; SO_PEERCRED decides.
-        let _server = ApiServer::serve(&mgmt, &path, ApiAccess { group: Some(65534) }, handler).unwrap();
+        let _server = ApiServer::bind(&mgmt, &path, ApiAccess { group: Some(65534) }).unwrap().serve(&mgmt, handler);
         let client = |uid: &str, gid: &str| {
             let py = format!(
                 "import socket;s=socket.socket(socket.AF_UNIX);s.connect('{}');s.sendall(b'{{}}\\n');print(s.makefile().readline())",

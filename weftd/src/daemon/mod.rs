@@ -458,17 +458,21 @@ pub fn run(settings: NodeSettings, etcd: Option<EtcdMode>, stop: Arc<AtomicBool>
             host::ensure_bridge_proxy_arp(host::CNI_BRIDGE);
         }
     };
+    // The listeners are bound first: a port in use or a bad api_socket fails here, before the rules
+    // change the host (a failed start used to leave them for the next weftd).
+    let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
+    let listeners = metrics::bind(&mgmt, settings.metrics_addr, settings.healthz_addr)?;
+    let api = api::bind(&mgmt, &settings.api_socket, settings.api_group)?;
     // The rules (masquerade, the host port's mark) go in before anything answers: a weftd that
     // answers has them, as a test or an operator reading iptables right after start expects. (They
     // used to follow the API: hostport's restart check listed FLANNEL-POSTRTG before it existed,
     // which iptables-nft 1.8.9 reports as "chain ... is incompatible", and failed a CI run.)
     keep_host(true);
     // The API answers only once the pods of the config and of the previous run are attached.
-    let mgmt = mgmt::Mgmt::new().map_err(Error::io("starting the management runtime"))?;
     // Metrics and health first: once the API answers (what tools and tests wait for), /metrics,
     // /healthz and /readyz answer too.
-    let ticker = metrics::serve(shared.clone(), &mgmt, settings.metrics_addr, settings.healthz_addr)?;
-    let api = api::serve(shared.clone(), &mgmt, &settings.api_socket)?;
+    let ticker = metrics::serve(shared.clone(), &mgmt, listeners)?;
+    let api = api::serve(shared.clone(), &mgmt, api);
 
     let mut retry_at = std::time::Instant::now() + Duration::from_secs(5);
     let mut off_link_said = Vec::new();
