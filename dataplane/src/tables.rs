@@ -216,6 +216,8 @@ pub struct Snapshot {
     pub node: Node,
     /// The SubnetLen mask, computed once per snapshot (not per lookup).
     pub subnet_mask: u32,
+    /// 32 - SubnetLen: a subnet's address shifted right by it is the subnet's number.
+    pub subnet_shift: u32,
     /// SubnetLen-masked address -> index into `vteps`.
     pub subnets: U32Map<u32>,
     pub vteps: Vec<RemoteVtep>,
@@ -339,7 +341,7 @@ impl Snapshot {
     pub fn lookup_vtep_cached(&self, dst: u32, cache: &mut PathCache) -> Option<&RemoteVtep> {
         cache.sync(self.generation);
         let key = dst & self.subnet_mask;
-        let slot = PathCache::slot(key);
+        let slot = PathCache::route_slot(key.wrapping_shr(self.subnet_shift));
         let e = cache.routes[slot];
         let i = if e >> 32 == u64::from(key) && e as u32 != 0 {
             e as u32 - 1
@@ -409,7 +411,20 @@ impl PathCache {
         self.route_valid.then_some(self.route_key)
     }
 
-    /// A key's slot: Fibonacci hashing, so subnets that differ only in their high bytes spread too.
+    /// A route's slot, from its subnet's number: the number's bytes folded onto each other. Numbers
+    /// that differ only in their low byte never share a slot, so where the network has at most
+    /// `PATH_CACHE_SLOTS` subnets (flannel's default, 10.244.0.0/16 in /24s) no two peers ever do; and
+    /// numbers that differ only in a higher byte (10.R.5.0/24 for every R) do not either. (Fibonacci
+    /// hashing of the address, as for VTEPs, put the first 200 subnets of 10.244.0.0/16 in 134 slots:
+    /// a /24's low byte is 0, which leaves the multiplier's top byte out.)
+    #[inline(always)]
+    fn route_slot(number: u32) -> usize {
+        const BITS: u32 = PATH_CACHE_SLOTS.trailing_zeros();
+        (number ^ number >> BITS ^ number >> (2 * BITS)) as usize & (PATH_CACHE_SLOTS - 1)
+    }
+
+    /// A VTEP's slot: Fibonacci hashing of its address, so addresses apart only in their high bytes
+    /// spread too (node addresses in a row spread as well: their low byte moves).
     #[inline(always)]
     fn slot(key: u32) -> usize {
         (key.wrapping_mul(0x9e37_79b1) >> (32 - PATH_CACHE_SLOTS.trailing_zeros())) as usize
@@ -553,6 +568,7 @@ impl TableInputs {
         Snapshot {
             generation,
             subnet_mask,
+            subnet_shift: 32 - u32::from(node.subnet_len.min(32)),
             node,
             subnets,
             vteps,
@@ -804,6 +820,40 @@ pub(crate) mod tests {
         let s2 = i.build(2);
         assert!(s2.lookup_vtep_cached(dst, &mut cache).is_none());
         assert!(!s2.known_vtep_cached(vtep, &mut cache));
+    }
+
+    /// In flannel's default layout (10.244.0.0/16 in /24s) every peer keeps its own route slot; so do
+    /// the first 255 peers of a wide network in longer subnets (the benchmark's /8 in /26s), and
+    /// subnets apart only in their higher byte (10.R.5.0/24).
+    #[test]
+    fn routes_of_one_block_never_share_a_slot() {
+        let low = |n: u32| n;
+        let high = |n: u32| n << 8 | 5;
+        for (network, len, number) in
+            [("10.244.0.0/16", 24u8, &low as &dyn Fn(u32) -> u32), ("10.0.0.0/8", 26, &low), ("10.0.0.0/8", 24, &high)]
+        {
+            let peers = 255u32;
+            let mut i = inputs();
+            i.node.network = network.parse().unwrap();
+            i.node.subnet_len = len;
+            i.node.subnet = Ipv4Net::new(i.node.network.addr(), len).unwrap();
+            let first = i.node.network.addr_u32();
+            let subnet = |n: u32| first | number(n) << (32 - len);
+            i.peers = (1..=peers)
+                .map(|n| Peer {
+                    subnet: Ipv4Net::new(Ipv4Addr::from(subnet(n)), len).unwrap(),
+                    public_ip: Ipv4Addr::from(0xc0a8_0000 | n),
+                    vtep_mac: MacAddr([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
+                })
+                .collect();
+            let s = i.build(1);
+            let mut cache = PathCache::default();
+            for n in 1..=peers {
+                assert!(s.lookup_vtep_cached(subnet(n) | 2, &mut cache).is_some());
+            }
+            let held = cache.routes.iter().filter(|&&e| e != 0).count();
+            assert_eq!(held, peers as usize, "{network} in /{len}s: {peers} peers in {held} route slots");
+        }
     }
 
     /// 2000 peers looked up interleaved, more than the cache has slots: every answer through the cache
