@@ -216,8 +216,9 @@ pub struct Snapshot {
     pub node: Node,
     /// The SubnetLen mask, computed once per snapshot (not per lookup).
     pub subnet_mask: u32,
-    /// 32 - SubnetLen: a subnet's address shifted right by it is the subnet's number.
-    pub subnet_shift: u32,
+    /// What a SubnetLen-masked address is multiplied by for its route cache slot
+    /// ([`PathCache::route_slot`]).
+    pub route_mul: u32,
     /// SubnetLen-masked address -> index into `vteps`.
     pub subnets: U32Map<u32>,
     pub vteps: Vec<RemoteVtep>,
@@ -341,7 +342,7 @@ impl Snapshot {
     pub fn lookup_vtep_cached(&self, dst: u32, cache: &mut PathCache) -> Option<&RemoteVtep> {
         cache.sync(self.generation);
         let key = dst & self.subnet_mask;
-        let slot = PathCache::route_slot(key.wrapping_shr(self.subnet_shift));
+        let slot = PathCache::route_slot(key, self.route_mul);
         let e = cache.routes[slot];
         let i = if e >> 32 == u64::from(key) && e as u32 != 0 {
             e as u32 - 1
@@ -411,16 +412,32 @@ impl PathCache {
         self.route_valid.then_some(self.route_key)
     }
 
-    /// A route's slot, from its subnet's number: the number's bytes folded onto each other. Numbers
-    /// that differ only in their low byte never share a slot, so where the network has at most
-    /// `PATH_CACHE_SLOTS` subnets (flannel's default, 10.244.0.0/16 in /24s) no two peers ever do; and
-    /// numbers that differ only in a higher byte (10.R.5.0/24 for every R) do not either. (Fibonacci
-    /// hashing of the address, as for VTEPs, put the first 200 subnets of 10.244.0.0/16 in 134 slots:
-    /// a /24's low byte is 0, which leaves the multiplier's top byte out.)
+    /// A route's slot: the subnet number's low byte plus its next byte (for 256 slots), taken as the
+    /// top byte of one product of the SubnetLen-masked `key` and the snapshot's [`Self::route_multiplier`].
+    /// Numbers that differ only in their low byte never share a slot, so where the network has at most
+    /// `PATH_CACHE_SLOTS` subnets (flannel's default, 10.244.0.0/16 in /24s) no two peers ever do; nor
+    /// do numbers that differ only in the next byte (10.R.5.0/24 for every R). (Fibonacci hashing of
+    /// the address, as for VTEPs, put the first 200 subnets of 10.244.0.0/16 in 134 slots: a /24's low
+    /// byte is 0, which leaves the multiplier's top byte out.)
     #[inline(always)]
-    fn route_slot(number: u32) -> usize {
+    fn route_slot(key: u32, mul: u32) -> usize {
+        (key.wrapping_mul(mul) >> (32 - PATH_CACHE_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The multiplier of [`Self::route_slot`] for subnets of `subnet_len`. With the number `n` starting
+    /// at bit `s = 32 - subnet_len`, `key * (2^(24-s) + 2^(16-s))` is `n * 2^24 + n * 2^16`: its top byte
+    /// is `n`'s low byte plus its second byte, and nothing carries into it (below bit 24 there is only
+    /// `n`'s low byte, at bits 16-23). Subnets wider than /16 keep the low byte alone; wider than /8
+    /// (no flannel network has them) are hashed as VTEPs are.
+    pub fn route_multiplier(subnet_len: u8) -> u32 {
         const BITS: u32 = PATH_CACHE_SLOTS.trailing_zeros();
-        (number ^ number >> BITS ^ number >> (2 * BITS)) as usize & (PATH_CACHE_SLOTS - 1)
+        let s = 32 - u32::from(subnet_len.min(32));
+        let top = 32 - BITS;
+        match s {
+            _ if s + BITS <= top => (1 << (top - s)) + (1 << (top - BITS - s)),
+            _ if s <= top => 1 << (top - s),
+            _ => 0x9e37_79b1,
+        }
     }
 
     /// A VTEP's slot: Fibonacci hashing of its address, so addresses apart only in their high bytes
@@ -568,7 +585,7 @@ impl TableInputs {
         Snapshot {
             generation,
             subnet_mask,
-            subnet_shift: 32 - u32::from(node.subnet_len.min(32)),
+            route_mul: PathCache::route_multiplier(node.subnet_len),
             node,
             subnets,
             vteps,
@@ -853,6 +870,21 @@ pub(crate) mod tests {
             }
             let held = cache.routes.iter().filter(|&&e| e != 0).count();
             assert_eq!(held, peers as usize, "{network} in /{len}s: {peers} peers in {held} route slots");
+        }
+    }
+
+    /// The route slot is the subnet number's low byte plus its second byte for every SubnetLen from
+    /// /16 to /32, its low byte alone for /9 to /15 (the number: the address's top SubnetLen bits,
+    /// network bits included).
+    #[test]
+    fn route_slot_adds_the_numbers_two_low_bytes() {
+        for len in 9u8..=32 {
+            let (mul, s) = (PathCache::route_multiplier(len), 32 - u32::from(len));
+            let top = u32::MAX >> s;
+            for n in (0..=top).step_by(1 + (top / 100_000) as usize).chain([top, 0x0af4_11ff & top]) {
+                let want = if len >= 16 { (n + (n >> 8)) & 0xff } else { n & 0xff };
+                assert_eq!(PathCache::route_slot(n << s, mul), want as usize, "/{len} number {n:#x}");
+            }
         }
     }
 
