@@ -223,6 +223,24 @@ fn host_port_joins_pods_the_host_services_and_the_world() {
     assert_pings(&lab, &n1, &kpod, k2.pod_ip, "cni0 pod to a kernel node's pod after SIGKILL and a restart");
 }
 
+/// Run weftd in `ns` with a null uplink and `extra` flags until it exits, as a start that fails does
+/// (`timeout` kills a hung one after 60 s: exit status 124); its exit status and stderr.
+fn start_to_fail(lab: &Lab, ns: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = lab.dir.join(ns);
+    let out = std::process::Command::new("timeout")
+        .args(["60", "ip", "netns", "exec", ns, env!("CARGO_BIN_EXE_weftd")])
+        .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
+        .args(["--uplink", "net_null0", "--ipam-store", "", "--file-prefix", ns])
+        .args(extra)
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A host port name that another interface holds fails at start, naming the setting and the fix, and
 /// weftd exits (it used to hang: the workers were running when the error returned, and EAL's cleanup
 /// waits for every lcore).
@@ -233,21 +251,9 @@ fn a_taken_host_iface_fails_at_start_and_weftd_exits() {
     let ns = lab.ns_name("taken");
     lab.add_ns(&ns).unwrap();
     sh(&ns, "ip link add weft0 type bridge");
-    let dir = lab.dir.join("taken");
     let t0 = Instant::now();
-    let out = std::process::Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", &ns, env!("CARGO_BIN_EXE_weftd")])
-        .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
-        .args(["--uplink", "net_null0", "--ipam-store", "", "--metrics-addr", "127.0.0.1:9199"])
-        .args(["--file-prefix", &ns])
-        .arg("--api-socket")
-        .arg(dir.join("api.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status (124: timeout killed a hung weftd): {err}");
+    let (code, err) = start_to_fail(&lab, &ns, &["--metrics-addr", "127.0.0.1:9199"]);
+    assert_eq!(code, Some(1), "exit status (124: timeout killed a hung weftd): {err}");
     assert!(err.contains("host_iface") && err.contains("weft0 exists") && err.contains("--host-iface"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
 }
@@ -260,7 +266,6 @@ fn a_taken_metrics_port_fails_at_start_and_leaves_no_rules() {
     let mut lab = new_lab();
     let ns = lab.ns_name("port");
     lab.add_ns(&ns).unwrap();
-    let dir = lab.dir.join("port");
     let hold = "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',9199))\ns.listen()\ntime.sleep(120)";
     lab.spawn(&ns, &["/usr/bin/python3", "-c", hold], &lab.dir.join("hold.log")).unwrap();
     let t0 = Instant::now();
@@ -268,22 +273,10 @@ fn a_taken_metrics_port_fails_at_start_and_leaves_no_rules() {
         assert!(t0.elapsed() < Duration::from_secs(20), "python did not listen on 9199");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = std::process::Command::new("timeout")
-        .args(["60", "ip", "netns", "exec", &ns, env!("CARGO_BIN_EXE_weftd")])
-        .args(["--network", "10.244.0.0/16", "--subnet", "10.244.1.0/24", "--public-ip", "192.168.77.1"])
-        .args(["--uplink", "net_null0", "--ipam-store", "", "--ip-masq"])
-        .args(["--metrics-addr", "127.0.0.1:9199"])
-        .args(["--file-prefix", &ns])
-        .arg("--api-socket")
-        .arg(dir.join("api.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status (124: timeout killed a hung weftd): {err}");
+    let (code, err) = start_to_fail(&lab, &ns, &["--ip-masq", "--metrics-addr", "127.0.0.1:9199"]);
+    assert_eq!(code, Some(1), "exit status (124: timeout killed a hung weftd): {err}");
     assert!(err.contains("metrics_addr 127.0.0.1:9199") && err.contains("cannot listen"), "{err}");
     let rules = sh(&ns, "iptables -t nat -S 2>&1; iptables -t mangle -S 2>&1");
     assert!(!rules.contains("FLANNEL") && !rules.contains("MASQUERADE"), "left behind by a failed start: {rules}");
-    assert!(!dir.join("api.sock").exists(), "the API socket was left behind");
+    assert!(!lab.dir.join(&ns).join("api.sock").exists(), "the API socket was left behind");
 }
