@@ -164,7 +164,8 @@ fn trace_peers_and_worker_cycles() {
     // worker went back to sleeping, so that a few milliseconds of the worker's core taken by the host
     // (a CI run once saw 131 k cycles a packet over the 49 packets above) are spread over many packets.
     let ip = pod_ip.to_string();
-    let flood = testkit::lab::exec(&k3.pod_ns, &["ping", "-n", "-q", "-c", "400", "-i", "0.01", "-W", "2", &ip]).unwrap();
+    let flood =
+        testkit::lab::exec(&k3.pod_ns, &["ping", "-n", "-q", "-c", "400", "-i", "0.01", "-W", "2", &ip]).unwrap();
     assert!(flood.status.success(), "{}", String::from_utf8_lossy(&flood.stdout));
     let st = lab.weftctl(&n1, &["status"]).unwrap();
     let w = &st["workers"][0];
