@@ -360,21 +360,22 @@ impl Snapshot {
     #[inline(always)]
     pub fn known_vtep_cached(&self, src: u32, cache: &mut PathCache) -> bool {
         cache.sync(self.generation);
-        let slot = PathCache::slot(src);
-        let tagged = 1 << 32 | u64::from(src);
-        if cache.vteps[slot] == tagged {
+        let slot = PathCache::vtep_slot(src);
+        if cache.vteps[slot] == src {
             return true;
         }
         let known = self.known_vteps.contains_key(&src);
         if known {
-            cache.vteps[slot] = tagged;
+            cache.vteps[slot] = src;
         }
         known
     }
 }
 
-/// Entries of each of a worker's caches (a power of two).
+/// Entries of a worker's route cache (a power of two).
 pub const PATH_CACHE_SLOTS: usize = 256;
+/// Entries of a worker's VTEP cache (a power of two). Twice the routes': an entry is half the size.
+pub const VTEP_CACHE_SLOTS: usize = 512;
 
 /// A worker's caches in front of the tables (STYLE.md: decap checks a last-hit cache before the table),
 /// direct-mapped so that frames of several peers interleaved in a burst still hit: the routes it used
@@ -385,8 +386,9 @@ pub struct PathCache {
     generation: u64,
     /// `key << 32 | index + 1`; 0 = empty.
     routes: [u64; PATH_CACHE_SLOTS],
-    /// `1 << 32 | PublicIP`; 0 = empty.
-    vteps: [u64; PATH_CACHE_SLOTS],
+    /// PublicIPs. An empty slot holds an address that hashes to another slot ([`Self::EMPTY_VTEP`]),
+    /// so no lookup ever matches one.
+    vteps: [u32; VTEP_CACHE_SLOTS],
     /// The last route looked up.
     route_valid: bool,
     route_key: u32,
@@ -397,7 +399,7 @@ impl Default for PathCache {
         PathCache {
             generation: 0,
             routes: [0; PATH_CACHE_SLOTS],
-            vteps: [0; PATH_CACHE_SLOTS],
+            vteps: Self::EMPTY_VTEPS,
             route_valid: false,
             route_key: 0,
         }
@@ -429,7 +431,7 @@ impl PathCache {
     /// is `n`'s low byte plus its second byte, and nothing carries into it (below bit 24 there is only
     /// `n`'s low byte, at bits 16-23). Subnets wider than /16 keep the low byte alone; wider than /8
     /// (no flannel network has them) are hashed as VTEPs are.
-    pub fn route_multiplier(subnet_len: u8) -> u32 {
+    fn route_multiplier(subnet_len: u8) -> u32 {
         const BITS: u32 = PATH_CACHE_SLOTS.trailing_zeros();
         let s = 32 - u32::from(subnet_len.min(32));
         let top = 32 - BITS;
@@ -441,11 +443,27 @@ impl PathCache {
     }
 
     /// A VTEP's slot: Fibonacci hashing of its address, so addresses apart only in their high bytes
-    /// spread too (node addresses in a row spread as well: their low byte moves).
+    /// spread too, and addresses in a row spread evenly: up to 233 in a row never share a slot (the
+    /// gaps between multiples of the golden ratio; 233 is a Fibonacci number), 256 in a row seldom (a
+    /// pair 233 apart). So do up to 10 racks of 20 nodes numbered in a row (10.0.R.1-20); 2 racks of 100
+    /// share 3 slots. Half as many slots, or a byte sum or fold of the address, put many of them on top
+    /// of each other (256 slots: 184 for those 200 nodes), each collision a table probe per frame when
+    /// their frames interleave.
     #[inline(always)]
-    fn slot(key: u32) -> usize {
-        (key.wrapping_mul(0x9e37_79b1) >> (32 - PATH_CACHE_SLOTS.trailing_zeros())) as usize
+    const fn vtep_slot(key: u32) -> usize {
+        (key.wrapping_mul(0x9e37_79b1) >> (32 - VTEP_CACHE_SLOTS.trailing_zeros())) as usize
     }
+
+    /// What an empty VTEP slot holds: 0.0.0.0, except in 0.0.0.0's own slot, which holds 0.0.0.1
+    /// (whose slot is another): an address only ever sits in its own slot, so neither is answered
+    /// from an empty slot.
+    const EMPTY_VTEP: u32 = 0;
+    const EMPTY_VTEPS: [u32; VTEP_CACHE_SLOTS] = {
+        let mut v = [Self::EMPTY_VTEP; VTEP_CACHE_SLOTS];
+        assert!(Self::vtep_slot(Self::EMPTY_VTEP) != Self::vtep_slot(Self::EMPTY_VTEP + 1));
+        v[Self::vtep_slot(Self::EMPTY_VTEP)] = Self::EMPTY_VTEP + 1;
+        v
+    };
 
     #[inline(always)]
     fn sync(&mut self, generation: u64) {
@@ -915,6 +933,48 @@ pub(crate) mod tests {
             }
         }
         assert!(!s.known_vtep_cached(0, &mut cache), "0.0.0.0 is no VTEP (and no empty slot's key)");
+        let mut empty = PathCache::default();
+        for ip in [0, 1, 2, 0xc0a8_0000, u32::MAX] {
+            assert!(!s.known_vtep_cached(ip, &mut empty), "an empty cache holds no {}", Ipv4Addr::from(ip));
+        }
+    }
+
+    /// Node addresses in a row keep their own VTEP slots wherever the row starts, as do the
+    /// benchmark's 256 peers (PublicIPs 172.16.0.2 on) and racks of 20 nodes numbered in a row.
+    #[test]
+    fn vteps_in_a_row_never_share_a_slot() {
+        // How many VTEP slots the PublicIPs of these peers hold once each has been accepted.
+        let held = |ips: Vec<u32>| {
+            let mut i = inputs();
+            i.node.network = "10.0.0.0/8".parse().unwrap();
+            i.node.subnet = "10.0.0.0/24".parse().unwrap();
+            i.peers = (1..)
+                .zip(&ips)
+                .map(|(n, &ip)| Peer {
+                    subnet: Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | n << 8), 24).unwrap(),
+                    public_ip: Ipv4Addr::from(ip),
+                    vtep_mac: MacAddr([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
+                })
+                .collect();
+            let s = i.build(1);
+            let mut cache = PathCache::default();
+            for &ip in &ips {
+                assert!(s.known_vtep_cached(ip, &mut cache), "{} is a peer's", Ipv4Addr::from(ip));
+            }
+            let held = cache.vteps.iter().zip(PathCache::EMPTY_VTEPS).filter(|(v, e)| *v != e).count();
+            (ips.len(), held)
+        };
+        let mut start = 1u32;
+        for _ in 0..200 {
+            start = start.wrapping_mul(2_654_435_761).wrapping_add(0x0101_0101);
+            let (n, got) = held((0..233).map(|i| start.wrapping_add(i)).collect());
+            assert_eq!(got, n, "233 addresses from {}: {got} slots", Ipv4Addr::from(start));
+        }
+        let bench = u32::from(Ipv4Addr::new(172, 16, 0, 2));
+        assert_eq!(held((0..256).map(|i| bench + i).collect()), (256, 256), "the benchmark's peers");
+        let racks = |r: u32, n: u32| (0..r).flat_map(|r| (1..=n).map(move |n| 0x0a00_0000 | r << 8 | n)).collect();
+        assert_eq!(held(racks(10, 20)), (200, 200), "10 racks of 20");
+        assert_eq!(held(racks(2, 100)), (200, 197), "2 racks of 100: three pairs share");
     }
 
     #[test]
