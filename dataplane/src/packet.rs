@@ -9,8 +9,8 @@ use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
 use crate::tables::{
-    EncapMatch, EncapTemplate, HostPort, Node, PathCache, PeerPath, Snapshot, UdpTemplate, VxlanMatch, OUTER_LEN,
-    UDP_OVERHEAD,
+    Cached, EncapMatch, EncapTemplate, HostPort, Node, PathCache, PeerPath, Snapshot, UdpTemplate, VxlanMatch,
+    OUTER_LEN, UDP_OVERHEAD,
 };
 use crate::wire::{
     arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
@@ -146,13 +146,14 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
 /// or DirectRouting, plain IPv4 routed to our subnet -> a pod; ARP for our PublicIP -> reply.
 #[inline]
 pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
-    process_uplink_cached(m, s, &mut PathCache::default())
+    process_uplink_cached(m, &mut s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_uplink`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut PathCache) -> Verdict {
-    if let Some(v) = s.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, s, vm, cache)) {
+pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, c: &mut Cached<'_>) -> Verdict {
+    let s = c.snap;
+    if let Some(v) = s.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c)) {
         return v;
     }
     let node = &s.node;
@@ -202,7 +203,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
         if u.dst_port() != node.udp_port {
             return Verdict::Drop(R::NotUdpEncap);
         }
-        if !s.known_vtep_cached(ip.src_u32(), cache) {
+        if !c.known_vtep(ip.src_u32()) {
             return Verdict::Drop(R::UnknownVtep);
         }
         return deliver_apart(m, s, ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN, node.relay_hops());
@@ -217,7 +218,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
     if vx.vni() != node.vni {
         return Verdict::Drop(R::WrongVni);
     }
-    if !s.known_vtep_cached(ip.src_u32(), cache) {
+    if !c.known_vtep(ip.src_u32()) {
         return Verdict::Drop(R::UnknownVtep);
     }
     let Ok(inner) = EthernetFrame::new_checked(vx.payload()) else { return Verdict::Drop(R::Truncated) };
@@ -236,7 +237,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, cache: &mut 
 /// differs in any way, good or bad). What it checks besides the match is what the full path checks of
 /// such a frame, so both give the same verdict.
 #[inline(always)]
-fn vxlan_fast<B: PacketBuf>(m: &mut B, s: &Snapshot, vm: &VxlanMatch, cache: &mut PathCache) -> Option<Verdict> {
+fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, c: &mut Cached<'_>) -> Option<Verdict> {
     const INNER_IP: usize =
         ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN;
     let d = m.data();
@@ -259,10 +260,10 @@ fn vxlan_fast<B: PacketBuf>(m: &mut B, s: &Snapshot, vm: &VxlanMatch, cache: &mu
     if !crate::wire::checksum::valid20(outer) {
         return None;
     }
-    if !s.known_vtep_cached(u32::from_be_bytes([h[26], h[27], h[28], h[29]]), cache) {
+    if !c.known_vtep(u32::from_be_bytes([h[26], h[27], h[28], h[29]])) {
         return None;
     }
-    Some(deliver(m, s, INNER_IP, 0))
+    Some(deliver(m, c.snap, INNER_IP, 0))
 }
 
 /// [`deliver`] for the host-gw, DirectRouting and udp paths and for VXLAN frames off the one-compare
@@ -404,19 +405,14 @@ fn arp_reply_in_place<B: PacketBuf>(m: &mut B, reply: &ArpRepr) {
 /// `ident` is the outer IPv4 identification to use if the frame is encapsulated.
 #[inline]
 pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident: u16) -> Verdict {
-    process_pod_cached(m, s, in_port, ident, &mut PathCache::default())
+    process_pod_cached(m, in_port, ident, &mut s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_pod`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_pod_cached<B: PacketBuf>(
-    m: &mut B,
-    s: &Snapshot,
-    in_port: PortId,
-    ident: u16,
-    cache: &mut PathCache,
-) -> Verdict {
-    if let Some(v) = s.encap_match.as_ref().and_then(|em| encap_fast(m, s, em, in_port, ident, cache)) {
+pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, c: &mut Cached<'_>) -> Verdict {
+    let s = c.snap;
+    if let Some(v) = s.encap_match.as_ref().and_then(|em| encap_fast(m, em, in_port, ident, c)) {
         return v;
     }
     let node = &s.node;
@@ -464,7 +460,7 @@ pub fn process_pod_cached<B: PacketBuf>(
     // weft routes it into the tunnel as the kernel routes into flannel.1 / eth0 (TTL - 1); flanneld's
     // udp relay takes one more.
     let hops = 1 + node.relay_hops();
-    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, cache)
+    to_remote(m, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, c)
 }
 
 /// VXLAN encapsulation of a pod's plain IPv4 packet to a remote node's pod: the verdict of the full path,
@@ -477,11 +473,10 @@ pub fn process_pod_cached<B: PacketBuf>(
 #[inline(always)]
 fn encap_fast<B: PacketBuf>(
     m: &mut B,
-    s: &Snapshot,
     em: &EncapMatch,
     in_port: PortId,
     ident: u16,
-    cache: &mut PathCache,
+    c: &mut Cached<'_>,
 ) -> Option<Verdict> {
     const IP_END: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
     let d = m.data();
@@ -498,7 +493,7 @@ fn encap_fast<B: PacketBuf>(
     if !em.remote(dst) {
         return None;
     }
-    match s.pods.get(&u32::from_be_bytes([h[26], h[27], h[28], h[29]])) {
+    match c.snap.pods.get(&u32::from_be_bytes([h[26], h[27], h[28], h[29]])) {
         Some(p) if p.port == in_port && h[6..12] == p.mac.0 => {}
         _ => return None,
     }
@@ -506,7 +501,7 @@ fn encap_fast<B: PacketBuf>(
     if !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    match &s.lookup_vtep_cached(dst, cache)?.path {
+    match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => Some(encap(m, t, ident, 1)),
         _ => None,
     }
@@ -531,11 +526,12 @@ struct Remote {
 /// DirectRouting); or answered with fragmentation-needed when it does not fit the pod MTU and may not
 /// be fragmented; or dropped.
 #[inline(always)]
-fn to_remote<B: PacketBuf>(m: &mut B, s: &Snapshot, r: Remote, cache: &mut PathCache) -> Verdict {
+fn to_remote<B: PacketBuf>(m: &mut B, r: Remote, c: &mut Cached<'_>) -> Verdict {
+    let s = c.snap;
     if r.hops > 0 && r.ttl <= r.hops {
         return Verdict::Drop(R::TtlExpired);
     }
-    let Some(vtep) = s.lookup_vtep_cached(r.dst, cache) else { return Verdict::Drop(R::NoRoute) };
+    let Some(vtep) = c.lookup_vtep(r.dst) else { return Verdict::Drop(R::NoRoute) };
     if r.total > s.node.pod_mtu() as usize {
         return if r.dont_frag { frag_needed_in_place(m, s) } else { Verdict::Drop(R::TooBig) };
     }
@@ -559,12 +555,13 @@ fn to_remote<B: PacketBuf>(m: &mut B, s: &Snapshot, r: Remote, cache: &mut PathC
 /// cluster network -> answered.
 #[inline]
 pub fn process_host<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16) -> Verdict {
-    process_host_cached(m, s, ident, &mut PathCache::default())
+    process_host_cached(m, ident, &mut s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_host`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, cache: &mut PathCache) -> Verdict {
+pub fn process_host_cached<B: PacketBuf>(m: &mut B, ident: u16, c: &mut Cached<'_>) -> Verdict {
+    let s = c.snap;
     let node = &s.node;
     let d = m.data();
     match l3_of(d) {
@@ -597,7 +594,7 @@ pub fn process_host_cached<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16, ca
     // relay does take one off).
     let (ttl, dont_frag) = (ip.ttl(), ip.dont_frag());
     let hops = node.relay_hops();
-    to_remote(m, s, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, cache)
+    to_remote(m, Remote { dst, total, padding, dont_frag, ident, ttl, hops }, c)
 }
 
 /// The host's ARP for an address it routes through weft0 (the cluster network): weft is the next hop.

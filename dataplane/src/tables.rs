@@ -337,38 +337,69 @@ impl Snapshot {
         self.subnets.get(&(dst & self.subnet_mask)).and_then(|i| self.vteps.get(*i as usize))
     }
 
-    /// As [`Self::lookup_vtep`], through a worker's cache of the routes it used.
+    /// This snapshot with a worker's caches, emptied first if they were filled from another snapshot.
     #[inline(always)]
-    pub fn lookup_vtep_cached(&self, dst: u32, cache: &mut PathCache) -> Option<&RemoteVtep> {
+    pub fn cached<'a>(&'a self, cache: &'a mut PathCache) -> Cached<'a> {
         cache.sync(self.generation);
-        let key = dst & self.subnet_mask;
-        let slot = PathCache::route_slot(key, self.route_mul);
+        Cached { snap: self, cache }
+    }
+}
+
+/// A snapshot and a worker's [`PathCache`] that belongs to it, made by [`Snapshot::cached`]: lookups
+/// through the caches answer as the snapshot's tables without checking, each time, that the cache is
+/// the snapshot's (a worker checks once per snapshot it takes, not once per frame).
+#[derive(Debug)]
+pub struct Cached<'a> {
+    pub snap: &'a Snapshot,
+    cache: &'a mut PathCache,
+}
+
+impl<'a> Cached<'a> {
+    /// For the worker, which syncs its cache ([`PathCache::sync`]) each time it takes a snapshot.
+    #[inline(always)]
+    pub(crate) fn synced(snap: &'a Snapshot, cache: &'a mut PathCache) -> Cached<'a> {
+        debug_assert_eq!(cache.generation, snap.generation, "a worker syncs its cache when it takes a snapshot");
+        Cached { snap, cache }
+    }
+
+    /// As [`Snapshot::lookup_vtep`], through the cache of the routes used.
+    #[inline(always)]
+    pub fn lookup_vtep(&mut self, dst: u32) -> Option<&'a RemoteVtep> {
+        let (s, cache) = (self.snap, &mut *self.cache);
+        let key = dst & s.subnet_mask;
+        let slot = PathCache::route_slot(key, s.route_mul);
         let e = cache.routes[slot];
         let i = if e >> 32 == u64::from(key) && e as u32 != 0 {
             e as u32 - 1
         } else {
-            let i = *self.subnets.get(&key)?;
+            let i = *s.subnets.get(&key)?;
             cache.routes[slot] = u64::from(key) << 32 | u64::from(i + 1);
             i
         };
         (cache.route_valid, cache.route_key) = (true, key);
-        self.vteps.get(i as usize)
+        s.vteps.get(i as usize)
     }
 
-    /// Whether VXLAN from `src` comes from a node that holds a lease, through the worker's cache of the
-    /// VTEPs it has seen.
+    /// Whether VXLAN from `src` comes from a node that holds a lease, through the cache of the VTEPs
+    /// seen.
     #[inline(always)]
-    pub fn known_vtep_cached(&self, src: u32, cache: &mut PathCache) -> bool {
-        cache.sync(self.generation);
+    pub fn known_vtep(&mut self, src: u32) -> bool {
         let slot = PathCache::vtep_slot(src);
-        if cache.vteps[slot] == src {
+        if self.cache.vteps[slot] == src {
             return true;
         }
-        let known = self.known_vteps.contains_key(&src);
+        let known = self.snap.known_vteps.contains_key(&src);
         if known {
-            cache.vteps[slot] = src;
+            self.cache.vteps[slot] = src;
         }
         known
+    }
+
+    /// The subnet (SubnetLen-masked destination) of the last route looked up: after a verdict that
+    /// sends a frame to a peer, that peer's.
+    #[inline(always)]
+    pub fn last_route(&self) -> Option<u32> {
+        self.cache.last_route()
     }
 }
 
@@ -465,8 +496,9 @@ impl PathCache {
         v
     };
 
+    /// Empty the caches if they were filled from another snapshot generation than `generation`.
     #[inline(always)]
-    fn sync(&mut self, generation: u64) {
+    pub(crate) fn sync(&mut self, generation: u64) {
         if self.generation != generation {
             self.reset(generation);
         }
@@ -845,16 +877,16 @@ pub(crate) mod tests {
         let mut cache = PathCache::default();
         let s1 = inputs().build(1);
         let dst = u32::from(Ipv4Addr::new(10, 244, 2, 9));
-        assert!(s1.lookup_vtep_cached(dst, &mut cache).is_some());
-        assert!(s1.lookup_vtep_cached(dst, &mut cache).is_some(), "hit");
+        assert!(s1.cached(&mut cache).lookup_vtep(dst).is_some());
+        assert!(s1.cached(&mut cache).lookup_vtep(dst).is_some(), "hit");
         let vtep = u32::from(Ipv4Addr::new(192, 168, 77, 2));
-        assert!(s1.known_vtep_cached(vtep, &mut cache));
+        assert!(s1.cached(&mut cache).known_vtep(vtep));
         // The peer leaves: a newer snapshot must not answer from the cache.
         let mut i = inputs();
         i.peers.clear();
         let s2 = i.build(2);
-        assert!(s2.lookup_vtep_cached(dst, &mut cache).is_none());
-        assert!(!s2.known_vtep_cached(vtep, &mut cache));
+        assert!(s2.cached(&mut cache).lookup_vtep(dst).is_none());
+        assert!(!s2.cached(&mut cache).known_vtep(vtep));
     }
 
     /// In flannel's default layout (10.244.0.0/16 in /24s) every peer keeps its own route slot; so do
@@ -884,7 +916,7 @@ pub(crate) mod tests {
             let s = i.build(1);
             let mut cache = PathCache::default();
             for n in 1..=peers {
-                assert!(s.lookup_vtep_cached(subnet(n) | 2, &mut cache).is_some());
+                assert!(s.cached(&mut cache).lookup_vtep(subnet(n) | 2).is_some());
             }
             let held = cache.routes.iter().filter(|&&e| e != 0).count();
             assert_eq!(held, peers as usize, "{network} in /{len}s: {peers} peers in {held} route slots");
@@ -925,17 +957,17 @@ pub(crate) mod tests {
         for round in 0..3 {
             for n in (0..2100u32).map(|k| (k * 7919 + round) % 2100) {
                 let dst = 0x0a00_0000 | n << 8 | 9;
-                let got = s.lookup_vtep_cached(dst, &mut cache).map(|v| v.peer.subnet);
+                let got = s.cached(&mut cache).lookup_vtep(dst).map(|v| v.peer.subnet);
                 assert_eq!(got, s.lookup_vtep(dst).map(|v| v.peer.subnet), "route of {}", Ipv4Addr::from(dst));
                 assert_eq!(got.is_some(), (2..2002).contains(&n));
                 let src = 0xc0a8_0000 | n;
-                assert_eq!(s.known_vtep_cached(src, &mut cache), (2..2002).contains(&n), "{}", Ipv4Addr::from(src));
+                assert_eq!(s.cached(&mut cache).known_vtep(src), (2..2002).contains(&n), "{}", Ipv4Addr::from(src));
             }
         }
-        assert!(!s.known_vtep_cached(0, &mut cache), "0.0.0.0 is no VTEP (and no empty slot's key)");
+        assert!(!s.cached(&mut cache).known_vtep(0), "0.0.0.0 is no VTEP (and no empty slot's key)");
         let mut empty = PathCache::default();
         for ip in [0, 1, 2, 0xc0a8_0000, u32::MAX] {
-            assert!(!s.known_vtep_cached(ip, &mut empty), "an empty cache holds no {}", Ipv4Addr::from(ip));
+            assert!(!s.cached(&mut empty).known_vtep(ip), "an empty cache holds no {}", Ipv4Addr::from(ip));
         }
     }
 
@@ -959,7 +991,7 @@ pub(crate) mod tests {
             let s = i.build(1);
             let mut cache = PathCache::default();
             for &ip in &ips {
-                assert!(s.known_vtep_cached(ip, &mut cache), "{} is a peer's", Ipv4Addr::from(ip));
+                assert!(s.cached(&mut cache).known_vtep(ip), "{} is a peer's", Ipv4Addr::from(ip));
             }
             let held = cache.vteps.iter().zip(PathCache::EMPTY_VTEPS).filter(|(v, e)| *v != e).count();
             (ips.len(), held)

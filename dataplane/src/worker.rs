@@ -15,7 +15,7 @@ use weft_config::MacAddr;
 
 use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue, VhostRx, VhostTx};
 use crate::packet::{process_host_cached, process_pod_cached, process_uplink_cached, DropReason, Verdict};
-use crate::tables::{PathCache, Snapshot, SnapshotCell};
+use crate::tables::{Cached, PathCache, Snapshot, SnapshotCell};
 use crate::trace::{Trace, TraceRecord};
 
 /// Ethdev port ids: DPDK's RTE_MAX_ETHPORTS in Debian's build. Logical port ids from here up are vhost
@@ -373,6 +373,8 @@ impl Worker {
         // The snapshot this worker forwards with, and the cell's publish count when it was taken.
         let (mut seen, mut snap) = (self.cell.published(), self.cell.load_full());
         self.counters.generation.store(snap.generation, Ordering::Relaxed);
+        // The caches follow the snapshot: emptied when it changes, not checked at every lookup.
+        self.cache.sync(snap.generation);
         loop {
             if !self.commands.is_empty() && !self.take_commands() {
                 break;
@@ -385,6 +387,7 @@ impl Worker {
                 if published != seen {
                     (seen, snap) = (published, self.cell.load_full());
                     self.counters.generation.store(snap.generation, Ordering::Relaxed);
+                    self.cache.sync(snap.generation);
                 }
                 let n = self.uplink_rx.rx_burst(&mut burst);
                 if n > 0 {
@@ -475,18 +478,20 @@ impl Worker {
         }
     }
 
-    /// The packet path of a frame from `port`: the uplink's (`kind` None), a pod's or the host port's.
-    /// Multi-segment frames are dropped (counted by [`Self::out_port`]).
+    /// The packet path of a frame from `port`: the uplink's (`kind` None), a pod's or the host port's,
+    /// with the worker's caches, which [`Self::run`] keeps synced with `snap`. Multi-segment frames are
+    /// dropped (counted by [`Self::out_port`]).
     #[inline(always)]
     fn process(&mut self, m: &mut crate::dpdk::Mbuf, snap: &Snapshot, port: PortId, kind: Option<PortKind>) -> Verdict {
         if m.segments() > 1 {
             return Verdict::Drop(DropReason::Multiseg);
         }
-        let Some(kind) = kind else { return process_uplink_cached(m, snap, &mut self.cache) };
+        let c = &mut Cached::synced(snap, &mut self.cache);
+        let Some(kind) = kind else { return process_uplink_cached(m, c) };
         self.ident = self.ident.wrapping_add(1);
         match kind {
-            PortKind::Pod => process_pod_cached(m, snap, port, self.ident, &mut self.cache),
-            PortKind::Host => process_host_cached(m, snap, self.ident, &mut self.cache),
+            PortKind::Pod => process_pod_cached(m, port, self.ident, c),
+            PortKind::Host => process_host_cached(m, self.ident, c),
         }
     }
 
