@@ -72,9 +72,9 @@ fn decap_and_encap(
         b.iter_batched_ref(
             || burst(&decap),
             |bufs| {
-                let c = &mut snap.cached(&mut cache);
+                let mut c = snap.cached(&mut cache);
                 for m in bufs.iter_mut() {
-                    let v = process_uplink_cached(m, c);
+                    let v = process_uplink_cached(m, c.reborrow());
                     debug_assert!(matches!(v, Verdict::ToPod(_)));
                     black_box(v);
                 }
@@ -87,10 +87,10 @@ fn decap_and_encap(
         b.iter_batched_ref(
             || burst(&encap),
             |bufs| {
-                let c = &mut snap.cached(&mut cache);
+                let mut c = snap.cached(&mut cache);
                 for m in bufs.iter_mut() {
                     ident = ident.wrapping_add(1);
-                    let v = process_pod_cached(m, PortId(POD_PORT), ident, c);
+                    let v = process_pod_cached(m, PortId(POD_PORT), ident, c.reborrow());
                     debug_assert_eq!(v, Verdict::ToUplink);
                     black_box(v);
                 }

@@ -83,7 +83,7 @@ fn worker_sends_each_run_to_its_port_in_order() {
     let mut cache = PathCache::default();
     for (f, c) in sent.iter().zip(PLAN.chars()) {
         let mut b = VecBuf::new(f);
-        match process_uplink_cached(&mut b, &mut snap.cached(&mut cache)) {
+        match process_uplink_cached(&mut b, snap.cached(&mut cache)) {
             Verdict::ToPod(p) if p == pod_a && c == 'A' => want_a.push(b.data().to_vec()),
             Verdict::ToPod(p) if p == pod_b && c == 'B' => want_b.push(b.data().to_vec()),
             Verdict::Drop(r) if "tc".contains(c) => want_drops[r as usize] += 1,

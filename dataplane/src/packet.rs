@@ -146,14 +146,14 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
 /// or DirectRouting, plain IPv4 routed to our subnet -> a pod; ARP for our PublicIP -> reply.
 #[inline]
 pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
-    process_uplink_cached(m, &mut s.cached(&mut PathCache::default()))
+    process_uplink_cached(m, s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_uplink`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, c: &mut Cached<'_>) -> Verdict {
+pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
     let s = c.snap;
-    if let Some(v) = s.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c)) {
+    if let Some(v) = s.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c.reborrow())) {
         return v;
     }
     let node = &s.node;
@@ -237,7 +237,7 @@ pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, c: &mut Cached<'_>) -> Ver
 /// differs in any way, good or bad). What it checks besides the match is what the full path checks of
 /// such a frame, so both give the same verdict.
 #[inline(always)]
-fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, c: &mut Cached<'_>) -> Option<Verdict> {
+fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, mut c: Cached<'_>) -> Option<Verdict> {
     const INNER_IP: usize =
         ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN;
     let d = m.data();
@@ -405,14 +405,14 @@ fn arp_reply_in_place<B: PacketBuf>(m: &mut B, reply: &ArpRepr) {
 /// `ident` is the outer IPv4 identification to use if the frame is encapsulated.
 #[inline]
 pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident: u16) -> Verdict {
-    process_pod_cached(m, in_port, ident, &mut s.cached(&mut PathCache::default()))
+    process_pod_cached(m, in_port, ident, s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_pod`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, c: &mut Cached<'_>) -> Verdict {
+pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, mut c: Cached<'_>) -> Verdict {
     let s = c.snap;
-    if let Some(v) = s.encap_match.as_ref().and_then(|em| encap_fast(m, em, in_port, ident, c)) {
+    if let Some(v) = s.encap_match.as_ref().and_then(|em| encap_fast(m, em, in_port, ident, c.reborrow())) {
         return v;
     }
     let node = &s.node;
@@ -471,13 +471,7 @@ pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, 
 /// path, which says why; for the frames this takes, the full path checks the same and encapsulates the
 /// same way.
 #[inline(always)]
-fn encap_fast<B: PacketBuf>(
-    m: &mut B,
-    em: &EncapMatch,
-    in_port: PortId,
-    ident: u16,
-    c: &mut Cached<'_>,
-) -> Option<Verdict> {
+fn encap_fast<B: PacketBuf>(m: &mut B, em: &EncapMatch, in_port: PortId, ident: u16, mut c: Cached<'_>) -> Option<Verdict> {
     const IP_END: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
     let d = m.data();
     let h: &[u8; IP_END] = d.get(..IP_END)?.try_into().ok()?;
@@ -526,7 +520,7 @@ struct Remote {
 /// DirectRouting); or answered with fragmentation-needed when it does not fit the pod MTU and may not
 /// be fragmented; or dropped.
 #[inline(always)]
-fn to_remote<B: PacketBuf>(m: &mut B, r: Remote, c: &mut Cached<'_>) -> Verdict {
+fn to_remote<B: PacketBuf>(m: &mut B, r: Remote, mut c: Cached<'_>) -> Verdict {
     let s = c.snap;
     if r.hops > 0 && r.ttl <= r.hops {
         return Verdict::Drop(R::TtlExpired);
@@ -555,12 +549,12 @@ fn to_remote<B: PacketBuf>(m: &mut B, r: Remote, c: &mut Cached<'_>) -> Verdict 
 /// cluster network -> answered.
 #[inline]
 pub fn process_host<B: PacketBuf>(m: &mut B, s: &Snapshot, ident: u16) -> Verdict {
-    process_host_cached(m, ident, &mut s.cached(&mut PathCache::default()))
+    process_host_cached(m, ident, s.cached(&mut PathCache::default()))
 }
 
 /// As [`process_host`], with a worker's caches in front of the tables.
 #[inline]
-pub fn process_host_cached<B: PacketBuf>(m: &mut B, ident: u16, c: &mut Cached<'_>) -> Verdict {
+pub fn process_host_cached<B: PacketBuf>(m: &mut B, ident: u16, c: Cached<'_>) -> Verdict {
     let s = c.snap;
     let node = &s.node;
     let d = m.data();

@@ -362,6 +362,12 @@ impl<'a> Cached<'a> {
         Cached { snap, cache }
     }
 
+    /// The same for a shorter while, to hand to a callee and go on with after it returns.
+    #[inline(always)]
+    pub fn reborrow(&mut self) -> Cached<'_> {
+        Cached { snap: self.snap, cache: self.cache }
+    }
+
     /// As [`Snapshot::lookup_vtep`], through the cache of the routes used.
     #[inline(always)]
     pub fn lookup_vtep(&mut self, dst: u32) -> Option<&'a RemoteVtep> {

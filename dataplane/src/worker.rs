@@ -486,7 +486,7 @@ impl Worker {
         if m.segments() > 1 {
             return Verdict::Drop(DropReason::Multiseg);
         }
-        let c = &mut Cached::synced(snap, &mut self.cache);
+        let c = Cached::synced(snap, &mut self.cache);
         let Some(kind) = kind else { return process_uplink_cached(m, c) };
         self.ident = self.ident.wrapping_add(1);
         match kind {

@@ -47,13 +47,13 @@ struct Cli {
 fn path_burst(mode: Mode, bufs: &mut [VecBuf], snap: &Snapshot, cache: &mut PathCache, ident: &mut u16) -> usize {
     let mut good = 0;
     // As a worker does, the cache is made the snapshot's once, not at every lookup.
-    let c = &mut snap.cached(cache);
+    let mut c = snap.cached(cache);
     for m in bufs.iter_mut() {
         let v = match mode {
-            Mode::Decap => process_uplink_cached(m, c),
+            Mode::Decap => process_uplink_cached(m, c.reborrow()),
             Mode::Encap => {
                 *ident = ident.wrapping_add(1);
-                process_pod_cached(m, PortId(POD_PORT), *ident, c)
+                process_pod_cached(m, PortId(POD_PORT), *ident, c.reborrow())
             }
         };
         good += usize::from(match mode {

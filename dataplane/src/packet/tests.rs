@@ -78,7 +78,7 @@ fn decap_fast_path_takes_the_kernel_frame_and_nothing_else() {
     let vm = s.vxlan_match.expect("a VXLAN node has a header match");
     let k = &kernel_vxlan_ping()[0];
     let mut b = VecBuf::new(k);
-    let fast = vxlan_fast(&mut b, &vm, &mut s.cached(&mut PathCache::default()));
+    let fast = vxlan_fast(&mut b, &vm, s.cached(&mut PathCache::default()));
     assert_eq!(fast, Some(verdict_of(k, &s).0));
     assert_eq!(b.data(), &verdict_of(k, &s).1[..]);
     let mut full = node2_inputs().build(1);
@@ -101,7 +101,7 @@ fn decap_fast_path_takes_the_kernel_frame_and_nothing_else() {
             }
         });
         let mut b = VecBuf::new(&f);
-        assert_eq!(vxlan_fast(&mut b, &vm, &mut s.cached(&mut PathCache::default())), None, "{what}");
+        assert_eq!(vxlan_fast(&mut b, &vm, s.cached(&mut PathCache::default())), None, "{what}");
         assert_eq!(verdict_of(&f, &s), verdict_of(&f, &full), "{what}");
     }
 }
@@ -173,7 +173,7 @@ fn encap_fast_path_takes_the_pod_frame_and_nothing_else() {
     let em = s.encap_match.expect("a VXLAN node has encap checks");
     let f = pod_a_echo_frame();
     let mut b = VecBuf::new(&f);
-    let fast = encap_fast(&mut b, &em, POD_A_PORT, 7, &mut s.cached(&mut PathCache::default()));
+    let fast = encap_fast(&mut b, &em, POD_A_PORT, 7, s.cached(&mut PathCache::default()));
     assert_eq!(fast, Some(Verdict::ToUplink));
     let mut full = inputs().build(1);
     full.encap_match = None;
@@ -213,7 +213,7 @@ fn encap_fast_path_takes_the_pod_frame_and_nothing_else() {
     ];
     for (what, g, port) in &cases {
         let mut b = VecBuf::new(g);
-        assert_eq!(encap_fast(&mut b, &em, *port, 7, &mut s.cached(&mut PathCache::default())), None, "{what}");
+        assert_eq!(encap_fast(&mut b, &em, *port, 7, s.cached(&mut PathCache::default())), None, "{what}");
         assert_eq!(b.data(), &g[..], "{what}: untouched");
         assert_eq!(pod_verdict_of(g, &s, *port), pod_verdict_of(g, &full, *port), "{what}");
     }
@@ -223,7 +223,7 @@ fn encap_fast_path_takes_the_pod_frame_and_nothing_else() {
     unresolved.neighbours.clear();
     let u = unresolved.build(1);
     let mut b = VecBuf::new(&f);
-    assert_eq!(encap_fast(&mut b, &em, POD_A_PORT, 7, &mut u.cached(&mut PathCache::default())), None, "unresolved");
+    assert_eq!(encap_fast(&mut b, &em, POD_A_PORT, 7, u.cached(&mut PathCache::default())), None, "unresolved");
     assert_eq!(pod_verdict_of(&f, &u, POD_A_PORT).0, Verdict::Drop(R::NeighbourUnresolved));
 }
 
