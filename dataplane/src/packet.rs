@@ -471,7 +471,13 @@ pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, 
 /// path, which says why; for the frames this takes, the full path checks the same and encapsulates the
 /// same way.
 #[inline(always)]
-fn encap_fast<B: PacketBuf>(m: &mut B, em: &EncapMatch, in_port: PortId, ident: u16, mut c: Cached<'_>) -> Option<Verdict> {
+fn encap_fast<B: PacketBuf>(
+    m: &mut B,
+    em: &EncapMatch,
+    in_port: PortId,
+    ident: u16,
+    mut c: Cached<'_>,
+) -> Option<Verdict> {
     const IP_END: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
     let d = m.data();
     let h: &[u8; IP_END] = d.get(..IP_END)?.try_into().ok()?;
