@@ -2,8 +2,9 @@
 //! with malformed ones among them, arranged in runs of every length (one frame, a run across a burst's
 //! end, a run longer than a burst). Each pod port must get exactly its frames, in arrival order and
 //! byte for byte as the packet path writes them; every other frame must be counted as a drop under its
-//! reason, and every mbuf must go back to the pool. (In `weft-bench`'s tests because the frames and
-//! tables are the benchmarks' own.)
+//! reason, and every mbuf must go back to the pool. Then a new snapshot without half the peers: their
+//! frames, which the worker's VTEP cache accepted a moment before, must be dropped. (In `weft-bench`'s
+//! tests because the frames and tables are the benchmarks' own.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::bounded;
 use crossbeam::utils::CachePadded;
-use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortId};
+use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortId, TxQueue};
 use dataplane::packet::{process_uplink_cached, DropReason, PacketBuf, VecBuf, Verdict};
 use dataplane::tables::{PathCache, SnapshotCell};
 use dataplane::worker::{port_slots, Backoff, PortKind, PortTx, Worker, WorkerCommand, WorkerCounters};
@@ -31,13 +32,27 @@ const PLAN: &str = concat!(
     "c",                                                  // a drop at the very end
 );
 
+/// Send `frames` on `tx` in bursts of 32.
+fn send_all(pool: &Mempool, tx: &mut TxQueue, frames: &[Vec<u8>]) {
+    for chunk in frames.chunks(32) {
+        let mut burst = Burst::new();
+        for f in chunk {
+            let mut m = pool.alloc().unwrap();
+            m.set_data(f).unwrap();
+            burst.push(m).unwrap();
+        }
+        assert_eq!(tx.tx_burst(&mut burst), chunk.len());
+    }
+}
+
 #[test]
 fn worker_sends_each_run_to_its_port_in_order() {
     if let Err(e) = check_dpdk_preconditions(64) {
         panic!("{e}");
     }
     let pid = std::process::id();
-    let vdevs = ["net_ring0".to_string(), "net_ring1".to_string(), "net_ring2".to_string()];
+    // The uplink's RX is ring 0, whose TX the test keeps to send on; the worker's uplink TX is ring 3's.
+    let vdevs = ["net_ring0", "net_ring1", "net_ring2", "net_ring3"].map(String::from);
     let eal = Eal::init(&vdev_eal_args(&format!("weft-worker-{pid}"), "0", &vdevs)).unwrap();
     eal.clean_up_at_exit().unwrap();
     let pool = Arc::new(Mempool::new("worker_pool", 1023, 0).unwrap());
@@ -58,6 +73,9 @@ fn worker_sends_each_run_to_its_port_in_order() {
         p.port = if i % 2 == 0 { pod_a } else { pod_b };
     }
     let snap = inputs.build(1);
+    // The second snapshot: the last 5 of the 10 peers gone.
+    inputs.peers.truncate(5);
+    let snap2 = inputs.build(2);
 
     // Frames by plan, and what the packet path makes of each (on an ordinary buffer).
     let valid = frames::decap_frames(10, 64, 64);
@@ -96,24 +114,33 @@ fn worker_sends_each_run_to_its_port_in_order() {
     // starts, so it takes them in full bursts.
     let baseline = pool.in_use();
     let (mut urx, mut utx) = queues.remove(0);
-    for chunk in sent.chunks(32) {
-        let mut burst = Burst::new();
-        for f in chunk {
-            let mut m = pool.alloc().unwrap();
-            m.set_data(f).unwrap();
-            burst.push(m).unwrap();
+    send_all(&pool, &mut utx[0], &sent);
+    // Then every valid frame once more, under the second snapshot.
+    let mut fresh = PathCache::default();
+    let mut want_drops2 = want_drops;
+    let (mut want_a2, mut want_b2) = (want_a.clone(), want_b.clone());
+    for f in &valid {
+        let mut b = VecBuf::new(f);
+        match process_uplink_cached(&mut b, snap2.cached(&mut fresh)) {
+            Verdict::ToPod(p) if p == pod_a => want_a2.push(b.data().to_vec()),
+            Verdict::ToPod(p) if p == pod_b => want_b2.push(b.data().to_vec()),
+            Verdict::Drop(r) => want_drops2[r as usize] += 1,
+            v => panic!("verdict {v:?} under the second snapshot"),
         }
-        assert_eq!(utx[0].tx_burst(&mut burst), chunk.len());
     }
+    let gone = want_drops2[DropReason::UnknownVtep as usize];
+    let of_the_gone = (0..valid.len()).filter(|i| i % 10 >= 5).count() as u64; // frame i is peer i % 10's
+    assert_eq!(gone, of_the_gone, "the frames of the 5 peers gone are unknown VTEPs'");
     let cell = Arc::new(SnapshotCell::new(snap));
     let counters = Arc::new(CachePadded::new(WorkerCounters::new(port_slots(0))));
     let (cmd_tx, cmd_rx) = bounded(16);
     let (learn_tx, _learn_rx) = bounded(16);
+    let mut send = utx.remove(0);
     let worker = Worker::new(
         0,
         urx.remove(0),
-        utx.remove(0),
-        cell,
+        queues.pop().unwrap().1.remove(0),
+        cell.clone(),
         counters.clone(),
         cmd_rx,
         learn_tx,
@@ -130,15 +157,35 @@ fn worker_sends_each_run_to_its_port_in_order() {
     let running = std::thread::spawn(move || worker.run());
 
     let mut got: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (got[0].len() < want_a.len() || got[1].len() < want_b.len()) && Instant::now() < deadline {
-        for (rx, got) in pod_rx.iter_mut().zip(got.iter_mut()) {
-            let mut burst = Burst::new();
-            rx.rx_burst(&mut burst);
-            while let Some(m) = burst.pop_front() {
-                got.push(m.data().to_vec());
+    let mut take = |want: [usize; 2], got: &mut [Vec<Vec<u8>>; 2]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (got[0].len() < want[0] || got[1].len() < want[1]) && Instant::now() < deadline {
+            for (rx, got) in pod_rx.iter_mut().zip(got.iter_mut()) {
+                let mut burst = Burst::new();
+                rx.rx_burst(&mut burst);
+                while let Some(m) = burst.pop_front() {
+                    got.push(m.data().to_vec());
+                }
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
+    };
+    take([want_a.len(), want_b.len()], &mut got);
+    assert_eq!([got[0].len(), got[1].len()], [want_a.len(), want_b.len()], "frames on the pod ports");
+
+    // The second snapshot: once the worker has taken it, the same frames again.
+    cell.publish(snap2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counters.generation.load(std::sync::atomic::Ordering::Relaxed) != 2 {
+        assert!(Instant::now() < deadline, "the worker did not take the second snapshot");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    send_all(&pool, &mut send, &valid);
+    let (want_a, want_b, want_drops) = (want_a2, want_b2, want_drops2);
+    take([want_a.len(), want_b.len()], &mut got);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = || counters.drops[DropReason::UnknownVtep as usize].load(std::sync::atomic::Ordering::Relaxed);
+    while dropped() < gone && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     cmd_tx.send(WorkerCommand::Stop).unwrap();
@@ -154,7 +201,7 @@ fn worker_sends_each_run_to_its_port_in_order() {
     assert_eq!(drops, want_drops, "drops by reason");
     let count =
         |c: &[std::sync::atomic::AtomicU64], p: PortId| c[usize::from(p.0)].load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(count(&counters.rx_packets, uplink), PLAN.len() as u64);
+    assert_eq!(count(&counters.rx_packets, uplink), (PLAN.len() + valid.len()) as u64);
     assert_eq!(count(&counters.tx_packets, pod_a), want_a.len() as u64);
     assert_eq!(count(&counters.tx_packets, pod_b), want_b.len() as u64);
     for p in &ports {
