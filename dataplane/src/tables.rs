@@ -400,13 +400,6 @@ impl<'a> Cached<'a> {
         }
         known
     }
-
-    /// The subnet (SubnetLen-masked destination) of the last route looked up: after a verdict that
-    /// sends a frame to a peer, that peer's.
-    #[inline(always)]
-    pub fn last_route(&self) -> Option<u32> {
-        self.cache.last_route()
-    }
 }
 
 /// Entries of a worker's route cache (a power of two).
