@@ -293,6 +293,9 @@ pub struct Worker {
     pool: Arc<Mempool>,
     backoff: Backoff,
     drain_tsc: u64,
+    /// The TSC when this loop began: the clock of the TX buffers' deadlines and of the busy and idle
+    /// cycles, read once a loop (`rdtsc` takes some 30 cycles).
+    now: u64,
     /// TSC ticks of the first and the longest interval between polls of an idle [`PortRx::Tap`] queue.
     tap_idle_tsc: (u64, u64),
     ident: u16,
@@ -346,6 +349,7 @@ impl Worker {
             pool,
             backoff,
             drain_tsc,
+            now: 0,
             tap_idle_tsc: {
                 let us = tsc::hz() / 1_000_000;
                 let first = (us * TAP_IDLE_POLL_US).max(1);
@@ -369,12 +373,10 @@ impl Worker {
     pub fn run(mut self) -> u64 {
         let mut idle_loops: u32 = 0;
         let mut burst = Burst::new();
-        let mut last = tsc::now();
+        self.now = tsc::now();
         // The snapshot this worker forwards with, and the cell's publish count when it was taken.
         let (mut seen, mut snap) = (self.cell.published(), self.cell.load_full());
-        self.counters.generation.store(snap.generation, Ordering::Relaxed);
-        // The caches follow the snapshot: emptied when it changes, not checked at every lookup.
-        self.cache.sync(snap.generation);
+        self.took(&snap);
         loop {
             if !self.commands.is_empty() && !self.take_commands() {
                 break;
@@ -386,8 +388,7 @@ impl Worker {
                 let published = self.cell.published();
                 if published != seen {
                     (seen, snap) = (published, self.cell.load_full());
-                    self.counters.generation.store(snap.generation, Ordering::Relaxed);
-                    self.cache.sync(snap.generation);
+                    self.took(&snap);
                 }
                 let n = self.uplink_rx.rx_burst(&mut burst);
                 if n > 0 {
@@ -400,7 +401,7 @@ impl Worker {
                 }
                 for i in 0..self.port_rx.len() {
                     let rx = &mut self.port_rx[i];
-                    if rx.due > last {
+                    if rx.due > self.now {
                         continue;
                     }
                     let n = rx.queue.rx_burst(&mut burst);
@@ -408,7 +409,7 @@ impl Worker {
                         if let PortRx::Tap(_) = rx.queue {
                             rx.misses = rx.misses.saturating_add(1);
                             if rx.misses >= TAP_IDLE_POLLS {
-                                rx.due = last + rx.interval;
+                                rx.due = self.now + rx.interval;
                                 rx.interval = (rx.interval * 2).min(self.tap_idle_tsc.1);
                             }
                         }
@@ -429,8 +430,8 @@ impl Worker {
             // The whole loop, sleep included, is busy or idle time.
             let now = tsc::now();
             if got == 0 {
-                bump(&self.counters.idle_cycles, now.wrapping_sub(last));
-                last = now;
+                bump(&self.counters.idle_cycles, now.wrapping_sub(self.now));
+                self.now = now;
                 idle_loops = idle_loops.saturating_add(1);
                 if !self.backoff.busy_poll && idle_loops > 64 {
                     // Bounded back-off: 1 µs doubling up to max_sleep while nothing arrives.
@@ -439,18 +440,27 @@ impl Worker {
                     std::thread::sleep(sleep);
                     // The sleep is idle time, not the start of the next loop's.
                     let woke = tsc::now();
-                    bump(&self.counters.idle_cycles, woke.wrapping_sub(last));
-                    last = woke;
+                    bump(&self.counters.idle_cycles, woke.wrapping_sub(self.now));
+                    self.now = woke;
                 }
             } else {
-                bump(&self.counters.busy_cycles, now.wrapping_sub(last));
+                bump(&self.counters.busy_cycles, now.wrapping_sub(self.now));
                 bump(&self.counters.busy_loops, 1);
-                last = now;
+                self.now = now;
                 idle_loops = 0;
             }
         }
         self.shutdown();
         self.counters.loops.load(Ordering::Relaxed)
+    }
+
+    /// The worker forwards with `snap` from now on: its generation is reported, and the caches, which
+    /// follow the snapshot, are emptied if another generation filled them (they are not checked at
+    /// every lookup).
+    #[cold]
+    fn took(&mut self, snap: &Snapshot) {
+        self.counters.generation.store(snap.generation, Ordering::Relaxed);
+        self.cache.sync(snap.generation);
     }
 
     /// Forward the frames of `burst`, received on `port` (`kind` None: the uplink), in two passes as VPP
@@ -586,7 +596,7 @@ impl Worker {
         let mut left = n;
         while left > 0 {
             if slot.buf.is_empty() {
-                slot.deadline = tsc::now() + self.drain_tsc;
+                slot.deadline = self.now + self.drain_tsc;
                 if !slot.listed {
                     slot.listed = true;
                     self.dirty.push(idx);
@@ -631,7 +641,8 @@ impl Worker {
         if self.dirty.is_empty() {
             return;
         }
-        let now = tsc::now();
+        // The loop's start: a deadline is seen at most one loop late.
+        let now = self.now;
         let (slots, counters) = (&mut self.slots, &self.counters);
         self.dirty.retain(|&idx| {
             let Some(slot) = slots.get_mut(idx).and_then(Option::as_mut) else { return false };
