@@ -467,6 +467,9 @@ impl PairRun<'_> {
         if let Ok(j) = res.as_mut() {
             let log = std::fs::read_to_string(dir.join("dut.log")).unwrap_or_default();
             j["dut_cycles_per_packet"] = dut_cycles_per_packet(&log).into();
+            if let Some(p) = weft_report(&log).and_then(|r| r["packets_per_busy_loop"].as_f64()) {
+                j["dut_packets_per_busy_loop"] = p.into();
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
         res
@@ -477,13 +480,18 @@ impl PairRun<'_> {
 /// testpmd's `CPU cycles/packet=` (`--record-core-cycles`), weft-fwdbench's report. Unlike the rate
 /// the generator sees, this does not move when the generator is what holds the rate back.
 fn dut_cycles_per_packet(log: &str) -> Option<f64> {
-    log.lines().rev().find_map(|l| {
-        if let Some(rest) = l.split("CPU cycles/packet=").nth(1) {
-            return rest.split_whitespace().next()?.parse().ok();
-        }
-        let report: serde_json::Value = serde_json::from_str(l.strip_prefix("report: ")?).ok()?;
-        report["cycles_per_packet"].as_f64()
-    })
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            let rest = l.split("CPU cycles/packet=").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .or_else(|| weft_report(log)?["cycles_per_packet"].as_f64())
+}
+
+/// The report weft-fwdbench prints when it stops.
+fn weft_report(log: &str) -> Option<serde_json::Value> {
+    log.lines().rev().find_map(|l| serde_json::from_str(l.strip_prefix("report: ")?).ok())
 }
 
 /// The baselines that live across runs (built once per table size).
@@ -545,6 +553,10 @@ fn pair(
                             .as_f64()
                             .map(|c| format!(", {c:.1} cycles per packet on its core"))
                             .unwrap_or_default()
+                            + &res["dut_packets_per_busy_loop"]
+                                .as_f64()
+                                .map(|p| format!(", {p:.1} per busy loop"))
+                                .unwrap_or_default()
                     );
                     runs[i].push(res);
                 }
@@ -578,6 +590,9 @@ fn pair(
                 }
                 if runs[i].iter().any(|v| v["dut_cycles_per_packet"].is_f64()) {
                     j["dut_cycles_per_packet"] = med(&runs[i], |v| v["dut_cycles_per_packet"].as_f64()).into();
+                }
+                if runs[i].iter().any(|v| v["dut_packets_per_busy_loop"].is_f64()) {
+                    j["dut_packets_per_busy_loop"] = med(&runs[i], |v| v["dut_packets_per_busy_loop"].as_f64()).into();
                 }
                 if base.search {
                     j["ndr_mpps"] = med(&runs[i], |v| v["ndr_mpps"].as_f64()).into();

@@ -248,6 +248,8 @@ fn main() -> anyhow::Result<()> {
     // The worker's cycles in loops that found frames, per frame received: what the device under test
     // spends on a frame whatever the generator's rate (testpmd's --record-core-cycles figure).
     let busy_cycles = counters.busy_cycles.load(Ordering::Relaxed);
+    // Frames per loop that found any: how full the bursts were (32 at most per port polled).
+    let busy_loops = counters.busy_loops.load(Ordering::Relaxed);
     if cli.swaps > 0 {
         let gen = counters.generation.load(Ordering::Relaxed);
         println!("swaps: {swapped} tables published (mean rebuild+publish {:?}), worker on generation {gen}, dropped {drops} of {tx} forwarded", swap_time / swapped.max(1));
@@ -270,6 +272,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "rx": rx_total, "forwarded": tx, "drops": by_reason, "mempool_in_use_after_stop": pool.in_use(),
             "busy_cycles": busy_cycles, "cycles_per_packet": busy_cycles as f64 / rx_total.max(1) as f64,
+            "busy_loops": busy_loops, "packets_per_busy_loop": rx_total as f64 / busy_loops.max(1) as f64,
         })
     );
     Ok(())
