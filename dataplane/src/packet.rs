@@ -149,13 +149,23 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
     process_uplink_cached(m, s.cached(&mut PathCache::default()))
 }
 
-/// As [`process_uplink`], with a worker's caches in front of the tables.
-#[inline]
+/// As [`process_uplink`], with a worker's caches in front of the tables. The fast path is inlined into
+/// the caller (the worker's loop: no call, no saved registers, the verdict in registers), the rest is
+/// [`uplink_full`]. Under callgrind this took weft's own instructions of a decap packet from 252.9 to
+/// 229.0 (10 peers); the same split of [`process_pod_cached`] added 8 to encap's 305.1, so it stays a
+/// call.
+#[inline(always)]
 pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
-    let s = c.snap;
-    if let Some(v) = s.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c.reborrow())) {
+    if let Some(v) = c.snap.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c.reborrow())) {
         return v;
     }
+    uplink_full(m, c)
+}
+
+/// The uplink's full path: every frame [`vxlan_fast`] does not take.
+#[inline(never)]
+fn uplink_full<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
+    let s = c.snap;
     let node = &s.node;
     let d = m.data();
     match l3_of(d) {
