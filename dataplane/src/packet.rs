@@ -125,14 +125,29 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
     // Addresses and protocol, plus ports for unfragmented TCP/UDP.
     let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let proto = ip[9];
     let hl = ((ip[0] & 0x0f) as usize) * 4;
-    let frag = get_u16(ip, 6) & 0x3fff != 0;
-    let ports = if !frag && (proto == ipv4::protocol::TCP || proto == ipv4::protocol::UDP) && ip.len() >= hl + 4 {
-        u32::from_be_bytes([ip[hl], ip[hl + 1], ip[hl + 2], ip[hl + 3]])
-    } else {
-        0
-    };
+    let ports = flow_ports(get_u16(ip, 6), ip[9], ip.get(hl..));
+    flow_hash_port(src, dst, ip[9], ports)
+}
+
+/// The ports [`flow_src_port`] hashes: the first four bytes of the transport header (`l4`, from the
+/// end of the IPv4 header on) of an unfragmented TCP or UDP packet that has them, else 0.
+/// `flags_frag` is the IPv4 header's flags and fragment offset word.
+#[inline(always)]
+fn flow_ports(flags_frag: u16, proto: u8, l4: Option<&[u8]>) -> u32 {
+    match l4 {
+        Some(&[a, b, c, d, ..])
+            if flags_frag & 0x3fff == 0 && (proto == ipv4::protocol::TCP || proto == ipv4::protocol::UDP) =>
+        {
+            u32::from_be_bytes([a, b, c, d])
+        }
+        _ => 0,
+    }
+}
+
+/// [`flow_src_port`] of the flow's fields.
+#[inline(always)]
+fn flow_hash_port(src: u32, dst: u32, proto: u8, ports: u32) -> u16 {
     // Two multiplications in a row (the ports' runs beside the addresses'): enough to spread flows over
     // RSS queues and ECMP paths; a full 64-bit finaliser cost three more on every encapsulated packet.
     let h =
@@ -503,7 +518,8 @@ fn encap_fast<B: PacketBuf>(
     if !em.remote(dst) {
         return None;
     }
-    match c.snap.pods.get(&u32::from_be_bytes([h[26], h[27], h[28], h[29]])) {
+    let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
+    match c.snap.pods.get(&src) {
         Some(p) if p.port == in_port && h[6..12] == p.mac.0 => {}
         _ => return None,
     }
@@ -511,8 +527,24 @@ fn encap_fast<B: PacketBuf>(
     if !crate::wire::checksum::valid20(ip) {
         return None;
     }
+    // What `encap` (route_hops, flow_src_port) would read again through two more views of the data, from
+    // the header already read: the 20-byte header is known, so are the ports' offset and the TTL's range.
+    let proto = ip[ipv4::field::PROTOCOL];
+    let ports = flow_ports(get_u16(ip, ipv4::field::FLAGS_FRAG.start), proto, d.get(IP_END..));
+    let sport = flow_hash_port(src, dst, proto, ports);
+    let (ttl, hc) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
     match &c.lookup_vtep(dst)?.path {
-        PeerPath::Vxlan(t) => Some(encap(m, t, ident, 1)),
+        PeerPath::Vxlan(t) => {
+            let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
+            let f = m.data_mut();
+            t.write(f, ident, sport);
+            // The inner TTL - 1 (above 1, checked) and its checksum, as `route_hops` writes them.
+            const INNER: usize = OUTER_LEN + ethernet::HEADER_LEN;
+            f[INNER + ipv4::field::TTL] = ttl - 1;
+            let sum = crate::wire::checksum::update_ttl_down(hc, 1).to_be_bytes();
+            f[INNER + ipv4::field::CHECKSUM.start..INNER + ipv4::field::CHECKSUM.end].copy_from_slice(&sum);
+            Some(Verdict::ToUplink)
+        }
         _ => None,
     }
 }

@@ -118,6 +118,30 @@ fn remote_pod_frame() -> Vec<u8> {
     f
 }
 
+/// [`remote_pod_frame`] as TCP or UDP (`proto`), its IPv4 checksum made right again: the first four
+/// bytes of its ICMP header are then the ports that the outer UDP source port hashes.
+fn remote_pod_l4_frame(proto: u8) -> Vec<u8> {
+    let mut f = remote_pod_frame();
+    f[23] = proto;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = !dataplane::wire::checksum::sum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Encapsulation's fast path and full path (no `EncapMatch`) give `f` the same verdict and bytes.
+fn encap_paths_agree(f: &[u8]) -> Result<(), TestCaseError> {
+    let (_, _, fast) = seeds();
+    let (_, _, mut full) = seeds();
+    prop_assert!(fast.encap_match.is_some());
+    full.encap_match = None;
+    let (mut a, mut b) = (buf(f), buf(f));
+    let (va, vb) = (process_pod(&mut a, &fast, PortId(3), 7), process_pod(&mut b, &full, PortId(3), 7));
+    prop_assert_eq!(va, vb);
+    prop_assert_eq!(a.data(), b.data());
+    Ok(())
+}
+
 /// The seed of the encapsulation fast path's target is encapsulated (so its mutations start from a
 /// frame that takes the fast path).
 #[test]
@@ -184,14 +208,16 @@ proptest! {
     /// a pod's packet to a remote pod and for that packet changed anywhere in its headers.
     #[test]
     fn fuzz_encap_fast_path_agrees_with_the_full_path(f in mutated_head(remote_pod_frame(), 34, &[14])) {
-        let (_, _, fast) = seeds();
-        let (_, _, mut full) = seeds();
-        prop_assert!(fast.encap_match.is_some());
-        full.encap_match = None;
-        let (mut a, mut b) = (buf(&f), buf(&f));
-        let (va, vb) = (process_pod(&mut a, &fast, PortId(3), 7), process_pod(&mut b, &full, PortId(3), 7));
-        prop_assert_eq!(va, vb);
-        prop_assert_eq!(a.data(), b.data());
+        encap_paths_agree(&f)?;
+    }
+
+    /// The same for TCP and UDP, whose ports (changed too) go into the outer source port: the fast path
+    /// reads them from where its 20-byte header ends, the full path from the header's length.
+    #[test]
+    fn fuzz_encap_fast_path_agrees_on_tcp_and_udp(
+        f in prop_oneof![Just(6u8), Just(17u8)].prop_flat_map(|p| mutated_head(remote_pod_l4_frame(p), 38, &[14]))
+    ) {
+        encap_paths_agree(&f)?;
     }
 
     #[test]
