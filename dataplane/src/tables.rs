@@ -548,15 +548,16 @@ impl PodTable {
         t
     }
 
+    /// The array first: a hit there, the lookup of every packet, does not look at the map (which only a
+    /// table with no array has).
     #[inline(always)]
     pub fn get(&self, ip: &u32) -> Option<PodRoute> {
-        if let Some(f) = &self.fallback {
-            return f.get(ip).copied();
+        if ip & !self.host_mask == self.base {
+            if let Some(&Some(r)) = self.slots.get((ip & self.host_mask) as usize) {
+                return Some(r);
+            }
         }
-        if ip & !self.host_mask != self.base {
-            return None;
-        }
-        self.slots.get((ip & self.host_mask) as usize).copied().flatten()
+        self.fallback.as_ref()?.get(ip).copied()
     }
 
     /// How many pods the table was built from.
@@ -868,6 +869,7 @@ pub(crate) mod tests {
         assert!(t.get(&u32::from(Ipv4Addr::new(10, 244, 2, 2))).is_none(), "outside the subnet");
         let wide = PodTable::build("10.0.0.0/8".parse().unwrap(), &pods);
         assert_eq!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 2))), a);
+        assert!(wide.get(&u32::from(Ipv4Addr::new(10, 244, 1, 3))).is_none());
         assert_eq!((t.len(), wide.len()), (1, 1));
     }
 
