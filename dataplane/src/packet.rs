@@ -535,22 +535,18 @@ fn encap_fast<B: PacketBuf>(
     if !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    // What `encap` (route_hops, flow_src_port) would read again through two more views of the data, from
-    // the header already read: the 20-byte header is known, so are the ports' offset and the TTL's range.
+    // What `encap` (flow_src_port) would read again through two more views of the data, from the header
+    // already read: the 20-byte header is known, so is the ports' offset.
     let proto = ip[ipv4::field::PROTOCOL];
     let ports = flow_ports(get_u16(ip, ipv4::field::FLAGS_FRAG.start), proto, d.get(IP_END..));
     let sport = flow_hash_port(src, dst, proto, ports);
-    let (ttl, hc) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
     match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => {
             let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
             t.write(f, ident, sport);
-            // The inner TTL - 1 (above 1, checked) and its checksum, as `route_hops` writes them.
-            const INNER: usize = OUTER_LEN + ethernet::HEADER_LEN;
-            f[INNER + ipv4::field::TTL] = ttl - 1;
-            let sum = crate::wire::checksum::update_ttl_down(hc, 1).to_be_bytes();
-            f[INNER + ipv4::field::CHECKSUM.start..INNER + ipv4::field::CHECKSUM.end].copy_from_slice(&sum);
+            // The inner TTL - 1, through the same view.
+            Ipv4Packet::new_unchecked(&mut f[OUTER_LEN + ethernet::HEADER_LEN..]).decrement_ttl_by(1);
             Some(Verdict::ToUplink)
         }
         _ => None,
