@@ -468,6 +468,8 @@ impl Worker {
     /// port it leaves on; then each run of frames leaving on one port moved to that port's buffer at
     /// once. Frames keep their order on every port. Per frame, the second pass is one compare; moving
     /// frames one at a time (take, match the verdict, find the slot, push) was about 20 instructions.
+    /// A burst that leaves whole on one port, the usual one, is handed over after one compare of all
+    /// its ports (7 instructions a decap frame fewer under callgrind than finding its one run).
     #[inline(always)]
     fn forward(&mut self, burst: &mut Burst, snap: &Snapshot, port: PortId, kind: Option<PortKind>) {
         let mut outs = [NO_PORT; crate::dpdk::BURST_SIZE];
@@ -475,6 +477,12 @@ impl Worker {
         for (m, out) in burst.live_mut().iter_mut().zip(outs.iter_mut()) {
             let v = self.process(m, snap, port, kind);
             *out = self.out_port(v, port);
+        }
+        // One compare of them all (it vectorizes), where finding the runs is a compare and a branch a frame.
+        let first = outs[0];
+        if outs[..n].iter().fold(0, |diff, &o| diff | (o ^ first)) == 0 {
+            self.hand_over(first, burst, n);
+            return;
         }
         let mut i = 0;
         while i < n {
