@@ -397,7 +397,7 @@ impl Worker {
                     if traced {
                         self.trace_burst(&mut burst, &snap, self.uplink, None);
                     }
-                    self.forward(&mut burst, &snap, self.uplink, None);
+                    self.forward_uplink(&mut burst, &snap);
                 }
                 for i in 0..self.port_rx.len() {
                     let rx = &mut self.port_rx[i];
@@ -422,7 +422,10 @@ impl Worker {
                     if traced {
                         self.trace_burst(&mut burst, &snap, port, Some(kind));
                     }
-                    self.forward(&mut burst, &snap, port, Some(kind));
+                    match kind {
+                        PortKind::Pod => self.forward_pod(&mut burst, &snap, port),
+                        PortKind::Host => self.forward(&mut burst, &snap, port, Some(kind)),
+                    }
                 }
             }
             self.flush(got == 0);
@@ -494,6 +497,21 @@ impl Worker {
             self.hand_over(out, burst, j - i);
             i = j;
         }
+    }
+
+    /// [`Self::forward`] of the uplink's burst, out of line as [`Self::forward_pod`] is (5 instructions
+    /// a decap frame fewer under callgrind than in the main loop).
+    #[inline(never)]
+    fn forward_uplink(&mut self, burst: &mut Burst, snap: &Snapshot) {
+        self.forward(burst, snap, self.uplink, None);
+    }
+
+    /// [`Self::forward`] of a pod's burst, out of line: the pod path inlined into a loop of its own,
+    /// whose registers are its own, where a call per frame saved and restored six of them (12
+    /// instructions an encap frame fewer under callgrind).
+    #[inline(never)]
+    fn forward_pod(&mut self, burst: &mut Burst, snap: &Snapshot, port: PortId) {
+        self.forward(burst, snap, port, Some(PortKind::Pod));
     }
 
     /// The packet path of a frame from `port`: the uplink's (`kind` None), a pod's or the host port's,
