@@ -287,7 +287,9 @@ fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, mut c: Cached<'_>) -> Op
     if !c.known_vtep(u32::from_be_bytes([h[26], h[27], h[28], h[29]])) {
         return None;
     }
-    Some(deliver(m, c.snap, INNER_IP, 0))
+    let ip: &[u8; ipv4::HEADER_LEN] = d.get(INNER_IP..INNER_IP + ipv4::HEADER_LEN)?.try_into().ok()?;
+    let inner = inner20(ip, d.len() - INNER_IP)?;
+    Some(deliver_parsed(m, c.snap, INNER_IP, 0, inner))
 }
 
 /// [`deliver`] for the host-gw, DirectRouting and udp paths and for VXLAN frames off the one-compare
@@ -305,7 +307,6 @@ fn deliver_apart<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8)
 /// packet behind a fresh Ethernet header from the pods' gateway.
 #[inline(always)]
 fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Verdict {
-    let node = &s.node;
     let d = m.data();
     let iip = match ipv4(&d[ip_at..]) {
         Ok(p) => p,
@@ -314,22 +315,52 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
     if ip_at != ethernet::HEADER_LEN && !iip.verify_checksum() {
         return Verdict::Drop(R::IpChecksum);
     }
-    let dst = iip.dst();
-    if !node.subnet.contains(dst) {
+    let inner = Inner { dst: iip.dst_u32(), ttl: iip.ttl(), total: usize::from(iip.total_len()) };
+    deliver_parsed(m, s, ip_at, relay, inner)
+}
+
+/// What [`deliver_parsed`] needs of the IPv4 header at its `ip_at`, once that header is known to be
+/// well formed (and its checksum right where it was not routed to us).
+#[derive(Clone, Copy)]
+struct Inner {
+    dst: u32,
+    ttl: u8,
+    /// Total length.
+    total: usize,
+}
+
+/// [`deliver`]'s parse for a decapsulated header without options (version 4, IHL 5, as nearly every
+/// packet's) whose checksum is right and whose length fits the frame, from its 20 bytes: the generic
+/// parse's version, length and header-length checks in three compares. None for any other header,
+/// good or bad: [`deliver`] says what it is.
+#[inline(always)]
+fn inner20(ip: &[u8; ipv4::HEADER_LEN], room: usize) -> Option<Inner> {
+    let total = usize::from(get_u16(ip, 2));
+    if ip[0] != 0x45 || total < ipv4::HEADER_LEN || total > room || !crate::wire::checksum::valid20(ip) {
+        return None;
+    }
+    Some(Inner { dst: u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]), ttl: ip[8], total })
+}
+
+/// [`deliver`] from the parsed header on.
+#[inline(always)]
+fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8, iip: Inner) -> Verdict {
+    let node = &s.node;
+    if !node.subnet.contains(Ipv4Addr::from(iip.dst)) {
         return Verdict::Drop(R::NoRoute);
     }
-    let (out, mac, hops) = match s.pods.get(&u32::from(dst)) {
+    let (out, mac, hops) = match s.pods.get(&iip.dst) {
         Some(pod) => (Verdict::ToPod(pod.port), pod.mac, relay + 1),
         None => match s.host {
             Some(h) => (Verdict::ToHost(h.port), h.mac, relay),
             None => return Verdict::Drop(R::NoPod),
         },
     };
-    if hops > 0 && iip.ttl() <= hops {
+    if hops > 0 && iip.ttl <= hops {
         return Verdict::Drop(R::TtlExpired);
     }
-    let inner_end = ip_at + iip.total_len() as usize;
-    let padding = d.len() - inner_end;
+    let inner_end = ip_at + iip.total;
+    let padding = m.data().len() - inner_end;
     let eth_at = ip_at - ethernet::HEADER_LEN;
     let buf = m.data_mut();
     if hops > 0 {
