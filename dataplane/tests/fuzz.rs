@@ -6,7 +6,7 @@
 
 use dataplane::dpdk::PortId;
 use dataplane::packet::{process_pod, process_uplink, PacketBuf, VecBuf, Verdict};
-use dataplane::tables::{Node, PodEntry, TableInputs};
+use dataplane::tables::{Node, PodEntry, Snapshot, TableInputs};
 use dataplane::wire::{
     pcap::PcapReader, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet, UdpPacket, Vni, VxlanPacket,
 };
@@ -123,36 +123,43 @@ fn remote_pod_frame() -> Vec<u8> {
 fn remote_pod_l4_frame(proto: u8) -> Vec<u8> {
     let mut f = remote_pod_frame();
     f[23] = proto;
-    f[24..26].copy_from_slice(&[0, 0]);
-    let c = !dataplane::wire::checksum::sum(&f[14..34], 0);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
+    set_ip_checksum(&mut f, 14, 20);
     f
+}
+
+/// Make the checksum of the IPv4 header at `at` right over its first `len` bytes, whatever its IHL
+/// says (`Ipv4Packet::fill_checksum` goes by the IHL).
+fn set_ip_checksum(f: &mut [u8], at: usize, len: usize) {
+    f[at + 10..at + 12].copy_from_slice(&[0, 0]);
+    let c = !dataplane::wire::checksum::sum(&f[at..at + len], 0);
+    f[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A fast path (`run` on the seeds' snapshot) and the full path (the same snapshot after `no_fast`
+/// took the fast path's match away) give `f` the same verdict and bytes.
+fn paths_agree(
+    f: &[u8],
+    no_fast: fn(&mut Snapshot) -> bool,
+    run: fn(&mut VecBuf, &Snapshot) -> Verdict,
+) -> Result<(), TestCaseError> {
+    let (_, _, fast) = seeds();
+    let (_, _, mut full) = seeds();
+    prop_assert!(no_fast(&mut full), "the seeds' snapshot has the fast path's match");
+    let (mut a, mut b) = (buf(f), buf(f));
+    let (va, vb) = (run(&mut a, &fast), run(&mut b, &full));
+    prop_assert_eq!(va, vb);
+    prop_assert_eq!(a.data(), b.data());
+    Ok(())
 }
 
 /// Encapsulation's fast path and full path (no `EncapMatch`) give `f` the same verdict and bytes.
 fn encap_paths_agree(f: &[u8]) -> Result<(), TestCaseError> {
-    let (_, _, fast) = seeds();
-    let (_, _, mut full) = seeds();
-    prop_assert!(fast.encap_match.is_some());
-    full.encap_match = None;
-    let (mut a, mut b) = (buf(f), buf(f));
-    let (va, vb) = (process_pod(&mut a, &fast, PortId(3), 7), process_pod(&mut b, &full, PortId(3), 7));
-    prop_assert_eq!(va, vb);
-    prop_assert_eq!(a.data(), b.data());
-    Ok(())
+    paths_agree(f, |s| s.encap_match.take().is_some(), |m, s| process_pod(m, s, PortId(3), 7))
 }
 
 /// Decapsulation's fast path and full path (no `VxlanMatch`) give `f` the same verdict and bytes.
 fn decap_paths_agree(f: &[u8]) -> Result<(), TestCaseError> {
-    let (_, _, fast) = seeds();
-    let (_, _, mut full) = seeds();
-    prop_assert!(fast.vxlan_match.is_some());
-    full.vxlan_match = None;
-    let (mut a, mut b) = (buf(f), buf(f));
-    let (va, vb) = (process_uplink(&mut a, &fast), process_uplink(&mut b, &full));
-    prop_assert_eq!(va, vb);
-    prop_assert_eq!(a.data(), b.data());
-    Ok(())
+    paths_agree(f, |s| s.vxlan_match.take().is_some(), process_uplink)
 }
 
 /// The decapsulated header's version and length byte, every value of it, with the checksum made right
@@ -163,14 +170,14 @@ fn decap_paths_agree(f: &[u8]) -> Result<(), TestCaseError> {
 fn decap_paths_agree_on_every_inner_version_and_length() {
     const INNER_IP: usize = 64;
     let seed = seeds().0;
+    let (_, _, s) = seeds();
+    assert!(matches!(process_uplink(&mut buf(&seed), &s), Verdict::ToPod(_)), "the seed is delivered to a pod");
     for b in 0..=u8::MAX {
         for fix_len in [20, usize::from(b & 0x0f) * 4] {
             let mut f = seed.clone();
             f[INNER_IP] = b;
             if fix_len > 0 && INNER_IP + fix_len <= f.len() {
-                f[INNER_IP + 10..INNER_IP + 12].copy_from_slice(&[0, 0]);
-                let c = !dataplane::wire::checksum::sum(&f[INNER_IP..INNER_IP + fix_len], 0);
-                f[INNER_IP + 10..INNER_IP + 12].copy_from_slice(&c.to_be_bytes());
+                set_ip_checksum(&mut f, INNER_IP, fix_len);
             }
             if let Err(e) = decap_paths_agree(&f) {
                 panic!("inner byte {b:#04x}, checksum over {fix_len}: {e}");
@@ -179,7 +186,6 @@ fn decap_paths_agree_on_every_inner_version_and_length() {
     }
     let mut f = seed.clone();
     f[INNER_IP] = 0x46;
-    let (_, _, s) = seeds();
     assert_ne!(
         process_uplink(&mut buf(&f), &s),
         process_uplink(&mut buf(&seed), &s),
@@ -222,9 +228,7 @@ fn mutated_head(seed: Vec<u8>, head: usize, ip_at: &'static [usize]) -> impl Str
             f.resize(end, 0);
             for &at in ip_at.iter().filter(|_| fix) {
                 if f.len() >= at + 20 {
-                    f[at + 10..at + 12].copy_from_slice(&[0, 0]);
-                    let c = !dataplane::wire::checksum::sum(&f[at..at + 20], 0);
-                    f[at + 10..at + 12].copy_from_slice(&c.to_be_bytes());
+                    set_ip_checksum(&mut f, at, 20);
                 }
             }
             f
