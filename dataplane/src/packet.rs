@@ -170,15 +170,23 @@ pub fn process_uplink<B: PacketBuf>(m: &mut B, s: &Snapshot) -> Verdict {
 /// 229.0 (10 peers); the pod's fast path stays a call ([`process_pod_cached`]).
 #[inline(always)]
 pub fn process_uplink_cached<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
-    if let Some(v) = c.snap.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c.reborrow())) {
+    if let Some(v) = uplink_fast(m, c.reborrow()) {
         return v;
     }
     uplink_full(m, c)
 }
 
-/// The uplink's full path: every frame [`vxlan_fast`] does not take.
+/// The uplink's fast path alone: the verdict, or None for a frame [`uplink_full`] takes. For a caller
+/// that acts on the fast path's verdicts before they meet the full path's (the worker turns each into
+/// its out port where it is made, so the verdict is never stored and matched again).
+#[inline(always)]
+pub fn uplink_fast<B: PacketBuf>(m: &mut B, c: Cached<'_>) -> Option<Verdict> {
+    c.snap.vxlan_match.as_ref().and_then(|vm| vxlan_fast(m, vm, c))
+}
+
+/// The uplink's full path: every frame [`uplink_fast`] does not take.
 #[inline(never)]
-fn uplink_full<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
+pub fn uplink_full<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
     let s = c.snap;
     let node = &s.node;
     let d = m.data();
@@ -470,15 +478,21 @@ pub fn process_pod<B: PacketBuf>(m: &mut B, s: &Snapshot, in_port: PortId, ident
 /// the worker's main loop it cost 8 more than that call.
 #[inline(always)]
 pub fn process_pod_cached<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, mut c: Cached<'_>) -> Verdict {
-    if let Some(v) = c.snap.encap_match.as_ref().and_then(|em| encap_fast(m, em, in_port, ident, c.reborrow())) {
+    if let Some(v) = pod_fast(m, in_port, ident, c.reborrow()) {
         return v;
     }
     pod_full(m, in_port, ident, c)
 }
 
-/// The pod's full path: every frame [`encap_fast`] does not take.
+/// The pod's fast path alone, as [`uplink_fast`] is the uplink's: None for a frame [`pod_full`] takes.
+#[inline(always)]
+pub fn pod_fast<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, c: Cached<'_>) -> Option<Verdict> {
+    c.snap.encap_match.as_ref().and_then(|em| encap_fast(m, em, in_port, ident, c))
+}
+
+/// The pod's full path: every frame [`pod_fast`] does not take.
 #[inline(never)]
-fn pod_full<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, c: Cached<'_>) -> Verdict {
+pub fn pod_full<B: PacketBuf>(m: &mut B, in_port: PortId, ident: u16, c: Cached<'_>) -> Verdict {
     let s = c.snap;
     let node = &s.node;
     let d = m.data();

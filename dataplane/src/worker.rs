@@ -14,7 +14,10 @@ use crossbeam::utils::CachePadded;
 use weft_config::MacAddr;
 
 use crate::dpdk::{tsc, Burst, Mempool, PortId, RxQueue, TxQueue, VhostRx, VhostTx};
-use crate::packet::{process_host_cached, process_pod_cached, process_uplink_cached, DropReason, Verdict};
+use crate::packet::{
+    pod_fast, pod_full, process_host_cached, process_pod_cached, process_uplink_cached, uplink_fast, uplink_full,
+    DropReason, Verdict,
+};
 use crate::tables::{Cached, PathCache, Snapshot, SnapshotCell};
 use crate::trace::{Trace, TraceRecord};
 
@@ -477,10 +480,12 @@ impl Worker {
     fn forward(&mut self, burst: &mut Burst, snap: &Snapshot, port: PortId, kind: Option<PortKind>) {
         let mut outs = [NO_PORT; crate::dpdk::BURST_SIZE];
         let n = burst.len();
+        // The outer IPv4 identification in a register for the burst, not loaded and stored per frame.
+        let mut ident = self.ident;
         for (m, out) in burst.live_mut().iter_mut().zip(outs.iter_mut()) {
-            let v = self.process(m, snap, port, kind);
-            *out = self.out_port(v, port);
+            *out = self.process_out(m, snap, port, kind, &mut ident);
         }
+        self.ident = ident;
         // One compare of them all (it vectorizes), where finding the runs is a compare and a branch a frame.
         let first = outs[0];
         if outs[..n].iter().fold(0, |diff, &o| diff | (o ^ first)) == 0 {
@@ -529,6 +534,43 @@ impl Worker {
             PortKind::Pod => process_pod_cached(m, port, self.ident, c),
             PortKind::Host => process_host_cached(m, self.ident, c),
         }
+    }
+
+    /// [`Self::process`] and [`Self::out_port`] of a frame, with the fast paths' verdicts turned into out
+    /// ports where they are made: the compiler then knows each one (an encapsulated frame goes to the
+    /// uplink, a decapsulated one to its pod's port) and neither stores it nor matches it again, as it
+    /// did with the fast and the full path's verdicts met in one variable.
+    #[inline(always)]
+    fn process_out(
+        &mut self,
+        m: &mut crate::dpdk::Mbuf,
+        snap: &Snapshot,
+        port: PortId,
+        kind: Option<PortKind>,
+        ident: &mut u16,
+    ) -> u16 {
+        if m.segments() > 1 {
+            return self.out_port(Verdict::Drop(DropReason::Multiseg), port);
+        }
+        let mut c = Cached::synced(snap, &mut self.cache);
+        let v = match kind {
+            None => match uplink_fast(m, c.reborrow()) {
+                Some(v) => return self.out_port(v, port),
+                None => uplink_full(m, c),
+            },
+            Some(PortKind::Pod) => {
+                *ident = ident.wrapping_add(1);
+                match pod_fast(m, port, *ident, c.reborrow()) {
+                    Some(v) => return self.out_port(v, port),
+                    None => pod_full(m, port, *ident, c),
+                }
+            }
+            Some(PortKind::Host) => {
+                *ident = ident.wrapping_add(1);
+                process_host_cached(m, *ident, c)
+            }
+        };
+        self.out_port(v, port)
     }
 
     /// The traced path: the frames of `burst` the trace still wants, one by one, each recorded before

@@ -1,0 +1,137 @@
+//! weft's real worker encapsulating pod frames on `net_ring` ports (root, hugepages): frames from a pod
+//! port, over several bursts, must leave on the uplink in order and byte for byte as the packet path
+//! writes them, each with the outer IPv4 identification one more than the frame's before it (across
+//! bursts too), and every frame must be counted against the peer it went to. (In `weft-bench`'s tests
+//! because the frames and tables are the benchmarks' own; a binary of its own because a process
+//! initializes the EAL once.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::bounded;
+use crossbeam::utils::CachePadded;
+use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig};
+use dataplane::packet::{process_pod_cached, PacketBuf, VecBuf, Verdict};
+use dataplane::tables::{PathCache, SnapshotCell};
+use dataplane::worker::{
+    peer_slots, port_slots, Backoff, PeerNumbering, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters,
+};
+use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
+use weft_bench::frames;
+
+/// Frames sent: two full bursts and a part of one.
+const FRAMES: usize = 70;
+const PEERS: u32 = 10;
+
+#[test]
+fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
+    if let Err(e) = check_dpdk_preconditions(64) {
+        panic!("{e}");
+    }
+    let pid = std::process::id();
+    // ring0: the uplink's RX (nothing comes); ring1: the pod port, whose TX queue 1 (looped back to its
+    // RX queue 1, which the worker polls) the test sends on; ring2: the uplink's TX, read back here.
+    let vdevs = ["net_ring0", "net_ring1", "net_ring2"].map(String::from);
+    let eal = Eal::init(&vdev_eal_args(&format!("weft-worker-encap-{pid}"), "0", &vdevs)).unwrap();
+    eal.clean_up_at_exit().unwrap();
+    let pool = Arc::new(Mempool::new("encap_pool", 1023, 0).unwrap());
+    let ports: Vec<Port> = vdevs.iter().map(|n| Port::by_name(n).unwrap()).collect();
+    let (one, two) = (PortConfig::default(), PortConfig { rx_queues: 2, tx_queues: 2, ..PortConfig::default() });
+    let mut queues: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let q = p.configure(if i == 1 { &two } else { &one }, pool.clone()).unwrap();
+            p.start().unwrap();
+            q
+        })
+        .collect();
+    let pod = ports[1].id();
+
+    let inputs = frames::inputs(PEERS, pod.0);
+    let snap = inputs.build(1);
+    let numbering = PeerNumbering::new(inputs.node.network, inputs.node.subnet_len);
+    let sent: Vec<Vec<u8>> = frames::encap_frames(PEERS, 64, 64).into_iter().cycle().take(FRAMES).collect();
+    // What the packet path makes of each, with the identification the worker gives it: worker 0 starts
+    // at 0 and counts one up before each frame. And the frames each peer gets.
+    let mut want = Vec::new();
+    let mut want_peers = std::collections::BTreeMap::<usize, u64>::new();
+    let mut cache = PathCache::default();
+    for (i, f) in sent.iter().enumerate() {
+        let mut b = VecBuf::new(f);
+        let mut c = snap.cached(&mut cache);
+        let v = process_pod_cached(&mut b, pod, (i + 1) as u16, c.reborrow());
+        assert_eq!(v, Verdict::ToUplink, "frame {i}");
+        want.push(b.data().to_vec());
+        *want_peers.entry(numbering.slot(cache.last_route().unwrap())).or_default() += 1;
+    }
+    assert_eq!(want_peers.len(), PEERS as usize);
+
+    let counters = Arc::new(CachePadded::new(
+        WorkerCounters::new(port_slots(0)).with_peer_slots(peer_slots(inputs.node.network, inputs.node.subnet_len)),
+    ));
+    let (cmd_tx, cmd_rx) = bounded(16);
+    let (learn_tx, _learn_rx) = bounded(16);
+    let (mut up_rx, _) = queues.remove(0);
+    let (mut pod_rx, mut pod_tx) = queues.remove(0);
+    let (mut out_rx, mut out_tx) = queues.remove(0);
+    let worker = Worker::new(
+        0,
+        up_rx.remove(0),
+        out_tx.remove(0),
+        Arc::new(SnapshotCell::new(snap)),
+        counters.clone(),
+        cmd_rx,
+        learn_tx,
+        pool.clone(),
+        Backoff::default(),
+    );
+    let (to_worker, mut send) = (pod_tx.remove(0), pod_tx.remove(0));
+    let rx = PortRx::Eth(pod_rx.remove(1));
+    cmd_tx
+        .send(WorkerCommand::Attach { port: pod, tx: PortTx::Eth(to_worker), rx: vec![rx], kind: PortKind::Pod })
+        .unwrap();
+    let baseline = pool.in_use();
+    // The frames wait in the pod's ring until the worker starts, so it takes them in full bursts.
+    for chunk in sent.chunks(32) {
+        let mut burst = Burst::new();
+        for f in chunk {
+            let mut m = pool.alloc().unwrap();
+            m.set_data(f).unwrap();
+            burst.push(m).unwrap();
+        }
+        assert_eq!(send.tx_burst(&mut burst), chunk.len());
+    }
+    let running = std::thread::spawn(move || worker.run());
+
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < FRAMES && Instant::now() < deadline {
+        let mut burst = Burst::new();
+        out_rx[0].rx_burst(&mut burst);
+        while let Some(m) = burst.pop_front() {
+            got.push(m.data().to_vec());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cmd_tx.send(WorkerCommand::Stop).unwrap();
+    running.join().unwrap();
+
+    assert_eq!(got.len(), FRAMES, "frames on the uplink");
+    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+        assert_eq!(g, w, "frame {i} on the uplink");
+    }
+    let got_peers: std::collections::BTreeMap<usize, u64> = want_peers
+        .keys()
+        .map(|&slot| (slot, counters.peer_tx[slot].load(Ordering::Relaxed)))
+        .collect();
+    assert_eq!(got_peers, want_peers, "frames counted per peer");
+    let all: u64 = counters.peer_tx.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    assert_eq!(all, FRAMES as u64, "no frame counted against another peer");
+    for p in &ports {
+        p.stop().unwrap();
+    }
+    assert_eq!(pool.in_use(), baseline, "every mbuf is back in the pool");
+}
