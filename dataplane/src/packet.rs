@@ -584,6 +584,7 @@ fn encap_fast<B: PacketBuf>(
     // What `encap` (flow_src_port) would read again through two more views of the data, from the header
     // already read: the 20-byte header is known, so is the ports' offset.
     let proto = ip[ipv4::field::PROTOCOL];
+    let (h_ttl, h_checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
     let ports = flow_ports(get_u16(ip, ipv4::field::FLAGS_FRAG.start), proto, d.get(IP_END..));
     let sport = flow_hash_port(src, dst, proto, ports);
     match &c.lookup_vtep(dst)?.path {
@@ -591,8 +592,12 @@ fn encap_fast<B: PacketBuf>(
             let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
             t.write(f, ident, sport);
-            // The inner TTL - 1, through the same view.
-            Ipv4Packet::new_unchecked(&mut f[OUTER_LEN + ethernet::HEADER_LEN..]).decrement_ttl_by(1);
+            // The inner TTL - 1 and its checksum, from the header already read (a TTL above 1, so no
+            // wrap): decrement_ttl_by would read both again and check the TTL once more.
+            const TTL_AT: usize = OUTER_LEN + ethernet::HEADER_LEN + ipv4::field::TTL;
+            let w = &mut f[TTL_AT..ipv4::field::CHECKSUM.end - ipv4::field::TTL + TTL_AT];
+            w[0] = h_ttl - 1;
+            w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(h_checksum, 1).to_be_bytes());
             Some(Verdict::ToUplink)
         }
         _ => None,
