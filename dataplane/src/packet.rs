@@ -323,7 +323,8 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
     if ip_at != ethernet::HEADER_LEN && !iip.verify_checksum() {
         return Verdict::Drop(R::IpChecksum);
     }
-    let inner = Inner { dst: iip.dst_u32(), ttl: iip.ttl(), total: usize::from(iip.total_len()) };
+    let inner =
+        Inner { dst: iip.dst_u32(), ttl: iip.ttl(), checksum: iip.checksum(), total: usize::from(iip.total_len()) };
     deliver_parsed(m, s, ip_at, relay, inner)
 }
 
@@ -333,6 +334,8 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
 struct Inner {
     dst: u32,
     ttl: u8,
+    /// The header checksum as it stands.
+    checksum: u16,
     /// Total length.
     total: usize,
 }
@@ -347,7 +350,9 @@ fn inner20(ip: &[u8; ipv4::HEADER_LEN], room: usize) -> Option<Inner> {
     if ip[0] != 0x45 || total < ipv4::HEADER_LEN || total > room || !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    Some(Inner { dst: u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]), ttl: ip[8], total })
+    let (dst, checksum) =
+        (u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]), get_u16(ip, ipv4::field::CHECKSUM.start));
+    Some(Inner { dst, ttl: ip[ipv4::field::TTL], checksum, total })
 }
 
 /// [`deliver`] from the parsed header on.
@@ -372,7 +377,11 @@ fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8
     let eth_at = ip_at - ethernet::HEADER_LEN;
     let buf = m.data_mut();
     if hops > 0 {
-        Ipv4Packet::new_unchecked(&mut buf[ip_at..]).decrement_ttl_by(hops);
+        // The TTL less `hops` (above `hops`, checked) and its checksum, from the header already read, as
+        // encap_fast does: Ipv4Packet::decrement_ttl_by would read both again through a new view.
+        let w = &mut buf[ip_at + ipv4::field::TTL..ip_at + ipv4::field::CHECKSUM.end];
+        w[0] = iip.ttl - hops;
+        w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(iip.checksum, hops).to_be_bytes());
     }
     EthernetRepr { dst: mac, src: node.gateway_mac(), vlan_tci: None, ethertype: EtherType::IPV4 }
         .emit(&mut EthernetFrame::new_unchecked(&mut buf[eth_at..]));
