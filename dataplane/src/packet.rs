@@ -582,9 +582,10 @@ fn encap_fast<B: PacketBuf>(
         return None;
     }
     let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
-    match c.snap.pods.get(&src) {
-        Some(p) if p.port == in_port && h[6..12] == p.mac.0 => {}
-        _ => return None,
+    // The source MAC and the EtherType after it, one load.
+    let mac_and_2: &[u8; 8] = h[6..14].try_into().ok()?;
+    if !c.snap.pods.is_source(src, in_port, mac_and_2) {
+        return None;
     }
     let ip: &[u8; ipv4::HEADER_LEN] = h[ethernet::HEADER_LEN..].try_into().ok()?;
     if !crate::wire::checksum::valid20(ip) {
