@@ -9,8 +9,8 @@ use weft_config::MacAddr;
 
 use crate::dpdk::{Mbuf, PortId};
 use crate::tables::{
-    Cached, EncapMatch, EncapTemplate, HostPort, Node, PathCache, PeerPath, Snapshot, UdpTemplate, VxlanMatch,
-    OUTER_LEN, UDP_OVERHEAD,
+    Cached, EncapMatch, EncapTemplate, HostPort, Node, PackedRoute, PathCache, PeerPath, Snapshot, UdpTemplate,
+    VxlanMatch, OUTER_LEN, UDP_OVERHEAD,
 };
 use crate::wire::{
     arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
@@ -362,10 +362,10 @@ fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8
     if !node.subnet.contains(Ipv4Addr::from(iip.dst)) {
         return Verdict::Drop(R::NoRoute);
     }
-    let (out, mac, hops) = match s.pods.get(&iip.dst) {
-        Some(pod) => (Verdict::ToPod(pod.port), pod.mac, relay + 1),
+    let (out, mac, hops) = match s.pods.get_packed(iip.dst) {
+        Some(pod) => (Verdict::ToPod(pod.port()), pod, relay + 1),
         None => match s.host {
-            Some(h) => (Verdict::ToHost(h.port), h.mac, relay),
+            Some(h) => (Verdict::ToHost(h.port), PackedRoute::new(h.mac, h.port), relay),
             None => return Verdict::Drop(R::NoPod),
         },
     };
@@ -383,8 +383,11 @@ fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8
         w[0] = iip.ttl - hops;
         w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(iip.checksum, hops).to_be_bytes());
     }
-    EthernetRepr { dst: mac, src: node.gateway_mac(), vlan_tci: None, ethertype: EtherType::IPV4 }
-        .emit(&mut EthernetFrame::new_unchecked(&mut buf[eth_at..]));
+    // The Ethernet header in two stores of eight bytes: the destination MAC (and two bytes that the
+    // second store overwrites), then the gateway MAC and the EtherType.
+    let eth = &mut buf[eth_at..ip_at];
+    eth[..8].copy_from_slice(&mac.mac_and_2().to_le_bytes());
+    eth[6..].copy_from_slice(&s.gateway_eth.to_le_bytes());
     if (eth_at > 0 && m.adj(eth_at).is_none()) || (padding > 0 && m.trim(padding).is_none()) {
         return Verdict::Drop(R::Truncated);
     }

@@ -237,6 +237,9 @@ pub struct Snapshot {
     pub vxlan_match: Option<VxlanMatch>,
     /// The VXLAN backend's checks of a pod's packet to a remote subnet, as plain numbers.
     pub encap_match: Option<EncapMatch>,
+    /// The last eight bytes of the Ethernet header of a frame weft hands a pod or the host: the pods'
+    /// gateway MAC and the IPv4 EtherType, as one little-endian word (wire order in memory).
+    pub gateway_eth: u64,
 }
 
 /// What a VXLAN node's encapsulation checks of a pod's IPv4 packet compare against, computed once per
@@ -517,6 +520,29 @@ pub struct PodRoute {
     pub port: PortId,
 }
 
+/// A pod's port and MAC in one word, as [`PodTable`]'s array holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedRoute(u64);
+
+impl PackedRoute {
+    #[inline(always)]
+    pub fn new(mac: MacAddr, port: PortId) -> PackedRoute {
+        PackedRoute(PodTable::pack(&mac.0, port))
+    }
+
+    #[inline(always)]
+    pub fn port(self) -> PortId {
+        PortId(((self.0 >> 48) as u16).wrapping_sub(1))
+    }
+
+    /// The MAC's six bytes in the low 48 bits (wire order in memory, little-endian) and two more bytes
+    /// that are not the MAC: for a store of eight bytes whose last two another store overwrites.
+    #[inline(always)]
+    pub fn mac_and_2(self) -> u64 {
+        self.0
+    }
+}
+
 /// Pods by address: a direct-indexed array over the node's subnet (one slot per address, no hashing)
 /// for subnets of /16 and longer, a hash map otherwise. Each slot holds the pod's [`PodRoute`] itself,
 /// packed in one word ([`PodTable::pack`]), not an index into the entries: a lookup is one load after
@@ -563,7 +589,18 @@ impl PodTable {
     #[inline(always)]
     fn unpack(w: u64) -> PodRoute {
         let [m0, m1, m2, m3, m4, m5, ..] = w.to_le_bytes();
-        PodRoute { mac: MacAddr([m0, m1, m2, m3, m4, m5]), port: PortId(((w >> 48) as u16).wrapping_sub(1)) }
+        PodRoute { mac: MacAddr([m0, m1, m2, m3, m4, m5]), port: PackedRoute(w).port() }
+    }
+
+    /// As [`Self::get`], the route as the array packs it: for decap, which writes the pod's MAC as part
+    /// of one word.
+    #[inline(always)]
+    pub fn get_packed(&self, ip: u32) -> Option<PackedRoute> {
+        if let Some(w) = self.slot(ip) {
+            return Some(PackedRoute(w));
+        }
+        let p = self.fallback.as_ref()?.get(&ip)?;
+        Some(PackedRoute::new(p.mac, p.port))
     }
 
     /// The packed route of `ip` in the array, if it has one there.
@@ -673,6 +710,9 @@ impl TableInputs {
         let subnet_mask = weft_config::net::mask(node.subnet_len);
         let vxlan_match = VxlanMatch::for_node(&node);
         let encap_match = EncapMatch::for_node(&node);
+        let [g0, g1, g2, g3, g4, g5] = node.gateway_mac().0;
+        let [t0, t1] = crate::wire::EtherType::IPV4.to_be_bytes();
+        let gateway_eth = u64::from_le_bytes([g0, g1, g2, g3, g4, g5, t0, t1]);
         Snapshot {
             generation,
             subnet_mask,
@@ -687,6 +727,7 @@ impl TableInputs {
             host: self.host,
             vxlan_match,
             encap_match,
+            gateway_eth,
         }
     }
 }
@@ -929,6 +970,11 @@ pub(crate) mod tests {
                 assert!(!table.is_source(ip, PortId(1), &other), "MAC byte {i} differs");
             }
             assert!(!table.is_source(ip + 1, PortId(1), &mac), "no pod there");
+            // Packed for decap: the port, and the MAC in the first six bytes of the word.
+            let p = table.get_packed(ip).unwrap();
+            assert_eq!(p.port(), PortId(1));
+            assert_eq!(p.mac_and_2().to_le_bytes()[..6], mac[..6]);
+            assert!(table.get_packed(ip + 1).is_none());
         }
     }
 
