@@ -123,10 +123,8 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
         assert_eq!(g, w, "frame {i} on the uplink");
     }
-    let got_peers: std::collections::BTreeMap<usize, u64> = want_peers
-        .keys()
-        .map(|&slot| (slot, counters.peer_tx[slot].load(Ordering::Relaxed)))
-        .collect();
+    let got_peers: std::collections::BTreeMap<usize, u64> =
+        want_peers.keys().map(|&slot| (slot, counters.peer_tx[slot].load(Ordering::Relaxed))).collect();
     assert_eq!(got_peers, want_peers, "frames counted per peer");
     let all: u64 = counters.peer_tx.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     assert_eq!(all, FRAMES as u64, "no frame counted against another peer");
