@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::bounded;
 use crossbeam::utils::CachePadded;
-use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortId, TxQueue};
+use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortId};
 use dataplane::packet::{process_uplink_cached, DropReason, PacketBuf, VecBuf, Verdict};
 use dataplane::tables::{PathCache, SnapshotCell};
 use dataplane::worker::{port_slots, Backoff, PortKind, PortTx, Worker, WorkerCommand, WorkerCounters};
 use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
 use weft_bench::frames;
+
+mod rings;
+use rings::send_all;
 
 /// Which frames arrive, in order: `A`/`B` a valid frame for a pod on port A/B, `t` a truncated one,
 /// `c` one with a bad outer checksum. Runs of one, runs across the 32-frame bursts the worker takes,
@@ -31,19 +34,6 @@ const PLAN: &str = concat!(
     "AAAAAAAAAAAAAAAAAAAAAA",                             // 22 for A: A's buffer reaches 32 mid-run
     "c",                                                  // a drop at the very end
 );
-
-/// Send `frames` on `tx` in bursts of 32.
-fn send_all(pool: &Mempool, tx: &mut TxQueue, frames: &[Vec<u8>]) {
-    for chunk in frames.chunks(32) {
-        let mut burst = Burst::new();
-        for f in chunk {
-            let mut m = pool.alloc().unwrap();
-            m.set_data(f).unwrap();
-            burst.push(m).unwrap();
-        }
-        assert_eq!(tx.tx_burst(&mut burst), chunk.len());
-    }
-}
 
 #[test]
 fn worker_sends_each_run_to_its_port_in_order() {

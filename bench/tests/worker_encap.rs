@@ -21,6 +21,9 @@ use dataplane::worker::{
 use testkit::eal::{check_dpdk_preconditions, vdev_eal_args};
 use weft_bench::frames;
 
+mod rings;
+use rings::send_all;
+
 /// Frames sent: two full bursts and a part of one.
 const FRAMES: usize = 70;
 const PEERS: u32 = 10;
@@ -95,15 +98,7 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
         .unwrap();
     let baseline = pool.in_use();
     // The frames wait in the pod's ring until the worker starts, so it takes them in full bursts.
-    for chunk in sent.chunks(32) {
-        let mut burst = Burst::new();
-        for f in chunk {
-            let mut m = pool.alloc().unwrap();
-            m.set_data(f).unwrap();
-            burst.push(m).unwrap();
-        }
-        assert_eq!(send.tx_burst(&mut burst), chunk.len());
-    }
+    send_all(&pool, &mut send, &sent);
     let running = std::thread::spawn(move || worker.run());
 
     let mut got = Vec::new();
