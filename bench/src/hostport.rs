@@ -21,6 +21,9 @@ pub struct Sample {
     pub udp64_kpps: f64,
 }
 
+/// Attempts of one iperf3 test whose control connection the server resets before any stream connects.
+const IPERF_ATTEMPTS: usize = 3;
+
 fn iperf(client_ns: &str, server: Ipv4Addr, seconds: u64, udp: bool) -> anyhow::Result<Value> {
     let t = seconds.to_string();
     let s = server.to_string();
@@ -28,8 +31,24 @@ fn iperf(client_ns: &str, server: Ipv4Addr, seconds: u64, udp: bool) -> anyhow::
     if udp {
         args.extend(["-u", "-b", "0", "-l", "64"]);
     }
-    let out = exec(client_ns, &args)?;
-    serde_json::from_slice(&out.stdout).context("iperf3 -J printed no JSON")
+    let mut attempt = 1;
+    loop {
+        let out = exec(client_ns, &args)?;
+        let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J printed no JSON")?;
+        // A test started right after the one before can have its control connection reset by the
+        // server before any stream connects: "unable to receive control message: Connection reset by
+        // peer", as esnet/iperf #499 and #1683 report between back-to-back tests. A reset is a TCP
+        // stack's answer, not a lost frame, and no data has crossed the path yet: try again after a
+        // pause. Anything else, and a reset once streams ran, is the result.
+        let reset = v["error"].as_str().is_some_and(|e| e.contains("Connection reset by peer"));
+        let no_stream = v["start"]["connected"].as_array().is_none_or(|c| c.is_empty());
+        if !(reset && no_stream) || attempt == IPERF_ATTEMPTS {
+            return Ok(v);
+        }
+        eprintln!("iperf3 to {s} (attempt {attempt}): {}; again in 500 ms", v["error"]);
+        std::thread::sleep(Duration::from_millis(500));
+        attempt += 1;
+    }
 }
 
 fn sample(client_ns: &str, server: Ipv4Addr, seconds: u64) -> anyhow::Result<Sample> {
