@@ -31,6 +31,11 @@ fn iperf(client_ns: &str, server: Ipv4Addr, seconds: u64, udp: bool) -> anyhow::
     if udp {
         args.extend(["-u", "-b", "0", "-l", "64"]);
     }
+    // A pause before each test: without it a test started right after the last one had its control
+    // connection reset by the server (below) in one CI run of `hostport --reps 1 --seconds 1` and one of
+    // three with `--reps 3`, each time on the cni0 pair, the path with the most hops; with it, in none
+    // of six runs with `--reps 3`.
+    std::thread::sleep(Duration::from_millis(300));
     let mut attempt = 1;
     loop {
         let out = exec(client_ns, &args)?;
