@@ -355,6 +355,17 @@ fn inner20(ip: &[u8; ipv4::HEADER_LEN], room: usize) -> Option<Inner> {
     Some(Inner { dst, ttl: ip[ipv4::field::TTL], checksum, total })
 }
 
+/// Write the TTL less `hops` and its checksum into the IPv4 header at `ip_at` of `buf`, from the `ttl`
+/// and `checksum` already read of it, where `ttl` is known to be at least `hops` (no wrap): one slice of
+/// the four bytes, where Ipv4Packet::decrement_ttl_by reads both again through a new view and checks
+/// the TTL once more. For the fast paths, which have just read and checked that header.
+#[inline(always)]
+fn ttl_down(buf: &mut [u8], ip_at: usize, ttl: u8, checksum: u16, hops: u8) {
+    let w = &mut buf[ip_at + ipv4::field::TTL..ip_at + ipv4::field::CHECKSUM.end];
+    w[0] = ttl - hops;
+    w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(checksum, hops).to_be_bytes());
+}
+
 /// [`deliver`] from the parsed header on.
 #[inline(always)]
 fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8, iip: Inner) -> Verdict {
@@ -377,11 +388,8 @@ fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8
     let eth_at = ip_at - ethernet::HEADER_LEN;
     let buf = m.data_mut();
     if hops > 0 {
-        // The TTL less `hops` (above `hops`, checked) and its checksum, from the header already read, as
-        // encap_fast does: Ipv4Packet::decrement_ttl_by would read both again through a new view.
-        let w = &mut buf[ip_at + ipv4::field::TTL..ip_at + ipv4::field::CHECKSUM.end];
-        w[0] = iip.ttl - hops;
-        w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(iip.checksum, hops).to_be_bytes());
+        // The TTL less `hops` (above `hops`, checked) and its checksum, from the header already read.
+        ttl_down(buf, ip_at, iip.ttl, iip.checksum, hops);
     }
     // The Ethernet header in two stores of eight bytes: the destination MAC (and two bytes that the
     // second store overwrites), then the gateway MAC and the EtherType.
@@ -605,12 +613,8 @@ fn encap_fast<B: PacketBuf>(
             let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
             t.write(f, ident, sport);
-            // The inner TTL - 1 and its checksum, from the header already read (a TTL above 1, so no
-            // wrap): decrement_ttl_by would read both again and check the TTL once more.
-            const TTL_AT: usize = OUTER_LEN + ethernet::HEADER_LEN + ipv4::field::TTL;
-            let w = &mut f[TTL_AT..ipv4::field::CHECKSUM.end - ipv4::field::TTL + TTL_AT];
-            w[0] = h_ttl - 1;
-            w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(h_checksum, 1).to_be_bytes());
+            // The inner TTL - 1 (above 1, checked) and its checksum, from the header already read.
+            ttl_down(f, OUTER_LEN + ethernet::HEADER_LEN, h_ttl, h_checksum, 1);
             Some(Verdict::ToUplink)
         }
         _ => None,

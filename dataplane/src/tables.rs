@@ -582,8 +582,13 @@ impl PodTable {
     #[inline(always)]
     fn pack(mac: &[u8; 6], port: PortId) -> u64 {
         let [m0, m1, m2, m3, m4, m5] = *mac;
-        let [p0, p1] = port.0.wrapping_add(1).to_le_bytes();
-        u64::from_le_bytes([m0, m1, m2, m3, m4, m5, p0, p1])
+        u64::from_le_bytes([m0, m1, m2, m3, m4, m5, 0, 0]) | Self::port_bits(port)
+    }
+
+    /// The top 16 bits of a packed route: the port + 1.
+    #[inline(always)]
+    fn port_bits(port: PortId) -> u64 {
+        u64::from(port.0.wrapping_add(1)) << 48
     }
 
     #[inline(always)]
@@ -632,8 +637,7 @@ impl PodTable {
     #[inline(always)]
     pub fn is_source(&self, ip: u32, port: PortId, mac_and_2: &[u8; 8]) -> bool {
         if let Some(w) = self.slot(ip) {
-            let mac = u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff;
-            return w == mac | u64::from(port.0.wrapping_add(1)) << 48;
+            return w == u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff | Self::port_bits(port);
         }
         matches!(self.fallback.as_ref().and_then(|f| f.get(&ip)), Some(p) if p.port == port && p.mac.0 == mac_and_2[..6])
     }
