@@ -24,7 +24,7 @@ use dataplane::dpdk::{set_event_sink, Eal, LcoreId, Mempool, Port, PortConfig, P
 use dataplane::tables::SnapshotCell;
 use dataplane::vhost_devices::VhostDevices;
 use dataplane::worker::{
-    port_slots, Backoff, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters, ETH_PORTS,
+    peer_slots, port_slots, Backoff, PortKind, PortRx, PortTx, Worker, WorkerCommand, WorkerCounters, ETH_PORTS,
 };
 
 /// The pod port: an ethdev, or a vhost-user socket served through DPDK's vhost library as weftd serves
@@ -128,7 +128,9 @@ fn main() -> anyhow::Result<()> {
     let snap = inputs.build(1);
     eprintln!("tables: {} peers built in {:?}", snap.vteps.len(), built.elapsed());
     let cell = Arc::new(SnapshotCell::new(snap));
-    let counters = Arc::new(CachePadded::new(WorkerCounters::new(port_slots(1))));
+    // Per-peer TX counters as weftd gives its workers: the worker counts every frame it sends to a peer.
+    let peers = peer_slots(inputs.node.network, inputs.node.subnet_len);
+    let counters = Arc::new(CachePadded::new(WorkerCounters::new(port_slots(1)).with_peer_slots(peers)));
     let (cmd_tx, cmd_rx) = bounded(16);
     let (learn_tx, _learn_rx) = bounded(16);
     let w = Worker::new(
