@@ -612,9 +612,10 @@ fn encap_fast<B: PacketBuf>(
         PeerPath::Vxlan(t) => {
             let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
-            t.write(f, ident, sport);
-            // The inner TTL - 1 (above 1, checked) and its checksum, from the header already read.
+            // The inner TTL - 1 (above 1, checked) and its checksum, from the header already read. Before
+            // the template: its bounds check (the frame reaches the inner checksum) covers the template's.
             ttl_down(f, OUTER_LEN + ethernet::HEADER_LEN, h_ttl, h_checksum, 1);
+            t.write(f, ident, sport);
             Some(Verdict::ToUplink)
         }
         _ => None,

@@ -378,14 +378,15 @@ impl<'a> Cached<'a> {
         let key = dst & s.subnet_mask;
         let slot = PathCache::route_slot(key, s.route_mul);
         let e = cache.routes[slot];
-        let i = if e >> 32 == u64::from(key) && e as u32 != 0 {
-            e as u32 - 1
+        let e = if e >> 32 == u64::from(key) && e as u32 != 0 {
+            e
         } else {
-            let i = *s.subnets.get(&key)?;
-            cache.routes[slot] = u64::from(key) << 32 | u64::from(i + 1);
-            i
+            let e = u64::from(key) << 32 | u64::from(*s.subnets.get(&key)? + 1);
+            cache.routes[slot] = e;
+            e
         };
-        (cache.route_valid, cache.route_key) = (true, key);
+        cache.last_route = e;
+        let i = e as u32 - 1;
         s.vteps.get(i as usize)
     }
 
@@ -422,20 +423,14 @@ pub struct PathCache {
     /// PublicIPs. An empty slot holds an address that hashes to another slot ([`Self::EMPTY_VTEP`]),
     /// so no lookup ever matches one.
     vteps: [u32; VTEP_CACHE_SLOTS],
-    /// The last route looked up.
-    route_valid: bool,
-    route_key: u32,
+    /// The last route looked up, as its entry in `routes` (never 0); 0 for none. One store per lookup,
+    /// one load to read.
+    last_route: u64,
 }
 
 impl Default for PathCache {
     fn default() -> Self {
-        PathCache {
-            generation: 0,
-            routes: [0; PATH_CACHE_SLOTS],
-            vteps: Self::EMPTY_VTEPS,
-            route_valid: false,
-            route_key: 0,
-        }
+        PathCache { generation: 0, routes: [0; PATH_CACHE_SLOTS], vteps: Self::EMPTY_VTEPS, last_route: 0 }
     }
 }
 
@@ -444,7 +439,7 @@ impl PathCache {
     /// sends a frame to a peer, that peer's.
     #[inline(always)]
     pub fn last_route(&self) -> Option<u32> {
-        self.route_valid.then_some(self.route_key)
+        (self.last_route != 0).then_some((self.last_route >> 32) as u32)
     }
 
     /// A route's slot: the subnet number's low byte plus its next byte (for 256 slots), taken as the
@@ -636,8 +631,12 @@ impl PodTable {
     /// slot. (Packing the six bytes one by one took 19 instructions in the worker's loop.)
     #[inline(always)]
     pub fn is_source(&self, ip: u32, port: PortId, mac_and_2: &[u8; 8]) -> bool {
-        if let Some(w) = self.slot(ip) {
-            return w == u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff | Self::port_bits(port);
+        if ip & !self.host_mask == self.base {
+            if let Some(&w) = self.slots.get((ip & self.host_mask) as usize) {
+                // No test for an empty slot: its 0 never equals a word with the port's bits in it (any
+                // port but u16::MAX, the worker's "no port", which no frame comes in on).
+                return w == u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff | Self::port_bits(port);
+            }
         }
         matches!(self.fallback.as_ref().and_then(|f| f.get(&ip)), Some(p) if p.port == port && p.mac.0 == mac_and_2[..6])
     }
@@ -974,6 +973,10 @@ pub(crate) mod tests {
                 assert!(!table.is_source(ip, PortId(1), &other), "MAC byte {i} differs");
             }
             assert!(!table.is_source(ip + 1, PortId(1), &mac), "no pod there");
+            for port in [0, 1, u16::MAX - 1] {
+                // An empty slot (0) is never a source, not even of a zero MAC: the port's bits differ.
+                assert!(!table.is_source(ip + 1, PortId(port), &[0; 8]), "empty slot, port {port}, zero MAC");
+            }
             // Packed for decap: the port, and the MAC in the first six bytes of the word.
             let p = table.get_packed(ip).unwrap();
             assert_eq!(p.port(), PortId(1));
