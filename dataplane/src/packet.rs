@@ -29,7 +29,7 @@ impl PacketBuf for Mbuf {
         Mbuf::data_mut(self)
     }
     #[inline(always)]
-    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+    fn prepend(&mut self, n: usize) -> Option<()> {
         Mbuf::prepend(self, n)
     }
     #[inline(always)]
@@ -610,7 +610,7 @@ fn encap_fast<B: PacketBuf>(
     let sport = flow_hash_port(src, dst, proto, ports);
     match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => {
-            let Some(_) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
+            let Some(()) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
             // The inner TTL - 1 (above 1, checked) and its checksum, from the header already read. Before
             // the template: its bounds check (the frame reaches the inner checksum) covers the template's.
@@ -749,7 +749,7 @@ fn route_hops<B: PacketBuf>(m: &mut B, hops: u8) -> &mut [u8] {
 #[inline(always)]
 fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Verdict {
     let sport = flow_src_port(route_hops(m, hops));
-    let Some(_) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
+    let Some(()) = m.prepend(OUTER_LEN) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident, sport);
     Verdict::ToUplink
 }
@@ -759,7 +759,7 @@ fn encap<B: PacketBuf>(m: &mut B, t: &EncapTemplate, ident: u16, hops: u8) -> Ve
 #[inline(never)]
 fn udp_encap<B: PacketBuf>(m: &mut B, t: &UdpTemplate, ident: u16, hops: u8) -> Verdict {
     route_hops(m, hops);
-    let Some(_) = m.prepend(UDP_OVERHEAD) else { return Verdict::Drop(R::NoHeadroom) };
+    let Some(()) = m.prepend(UDP_OVERHEAD) else { return Verdict::Drop(R::NoHeadroom) };
     t.write(m.data_mut(), ident);
     Verdict::ToUplink
 }

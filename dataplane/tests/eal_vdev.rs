@@ -220,8 +220,8 @@ fn mbuf_prepend_and_adj_stay_within_headroom() {
     m.set_data(&[1, 2, 3, 4]).unwrap();
     let head = m.headroom();
     assert_eq!(head, 128, "DPDK's default headroom");
-    let front = m.prepend(50).unwrap();
-    front.fill(0xee);
+    m.prepend(50).unwrap();
+    m.data_mut()[..50].fill(0xee);
     assert_eq!(m.data_len(), 54);
     assert_eq!(m.pkt_len(), 54);
     assert_eq!(&m.data()[50..], &[1, 2, 3, 4]);

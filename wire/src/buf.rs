@@ -5,7 +5,9 @@
 pub trait PacketBuf {
     fn data(&self) -> &[u8];
     fn data_mut(&mut self) -> &mut [u8];
-    fn prepend(&mut self, n: usize) -> Option<&mut [u8]>;
+    /// Grow the frame at the front by `n` bytes (written through [`Self::data_mut`]); None, and
+    /// nothing changed, without the headroom.
+    fn prepend(&mut self, n: usize) -> Option<()>;
     fn adj(&mut self, n: usize) -> Option<()>;
     fn trim(&mut self, n: usize) -> Option<()>;
 }
@@ -40,9 +42,9 @@ impl PacketBuf for VecBuf {
         &mut self.buf[self.start..self.end]
     }
     #[inline(always)]
-    fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+    fn prepend(&mut self, n: usize) -> Option<()> {
         self.start = self.start.checked_sub(n)?;
-        Some(&mut self.buf[self.start..self.start + n])
+        Some(())
     }
     #[inline(always)]
     fn adj(&mut self, n: usize) -> Option<()> {

@@ -89,9 +89,11 @@ impl Mbuf {
         unsafe { dpdk_sys::weft_pktmbuf_tailroom(self.0.as_ptr()) as usize }
     }
 
-    /// Grow the packet at the front by `len` bytes; `None` (and nothing changed) without the headroom.
+    /// Grow the packet at the front by `len` bytes, to be written through [`Self::data_mut`]; `None` (and
+    /// nothing changed) without the headroom. (No slice of the new bytes: making one cost the encap
+    /// path a test of the buffer's address for null, as the `Option`'s niche, on every packet.)
     #[inline(always)]
-    pub fn prepend(&mut self, len: usize) -> Option<&mut [u8]> {
+    pub fn prepend(&mut self, len: usize) -> Option<()> {
         // Done in Rust rather than through the shim: this is on the encap path for every packet.
         let len16 = u16::try_from(len).ok()?;
         // SAFETY: we own the mbuf exclusively; we only move data_off back within the headroom (checked)
@@ -104,8 +106,8 @@ impl Mbuf {
             m.data_off -= len16;
             m.data_len += len16;
             m.pkt_len += len as u32;
-            Some(std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), len))
         }
+        Some(())
     }
 
     /// Remove `len` bytes from the front; `None` (and nothing changed) when the segment is shorter.
