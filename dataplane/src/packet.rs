@@ -272,7 +272,10 @@ pub fn uplink_full<B: PacketBuf>(m: &mut B, mut c: Cached<'_>) -> Verdict {
 fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, mut c: Cached<'_>) -> Option<Verdict> {
     const INNER_IP: usize =
         ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN;
-    let d = m.data();
+    // One view of the frame, read and then written: its length, checked here, is the one the writes'
+    // bounds checks see (a second view loads it again from the mbuf, after stores the compiler cannot
+    // tell apart from it, and checks again).
+    let d = m.data_mut();
     let h: &[u8; INNER_IP] = d.get(..INNER_IP)?.try_into().ok()?;
     if !vm.matches(h) {
         return None;
@@ -297,7 +300,10 @@ fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, mut c: Cached<'_>) -> Op
     }
     let ip: &[u8; ipv4::HEADER_LEN] = d.get(INNER_IP..INNER_IP + ipv4::HEADER_LEN)?.try_into().ok()?;
     let inner = inner20(ip, d.len() - INNER_IP)?;
-    Some(deliver_parsed(m, c.snap, INNER_IP, 0, inner))
+    Some(match rewrite_for_pod(d, c.snap, INNER_IP, 0, inner) {
+        Ok((out, padding)) => cut(m, INNER_IP, padding, out),
+        Err(drop) => drop,
+    })
 }
 
 /// [`deliver`] for the host-gw, DirectRouting and udp paths and for VXLAN frames off the one-compare
@@ -369,33 +375,54 @@ fn ttl_down(buf: &mut [u8], ip_at: usize, ttl: u8, checksum: u16, hops: u8) {
 /// [`deliver`] from the parsed header on.
 #[inline(always)]
 fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8, iip: Inner) -> Verdict {
+    match rewrite_for_pod(m.data_mut(), s, ip_at, relay, iip) {
+        Ok((out, padding)) => cut(m, ip_at, padding, out),
+        Err(drop) => drop,
+    }
+}
+
+/// [`deliver_parsed`]'s work on the frame's bytes `buf`: the verdict and the padding after the packet,
+/// with the TTL and the Ethernet header in front of `ip_at` written; or the drop.
+#[inline(always)]
+fn rewrite_for_pod(
+    buf: &mut [u8],
+    s: &Snapshot,
+    ip_at: usize,
+    relay: u8,
+    iip: Inner,
+) -> Result<(Verdict, usize), Verdict> {
     let node = &s.node;
     if !node.subnet.contains(Ipv4Addr::from(iip.dst)) {
-        return Verdict::Drop(R::NoRoute);
+        return Err(Verdict::Drop(R::NoRoute));
     }
     let (out, mac, hops) = match s.pods.get_packed(iip.dst) {
         Some(pod) => (Verdict::ToPod(pod.port()), pod, relay + 1),
         None => match s.host {
             Some(h) => (Verdict::ToHost(h.port), PackedRoute::new(h.mac, h.port), relay),
-            None => return Verdict::Drop(R::NoPod),
+            None => return Err(Verdict::Drop(R::NoPod)),
         },
     };
     if hops > 0 && iip.ttl <= hops {
-        return Verdict::Drop(R::TtlExpired);
+        return Err(Verdict::Drop(R::TtlExpired));
     }
-    let inner_end = ip_at + iip.total;
-    let padding = m.data().len() - inner_end;
-    let eth_at = ip_at - ethernet::HEADER_LEN;
-    let buf = m.data_mut();
+    let padding = buf.len() - (ip_at + iip.total);
     if hops > 0 {
         // The TTL less `hops` (above `hops`, checked) and its checksum, from the header already read.
         ttl_down(buf, ip_at, iip.ttl, iip.checksum, hops);
     }
     // The Ethernet header in two stores of eight bytes: the destination MAC (and two bytes that the
     // second store overwrites), then the gateway MAC and the EtherType.
-    let eth = &mut buf[eth_at..ip_at];
+    let eth = &mut buf[ip_at - ethernet::HEADER_LEN..ip_at];
     eth[..8].copy_from_slice(&mac.mac_and_2().to_le_bytes());
     eth[6..].copy_from_slice(&s.gateway_eth.to_le_bytes());
+    Ok((out, padding))
+}
+
+/// The frame cut to the Ethernet header in front of `ip_at` and the packet without its `padding`:
+/// `out`, or a drop if the frame is shorter (it is not: the callers read that far).
+#[inline(always)]
+fn cut<B: PacketBuf>(m: &mut B, ip_at: usize, padding: usize, out: Verdict) -> Verdict {
+    let eth_at = ip_at - ethernet::HEADER_LEN;
     if (eth_at > 0 && m.adj(eth_at).is_none()) || (padding > 0 && m.trim(padding).is_none()) {
         return Verdict::Drop(R::Truncated);
     }
