@@ -300,10 +300,8 @@ fn vxlan_fast<B: PacketBuf>(m: &mut B, vm: &VxlanMatch, mut c: Cached<'_>) -> Op
     }
     let ip: &[u8; ipv4::HEADER_LEN] = d.get(INNER_IP..INNER_IP + ipv4::HEADER_LEN)?.try_into().ok()?;
     let inner = inner20(ip, d.len() - INNER_IP)?;
-    Some(match rewrite_for_pod(d, c.snap, INNER_IP, 0, inner) {
-        Ok((out, padding)) => cut(m, INNER_IP, padding, out),
-        Err(drop) => drop,
-    })
+    let rewritten = rewrite_for_pod(d, c.snap, INNER_IP, 0, inner);
+    Some(cut(m, INNER_IP, rewritten))
 }
 
 /// [`deliver`] for the host-gw, DirectRouting and udp paths and for VXLAN frames off the one-compare
@@ -375,10 +373,8 @@ fn ttl_down(buf: &mut [u8], ip_at: usize, ttl: u8, checksum: u16, hops: u8) {
 /// [`deliver`] from the parsed header on.
 #[inline(always)]
 fn deliver_parsed<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8, iip: Inner) -> Verdict {
-    match rewrite_for_pod(m.data_mut(), s, ip_at, relay, iip) {
-        Ok((out, padding)) => cut(m, ip_at, padding, out),
-        Err(drop) => drop,
-    }
+    let rewritten = rewrite_for_pod(m.data_mut(), s, ip_at, relay, iip);
+    cut(m, ip_at, rewritten)
 }
 
 /// [`deliver_parsed`]'s work on the frame's bytes `buf`: the verdict and the padding after the packet,
@@ -418,10 +414,15 @@ fn rewrite_for_pod(
     Ok((out, padding))
 }
 
-/// The frame cut to the Ethernet header in front of `ip_at` and the packet without its `padding`:
-/// `out`, or a drop if the frame is shorter (it is not: the callers read that far).
+/// After [`rewrite_for_pod`]: its drop; or the frame cut to the Ethernet header in front of `ip_at` and
+/// the packet without its padding, and its verdict (a drop if the frame is shorter, which it is not:
+/// the callers read that far).
 #[inline(always)]
-fn cut<B: PacketBuf>(m: &mut B, ip_at: usize, padding: usize, out: Verdict) -> Verdict {
+fn cut<B: PacketBuf>(m: &mut B, ip_at: usize, rewritten: Result<(Verdict, usize), Verdict>) -> Verdict {
+    let (out, padding) = match rewritten {
+        Ok(r) => r,
+        Err(drop) => return drop,
+    };
     let eth_at = ip_at - ethernet::HEADER_LEN;
     if (eth_at > 0 && m.adj(eth_at).is_none()) || (padding > 0 && m.trim(padding).is_none()) {
         return Verdict::Drop(R::Truncated);
