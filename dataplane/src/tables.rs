@@ -378,15 +378,16 @@ impl<'a> Cached<'a> {
         let key = dst & s.subnet_mask;
         let slot = PathCache::route_slot(key, s.route_mul);
         let e = cache.routes[slot];
-        let e = if e >> 32 == u64::from(key) && e as u32 != 0 {
-            e
-        } else {
-            let e = u64::from(key) << 32 | u64::from(*s.subnets.get(&key)? + 1);
-            cache.routes[slot] = e;
-            e
-        };
-        cache.last_route = e;
-        let i = e as u32 - 1;
+        // A hit is the key and an index of the snapshot's VTEPs: an empty slot's index never is one.
+        if e >> 32 == u64::from(key) {
+            if let Some(v) = s.vteps.get(e as u32 as usize) {
+                cache.last_route = e;
+                return Some(v);
+            }
+        }
+        let i = *s.subnets.get(&key)?;
+        let e = u64::from(key) << 32 | u64::from(i);
+        (cache.routes[slot], cache.last_route) = (e, e);
         s.vteps.get(i as usize)
     }
 
@@ -418,19 +419,24 @@ pub const VTEP_CACHE_SLOTS: usize = 512;
 #[derive(Debug, Clone)]
 pub struct PathCache {
     generation: u64,
-    /// `key << 32 | index + 1`; 0 = empty.
+    /// `key << 32 | index`; [`Self::EMPTY_ROUTE`] = empty.
     routes: [u64; PATH_CACHE_SLOTS],
     /// PublicIPs. An empty slot holds an address that hashes to another slot ([`Self::EMPTY_VTEP`]),
     /// so no lookup ever matches one.
     vteps: [u32; VTEP_CACHE_SLOTS],
-    /// The last route looked up, as its entry in `routes` (never 0); 0 for none. One store per lookup,
-    /// one load to read.
+    /// The last route looked up, as its entry in `routes`; [`Self::EMPTY_ROUTE`] for none. One store per
+    /// lookup, one load to read.
     last_route: u64,
 }
 
 impl Default for PathCache {
     fn default() -> Self {
-        PathCache { generation: 0, routes: [0; PATH_CACHE_SLOTS], vteps: Self::EMPTY_VTEPS, last_route: 0 }
+        PathCache {
+            generation: 0,
+            routes: [Self::EMPTY_ROUTE; PATH_CACHE_SLOTS],
+            vteps: Self::EMPTY_VTEPS,
+            last_route: Self::EMPTY_ROUTE,
+        }
     }
 }
 
@@ -439,7 +445,7 @@ impl PathCache {
     /// sends a frame to a peer, that peer's.
     #[inline(always)]
     pub fn last_route(&self) -> Option<u32> {
-        (self.last_route != 0).then_some((self.last_route >> 32) as u32)
+        (self.last_route != Self::EMPTY_ROUTE).then_some((self.last_route >> 32) as u32)
     }
 
     /// A route's slot: the subnet number's low byte plus its next byte (for 256 slots), taken as the
@@ -486,6 +492,9 @@ impl PathCache {
     /// (whose slot is another): an address only ever sits in its own slot, so neither is answered
     /// from an empty slot.
     const EMPTY_VTEP: u32 = 0;
+    /// An empty route slot, and no last route: its index, u32::MAX, is no snapshot's VTEP, so a lookup
+    /// never takes it for a hit, whatever the key (no test for an empty slot on the hit path).
+    const EMPTY_ROUTE: u64 = u64::MAX;
     const EMPTY_VTEPS: [u32; VTEP_CACHE_SLOTS] = {
         let mut v = [Self::EMPTY_VTEP; VTEP_CACHE_SLOTS];
         assert!(Self::vtep_slot(Self::EMPTY_VTEP) != Self::vtep_slot(Self::EMPTY_VTEP + 1));
@@ -1013,6 +1022,33 @@ pub(crate) mod tests {
         assert!(!s2.cached(&mut cache).known_vtep(vtep));
     }
 
+    /// An empty route slot is never a hit: not for the key its top half holds (255.255.255.255, a /32
+    /// peer's), nor for key 0 (0.0.0.0/32), whose first VTEP's entry would be 0. Each peer is found
+    /// first through the table, then through the cache.
+    #[test]
+    fn route_cache_takes_no_empty_slot_for_a_hit() {
+        let mut i = inputs();
+        i.node.network = "0.0.0.0/0".parse().unwrap();
+        i.node.subnet_len = 32;
+        i.node.subnet = "10.244.1.1/32".parse().unwrap();
+        let peer = |ip: Ipv4Addr, n: u8| Peer {
+            subnet: Ipv4Net::new(ip, 32).unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 0, n),
+            vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
+        };
+        i.peers = vec![peer(Ipv4Addr::BROADCAST, 2), peer(Ipv4Addr::UNSPECIFIED, 1)];
+        let s = i.build(1);
+        let mut cache = PathCache::default();
+        for _ in 0..2 {
+            for (dst, n) in [(u32::MAX, 2), (0, 1)] {
+                let v = s.cached(&mut cache).lookup_vtep(dst).map(|v| v.peer.public_ip);
+                assert_eq!(v, Some(Ipv4Addr::new(192, 168, 0, n)), "{}", Ipv4Addr::from(dst));
+                assert_eq!(cache.last_route(), Some(dst));
+            }
+            assert!(s.cached(&mut cache).lookup_vtep(0x0a00_0001).is_none(), "no peer there");
+        }
+    }
+
     /// In flannel's default layout (10.244.0.0/16 in /24s) every peer keeps its own route slot; so do
     /// the first 255 peers of a wide network in longer subnets (the benchmark's /8 in /26s), and
     /// subnets apart only in their higher byte (10.R.5.0/24).
@@ -1042,7 +1078,7 @@ pub(crate) mod tests {
             for n in 1..=peers {
                 assert!(s.cached(&mut cache).lookup_vtep(subnet(n) | 2).is_some());
             }
-            let held = cache.routes.iter().filter(|&&e| e != 0).count();
+            let held = cache.routes.iter().filter(|&&e| e != PathCache::EMPTY_ROUTE).count();
             assert_eq!(held, peers as usize, "{network} in /{len}s: {peers} peers in {held} route slots");
         }
     }
