@@ -126,18 +126,21 @@ pub fn flow_src_port(ip: &[u8]) -> u16 {
     let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
     let hl = ((ip[0] & 0x0f) as usize) * 4;
-    let ports = flow_ports(get_u16(ip, 6), ip[9], ip.get(hl..));
+    let ports = flow_ports([ip[6], ip[7]], ip[9], ip.get(hl..));
     flow_hash_port(src, dst, ip[9], ports)
 }
 
 /// The ports [`flow_src_port`] hashes: the first four bytes of the transport header (`l4`, from the
 /// end of the IPv4 header on) of an unfragmented TCP or UDP packet that has them, else 0.
-/// `flags_frag` is the IPv4 header's flags and fragment offset word.
+/// `flags_frag` is the IPv4 header's flags and fragment offset word, as its two bytes: unfragmented
+/// where MF and the offset, all of it but the first byte's top two bits, are 0 (tested as the bytes lie,
+/// one test of the word in memory rather than a swap and a mask).
 #[inline(always)]
-fn flow_ports(flags_frag: u16, proto: u8, l4: Option<&[u8]>) -> u32 {
+fn flow_ports(flags_frag: [u8; 2], proto: u8, l4: Option<&[u8]>) -> u32 {
     match l4 {
         Some(&[a, b, c, d, ..])
-            if flags_frag & 0x3fff == 0 && (proto == ipv4::protocol::TCP || proto == ipv4::protocol::UDP) =>
+            if u16::from_le_bytes(flags_frag) & 0xff3f == 0
+                && (proto == ipv4::protocol::TCP || proto == ipv4::protocol::UDP) =>
         {
             u32::from_be_bytes([a, b, c, d])
         }
@@ -634,7 +637,7 @@ fn encap_fast<B: PacketBuf>(
     // already read: the 20-byte header is known, so is the ports' offset.
     let proto = ip[ipv4::field::PROTOCOL];
     let (h_ttl, h_checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
-    let ports = flow_ports(get_u16(ip, ipv4::field::FLAGS_FRAG.start), proto, d.get(IP_END..));
+    let ports = flow_ports([ip[6], ip[7]], proto, d.get(IP_END..));
     let sport = flow_hash_port(src, dst, proto, ports);
     match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => {

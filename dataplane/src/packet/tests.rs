@@ -566,6 +566,32 @@ fn flow_src_port_is_stable_per_flow_and_spreads() {
     assert!(by_src.len() > 190 && by_port.len() > 190, "{} and {} distinct of 200", by_src.len(), by_port.len());
 }
 
+/// As the kernel's flow dissector: the transport ports count for an unfragmented packet (DF or not),
+/// and not for a fragment (MF, or any bit of the offset), so every fragment of a packet takes one port.
+#[test]
+fn flow_src_port_leaves_out_the_ports_of_fragments() {
+    let mut t = pod_a_echo_frame();
+    t[14 + 9] = 6; // TCP
+    let ports_seen = |t: &[u8]| {
+        let by_port: std::collections::HashSet<u16> = (0..50u8)
+            .map(|i| {
+                let mut g = t.to_vec();
+                g[14 + 20] = i;
+                flow_src_port(&g[14..])
+            })
+            .collect();
+        by_port.len()
+    };
+    for flags_frag in [[0x00, 0x00], [0x40, 0x00], [0x80, 0x00]] {
+        t[14 + 6..14 + 8].copy_from_slice(&flags_frag);
+        assert!(ports_seen(&t) > 45, "unfragmented {flags_frag:02x?}: the ports count");
+    }
+    for flags_frag in [[0x20, 0x00], [0x01, 0x00], [0x10, 0x00], [0x00, 0x01], [0x00, 0x80], [0x7f, 0xff]] {
+        t[14 + 6..14 + 8].copy_from_slice(&flags_frag);
+        assert_eq!(ports_seen(&t), 1, "fragment {flags_frag:02x?}: the ports do not count");
+    }
+}
+
 #[test]
 fn drop_reason_labels_are_unique() {
     let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
