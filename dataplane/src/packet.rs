@@ -637,7 +637,8 @@ fn encap_fast<B: PacketBuf>(
     // already read: the 20-byte header is known, so is the ports' offset.
     let proto = ip[ipv4::field::PROTOCOL];
     let (h_ttl, h_checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
-    let ports = flow_ports([ip[6], ip[7]], proto, d.get(IP_END..));
+    let frag_at = ipv4::field::FLAGS_FRAG.start;
+    let ports = flow_ports([ip[frag_at], ip[frag_at + 1]], proto, d.get(IP_END..));
     let sport = flow_hash_port(src, dst, proto, ports);
     match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => {

@@ -615,13 +615,17 @@ impl PodTable {
     /// The packed route of `ip` in the array, if it has one there.
     #[inline(always)]
     fn slot(&self, ip: u32) -> Option<u64> {
+        self.word(ip).filter(|&w| w != 0)
+    }
+
+    /// The array's word for `ip`, empty (0) or not; None when the address is outside the array (or
+    /// there is no array).
+    #[inline(always)]
+    fn word(&self, ip: u32) -> Option<u64> {
         if ip & !self.host_mask != self.base {
             return None;
         }
-        match self.slots.get((ip & self.host_mask) as usize) {
-            Some(&w) if w != 0 => Some(w),
-            _ => None,
-        }
+        self.slots.get((ip & self.host_mask) as usize).copied()
     }
 
     /// The array first: a hit there, the lookup of every packet, does not look at the map (which only a
@@ -640,12 +644,10 @@ impl PodTable {
     /// slot. (Packing the six bytes one by one took 19 instructions in the worker's loop.)
     #[inline(always)]
     pub fn is_source(&self, ip: u32, port: PortId, mac_and_2: &[u8; 8]) -> bool {
-        if ip & !self.host_mask == self.base {
-            if let Some(&w) = self.slots.get((ip & self.host_mask) as usize) {
-                // No test for an empty slot: its 0 never equals a word with the port's bits in it (any
-                // port but u16::MAX, the worker's "no port", which no frame comes in on).
-                return w == u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff | Self::port_bits(port);
-            }
+        if let Some(w) = self.word(ip) {
+            // No test for an empty slot: its 0 never equals a word with the port's bits in it (any port
+            // but u16::MAX, the worker's "no port", which no frame comes in on).
+            return w == u64::from_le_bytes(*mac_and_2) & 0xffff_ffff_ffff | Self::port_bits(port);
         }
         matches!(self.fallback.as_ref().and_then(|f| f.get(&ip)), Some(p) if p.port == port && p.mac.0 == mac_and_2[..6])
     }
