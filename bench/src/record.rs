@@ -161,13 +161,16 @@ impl Change {
     }
 }
 
-/// The figures worth comparing in a row: weft's ratios to its baselines, weft's own rate, and its
-/// instructions per packet (`icount`: the whole loop, its own part, the path alone).
+/// The figures worth comparing in a row: weft's ratios to its baselines (of the medians and of the
+/// fastest repetitions), weft's own rate, its own cycles a packet (`fwd`), and its instructions per
+/// packet (`icount`: the whole loop, its own part, the path alone).
 fn compared(key: &str) -> bool {
     key.starts_with("ratio")
         || key.contains("_ratio")
         || key == "weft_mpps"
+        || key == "weft_best_mpps"
         || key == "weft_gbps"
+        || key.starts_with("weft_own_cycles")
         || (key.starts_with("weft_") && key.ends_with("instructions"))
 }
 
@@ -253,6 +256,27 @@ mod tests {
         assert_eq!(c.iter().filter(|c| c.key == "weft_mpps").count(), 2, "both rows: {c:?}");
         assert!(report(then, now).contains("ratio_vs_testpmd"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn own_cycles_and_the_fastest_repetitions_are_compared_but_not_the_baselines() {
+        let row = |own: f64| {
+            json!({"bench": "vxlan encap (10 peers)", "weft_mpps": 20.0, "weft_best_mpps": 24.0,
+                   "testpmd_best_mpps": 40.0, "weft_reps_mpps": [20.0, 24.0, 18.0],
+                   "best_ratio_vs_testpmd": 0.6, "weft_own_cycles": own, "weft_own_cycles_best": 40.0,
+                   "base_own_cycles": 70.0})
+        };
+        let (mut then, mut now) = (record("a", "EPYC", 0.5), record("b", "EPYC", 0.5));
+        then.results = vec![row(80.0)];
+        now.results = vec![row(60.0)];
+        let keys: Vec<String> = changes(&then, &now).into_iter().map(|c| c.key).collect();
+        for k in ["weft_mpps", "weft_best_mpps", "best_ratio_vs_testpmd", "weft_own_cycles", "weft_own_cycles_best"] {
+            assert!(keys.iter().any(|x| x == k), "{k} not compared: {keys:?}");
+        }
+        for k in ["testpmd_best_mpps", "weft_reps_mpps", "base_own_cycles"] {
+            assert!(!keys.iter().any(|x| x == k), "{k} compared: {keys:?}");
+        }
+        assert!(report(&then, &now).contains("weft_own_cycles "));
     }
 
     #[test]

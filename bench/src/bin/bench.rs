@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use weft_bench::frames::{self, Backend};
 use weft_bench::record;
-use weft_bench::stats::{median, testpmd_rx_pps};
+use weft_bench::stats::{best, median, own_cycles, testpmd_rx_pps};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-bench")]
@@ -187,6 +187,8 @@ struct Runner {
     seconds: u64,
     lcore: u32,
     tag: String,
+    /// The TSC rate weft-fwdbench last reported (its EAL's calibration), for cycles a packet.
+    tsc_hz: std::cell::Cell<Option<f64>>,
 }
 
 impl Runner {
@@ -227,6 +229,9 @@ impl Runner {
         if let Some(l) = text.lines().find(|l| l.starts_with("forwarded:")) {
             eprintln!("   {l}");
         }
+        if let Some(hz) = weft_report(&text).and_then(|r| r["tsc_hz"].as_f64()) {
+            self.tsc_hz.set(Some(hz));
+        }
         let v: Vec<f64> = text
             .lines()
             .filter_map(|l| l.strip_prefix("Rx-pps-total:"))
@@ -251,21 +256,55 @@ fn compare_many(name: &str, reps: usize, mut who: Vec<Contender<'_>>) -> anyhow:
         }
         println!("{line}");
     }
-    let meds: Vec<f64> = samples.iter_mut().map(|v| median(v).unwrap_or(0.0)).collect();
-    let weft = *meds.last().unwrap_or(&0.0);
+    let bests: Vec<f64> = samples.iter().map(|v| best(v).unwrap_or(0.0)).collect();
     let mut j = serde_json::json!({"bench": name, "reps": reps});
-    let mut line = format!("{name}:");
-    for ((label, _), m) in who.iter().zip(&meds) {
-        j[format!("{label}_mpps")] = (m / 1e6).into();
-        line += &format!(" {label} {:.2} Mpps", m / 1e6);
+    // Every repetition as it came, in order: how far the machine moved them is part of the result.
+    for ((label, _), v) in who.iter().zip(&samples) {
+        j[format!("{label}_reps_mpps")] = v.iter().map(|x| x / 1e6).collect::<Vec<_>>().into();
     }
-    for ((label, _), m) in who.iter().zip(&meds).take(who.len() - 1) {
+    let meds: Vec<f64> = samples.iter_mut().map(|v| median(v).unwrap_or(0.0)).collect();
+    let (weft, weft_best) = (*meds.last().unwrap_or(&0.0), *bests.last().unwrap_or(&0.0));
+    let mut line = format!("{name}:");
+    for (((label, _), m), b) in who.iter().zip(&meds).zip(&bests) {
+        j[format!("{label}_mpps")] = (m / 1e6).into();
+        j[format!("{label}_best_mpps")] = (b / 1e6).into();
+        line += &format!(" {label} {:.2} Mpps (best {:.2})", m / 1e6, b / 1e6);
+    }
+    for (((label, _), m), b) in who.iter().zip(&meds).zip(&bests).take(who.len() - 1) {
         let ratio = if *m > 0.0 { weft / m } else { 0.0 };
+        let best_ratio = if *b > 0.0 { weft_best / b } else { 0.0 };
         j[format!("ratio_vs_{label}")] = ratio.into();
-        line += &format!(", weft/{label} {ratio:.3}");
+        j[format!("best_ratio_vs_{label}")] = best_ratio.into();
+        line += &format!(", weft/{label} {ratio:.3} (best {best_ratio:.3})");
     }
     println!("{line}");
     Ok(j)
+}
+
+/// Weft's own cycles a packet in a row of `fwd` (and the older build's, with `--base-fwdbench`): its
+/// cycles a packet less testpmd io's on the same devices, from the medians and from the fastest
+/// repetitions (the performance issue's "own cycles"). Nothing without testpmd in the row or a TSC
+/// rate from weft-fwdbench.
+fn own_cycles_of(row: &mut serde_json::Value, hz: Option<f64>) -> Option<String> {
+    let hz = hz?;
+    let mut line = String::new();
+    for who in ["weft", "base"] {
+        let mut own = |rate: &str, key: String| {
+            let c = own_cycles(
+                hz,
+                row[format!("{who}_{rate}")].as_f64()? * 1e6,
+                row[format!("testpmd_{rate}")].as_f64()? * 1e6,
+            )?;
+            row[key] = c.into();
+            Some(c)
+        };
+        let median = own("mpps", format!("{who}_own_cycles"));
+        let fastest = own("best_mpps", format!("{who}_own_cycles_best"));
+        if let (Some(m), Some(b)) = (median, fastest) {
+            line += &format!(" {who} {m:.1} (best {b:.1})");
+        }
+    }
+    (!line.is_empty()).then(|| format!("own cycles a packet ({:.0} MHz TSC):{line}", hz / 1e6))
 }
 
 fn compare(
@@ -865,7 +904,12 @@ impl Drop for Leftovers {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let r = Runner { seconds: cli.seconds, lcore: cli.lcore, tag: std::process::id().to_string() };
+    let r = Runner {
+        seconds: cli.seconds,
+        lcore: cli.lcore,
+        tag: std::process::id().to_string(),
+        tsc_hz: Default::default(),
+    };
     let _leftovers = Leftovers(r.tag.clone());
     let mut results = Vec::new();
     let bench = bench_name(&cli.cmd);
@@ -1093,6 +1137,9 @@ fn main() -> anyhow::Result<()> {
                             line += &format!(", base/{b} {then:.3} (weft/{b} {now:.3}, {drift:+.1} %)");
                         }
                         println!("{line}");
+                    }
+                    if let Some(line) = own_cycles_of(&mut row, r.tsc_hz.get()) {
+                        println!("{title}: {line}");
                     }
                     row["topology"] = "in-process: net_pcap replay -> net_null".into();
                     row["backend"] = name(backend).into();

@@ -275,6 +275,7 @@ fn main() -> anyhow::Result<()> {
             "rx": rx_total, "forwarded": tx, "drops": by_reason, "mempool_in_use_after_stop": pool.in_use(),
             "busy_cycles": busy_cycles, "cycles_per_packet": busy_cycles as f64 / rx_total.max(1) as f64,
             "busy_loops": busy_loops, "packets_per_busy_loop": rx_total as f64 / busy_loops.max(1) as f64,
+            "tsc_hz": dataplane::dpdk::tsc::hz(),
         })
     );
     Ok(())
