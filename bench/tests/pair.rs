@@ -54,6 +54,11 @@ fn returned_every_frame(row: &serde_json::Value, dut: &str, ordered: bool) -> u6
     if ordered {
         assert_eq!(d["reordered"].as_u64().unwrap(), 0, "{} {dut} reordered frames", row["mode"]);
     }
+    // One repetition: it is the fastest, and the median.
+    let reps: Vec<f64> = d["reps_mpps"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(reps.len(), 1, "{} {dut}: {d}", row["mode"]);
+    assert_eq!(d["best_mpps"].as_f64(), Some(reps[0]), "{} {dut}: {d}", row["mode"]);
+    assert_eq!(d["mpps"].as_f64(), Some(reps[0]), "{} {dut}: {d}", row["mode"]);
     sent
 }
 
@@ -85,6 +90,7 @@ fn vhost_user_devices_return_every_frame_and_take_no_notifications() {
             );
             let cycles = row[dut]["dut_cycles_per_packet"].as_f64().unwrap();
             assert!(cycles > 0.0, "{} {dut}: no cycles per packet", row["mode"]);
+            assert_eq!(row[dut]["best_dut_cycles_per_packet"].as_f64(), Some(cycles), "{} {dut}", row["mode"]);
         }
     }
 }
