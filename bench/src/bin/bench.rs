@@ -930,6 +930,9 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     let bench = bench_name(&cli.cmd);
     let results_dir = cli.results.clone().or_else(record::default_dir);
+    // The checkout as it is when the run starts, which is what was built and runs: an edit made while a
+    // benchmark runs (they take minutes) does not mark the run as another build's.
+    let commit = record::commit_of(&std::env::current_dir()?);
     match cli.cmd {
         Cmd::Compare { bench } => {
             let dir = results_dir.context("not in a weft checkout: give --results DIR")?;
@@ -1173,7 +1176,7 @@ fn main() -> anyhow::Result<()> {
             let rec = record::Record {
                 bench: bench.to_owned(),
                 args: std::env::args().skip(1).collect(),
-                commit: record::commit_of(&std::env::current_dir()?),
+                commit,
                 machine: record::Machine::this(),
                 time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
                 results,
