@@ -694,7 +694,11 @@ fn pair(
                 }
                 let fewest = |d: Dut| row[name(d)]["best_dut_cycles_per_packet"].as_f64().filter(|c| *c > 0.0);
                 if let (Some(theirs), Some(ours)) = (fewest(d), fewest(Dut::Weft)) {
-                    println!("  fewest cycles per packet: {} {theirs:.1}, weft {ours:.1} ({:.3})", name(d), theirs / ours);
+                    println!(
+                        "  fewest cycles per packet: {} {theirs:.1}, weft {ours:.1} ({:.3})",
+                        name(d),
+                        theirs / ours
+                    );
                     row[format!("best_cycles_ratio_vs_{}", name(d))] = (theirs / ours).into();
                 }
             }
