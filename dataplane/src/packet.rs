@@ -13,8 +13,8 @@ use crate::tables::{
     VxlanMatch, OUTER_LEN, UDP_OVERHEAD,
 };
 use crate::wire::{
-    arp, ethernet, get_u16, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, UdpPacket, VxlanPacket,
+    arp, ethernet, get_u16, get_u64, icmpv4, ipv4, udp, vxlan, ArpPacket, ArpRepr, EtherType, EthernetFrame,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, Ipv4Packet, Ipv4Repr, UdpPacket, VxlanPacket,
 };
 pub use crate::wire::{PacketBuf, VecBuf};
 use weft_config::BackendType;
@@ -633,20 +633,25 @@ fn encap_fast<B: PacketBuf>(
     if !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    // What `encap` (flow_src_port) would read again through two more views of the data, from the header
-    // already read: the 20-byte header is known, so is the ports' offset.
-    let proto = ip[ipv4::field::PROTOCOL];
-    let (h_ttl, h_checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
-    let frag_at = ipv4::field::FLAGS_FRAG.start;
-    let ports = flow_ports([ip[frag_at], ip[frag_at + 1]], proto, d.get(IP_END..));
-    let sport = flow_hash_port(src, dst, proto, ports);
     match &c.lookup_vtep(dst)?.path {
         PeerPath::Vxlan(t) => {
             let Some(()) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();
-            // The inner TTL - 1 (above 1, checked) and its checksum, from the header already read. Before
-            // the template: its bounds check (the frame reaches the inner checksum) covers the template's.
-            ttl_down(f, OUTER_LEN + ethernet::HEADER_LEN, h_ttl, h_checksum, 1);
+            // The inner header read again where it now lies for the flow hash and the TTL, rather than
+            // kept from the checks above across the route lookup and the prepend: the worker's loop is
+            // short of registers, and keeping them cost a store and a load each. The 20-byte header is
+            // known, so is the ports' offset.
+            const IN_IP: usize = OUTER_LEN + ethernet::HEADER_LEN;
+            let ip = &f[IN_IP..IN_IP + ipv4::HEADER_LEN];
+            let (proto, frag_at) = (ip[ipv4::field::PROTOCOL], ipv4::field::FLAGS_FRAG.start);
+            let ports = flow_ports([ip[frag_at], ip[frag_at + 1]], proto, f.get(IN_IP + ipv4::HEADER_LEN..));
+            // Source and destination, one load.
+            let addrs = get_u64(ip, ipv4::field::SRC.start);
+            let sport = flow_hash_port((addrs >> 32) as u32, addrs as u32, proto, ports);
+            // The inner TTL - 1 (above 1, checked) and its checksum. Before the template: its bounds check
+            // (the frame reaches the inner checksum) covers the template's.
+            let (ttl, checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
+            ttl_down(f, IN_IP, ttl, checksum, 1);
             t.write(f, ident, sport);
             Some(Verdict::ToUplink)
         }

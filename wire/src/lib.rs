@@ -59,6 +59,15 @@ pub fn get_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// The eight bytes from `at` on as one big-endian number (two adjacent 32-bit fields, such as an IPv4
+/// header's source and destination addresses, in one load).
+#[inline(always)]
+pub fn get_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(w)
+}
+
 #[inline(always)]
 pub(crate) fn set_u16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
@@ -67,6 +76,16 @@ pub(crate) fn set_u16(b: &mut [u8], at: usize, v: u16) {
 #[inline(always)]
 pub(crate) fn get_ipv4(b: &[u8], at: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn get_u64_reads_eight_bytes_big_endian_from_an_offset() {
+        let b = [0xff, 10, 244, 1, 2, 10, 244, 2, 3, 0xee];
+        assert_eq!(super::get_u64(&b, 1), 0x0af4_0102_0af4_0203);
+        assert_eq!(super::get_u64(&b, 2) >> 56, 244);
+    }
 }
 
 #[cfg(test)]
