@@ -330,8 +330,7 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
     if ip_at != ethernet::HEADER_LEN && !iip.verify_checksum() {
         return Verdict::Drop(R::IpChecksum);
     }
-    let inner =
-        Inner { dst: iip.dst_u32(), ttl: iip.ttl(), checksum: iip.checksum(), total: usize::from(iip.total_len()) };
+    let inner = Inner { dst: iip.dst_u32(), ttl: iip.ttl(), total: usize::from(iip.total_len()) };
     deliver_parsed(m, s, ip_at, relay, inner)
 }
 
@@ -341,8 +340,6 @@ fn deliver<B: PacketBuf>(m: &mut B, s: &Snapshot, ip_at: usize, relay: u8) -> Ve
 struct Inner {
     dst: u32,
     ttl: u8,
-    /// The header checksum as it stands.
-    checksum: u16,
     /// Total length.
     total: usize,
 }
@@ -357,20 +354,21 @@ fn inner20(ip: &[u8; ipv4::HEADER_LEN], room: usize) -> Option<Inner> {
     if ip[0] != 0x45 || total < ipv4::HEADER_LEN || total > room || !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    let (dst, checksum) =
-        (u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]), get_u16(ip, ipv4::field::CHECKSUM.start));
-    Some(Inner { dst, ttl: ip[ipv4::field::TTL], checksum, total })
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    Some(Inner { dst, ttl: ip[ipv4::field::TTL], total })
 }
 
 /// Write the TTL less `hops` and its checksum into the IPv4 header at `ip_at` of `buf`, from the `ttl`
-/// and `checksum` already read of it, where `ttl` is known to be at least `hops` (no wrap): one slice of
-/// the four bytes, where Ipv4Packet::decrement_ttl_by reads both again through a new view and checks
-/// the TTL once more. For the fast paths, which have just read and checked that header.
+/// already read of it, where `ttl` is known to be at least `hops` (no wrap): one slice of the four
+/// bytes, where Ipv4Packet::decrement_ttl_by reads both again through a new view and checks the TTL
+/// once more. The checksum is updated as it lies in memory (no byte swap in or out). For the fast
+/// paths, which have just read and checked that header.
 #[inline(always)]
-fn ttl_down(buf: &mut [u8], ip_at: usize, ttl: u8, checksum: u16, hops: u8) {
+fn ttl_down(buf: &mut [u8], ip_at: usize, ttl: u8, hops: u8) {
     let w = &mut buf[ip_at + ipv4::field::TTL..ip_at + ipv4::field::CHECKSUM.end];
     w[0] = ttl - hops;
-    w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down(checksum, hops).to_be_bytes());
+    let raw = u16::from_le_bytes([w[2], w[3]]);
+    w[2..].copy_from_slice(&crate::wire::checksum::update_ttl_down_le(raw, hops).to_le_bytes());
 }
 
 /// [`deliver`] from the parsed header on.
@@ -407,7 +405,7 @@ fn rewrite_for_pod(
     let padding = buf.len() - (ip_at + iip.total);
     if hops > 0 {
         // The TTL less `hops` (above `hops`, checked) and its checksum, from the header already read.
-        ttl_down(buf, ip_at, iip.ttl, iip.checksum, hops);
+        ttl_down(buf, ip_at, iip.ttl, hops);
     }
     // The Ethernet header in two stores of eight bytes: the destination MAC (and two bytes that the
     // second store overwrites), then the gateway MAC and the EtherType.
@@ -650,8 +648,7 @@ fn encap_fast<B: PacketBuf>(
             let sport = flow_hash_port((addrs >> 32) as u32, addrs as u32, proto, ports);
             // The inner TTL - 1 (above 1, checked) and its checksum. Before the template: its bounds check
             // (the frame reaches the inner checksum) covers the template's.
-            let (ttl, checksum) = (ip[ipv4::field::TTL], get_u16(ip, ipv4::field::CHECKSUM.start));
-            ttl_down(f, IN_IP, ttl, checksum, 1);
+            ttl_down(f, IN_IP, ip[ipv4::field::TTL], 1);
             t.write(f, ident, sport);
             Some(Verdict::ToUplink)
         }

@@ -66,6 +66,16 @@ pub fn update_ttl_down(hc: u16, hops: u8) -> u16 {
     !((acc & 0xffff) + (acc >> 16)) as u16
 }
 
+/// [`update_ttl_down`] on the checksum field read as it lies in memory, in little-endian order, and
+/// written back the same way: a one's-complement sum does not depend on the byte order (RFC 1071,
+/// 2(B)), so the same sum over the swapped words, with the swapped difference (`hops`, not `hops <<
+/// 8`), is the swapped result. No swap of the field on the way in or out.
+#[inline(always)]
+pub fn update_ttl_down_le(raw: u16, hops: u8) -> u16 {
+    let acc = u32::from(!raw) + (0xffff - u32::from(hops));
+    !((acc & 0xffff) + (acc >> 16)) as u16
+}
+
 /// An IPv4 header without options whose checksum is right: its one's-complement sum folds to 0xffff.
 /// That is so exactly when the plain sum of its five 32-bit words is a non-zero multiple of 0xffff
 /// (folding keeps the value mod 0xffff and never takes a non-zero sum to 0), which one remainder by a
@@ -163,6 +173,18 @@ mod tests {
             // Both forms of zero are equivalent in one's complement; the verifier accepts either.
             h[10..12].copy_from_slice(&inc.to_be_bytes());
             assert_eq!(sum(&h, 0), 0xffff, "ttl {ttl}: inc {inc:#06x} full {full:#06x}");
+        }
+    }
+
+    /// The update of the field as it lies equals the update of its value, for every checksum and
+    /// every number of hops.
+    #[test]
+    fn update_ttl_down_le_is_update_ttl_down_of_the_swapped_field() {
+        for hops in 1..=u8::MAX {
+            for hc in 0..=u16::MAX {
+                let le = update_ttl_down_le(hc.swap_bytes(), hops).swap_bytes();
+                assert_eq!(le, update_ttl_down(hc, hops), "hc {hc:#06x} hops {hops}");
+            }
         }
     }
 
