@@ -1,7 +1,8 @@
 //! weft's real worker encapsulating pod frames on `net_ring` ports (root, hugepages): frames from a pod
 //! port, over several bursts, must leave on the uplink in order and byte for byte as the packet path
 //! writes them, each with the outer IPv4 identification one more than the frame's before it (across
-//! bursts too), and every frame must be counted against the peer it went to. (In `weft-bench`'s tests
+//! bursts too), and every frame must be counted against the peer it went to, by the time the worker
+//! goes idle, also where the route cache replaced that peer's route. (In `weft-bench`'s tests
 //! because the frames and tables are the benchmarks' own; a binary of its own because a process
 //! initializes the EAL once.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
@@ -24,9 +25,11 @@ use weft_bench::frames;
 mod rings;
 use rings::send_all;
 
-/// Frames sent: two full bursts and a part of one.
-const FRAMES: usize = 70;
-const PEERS: u32 = 10;
+/// Frames sent: 18 full bursts and a part of one, each of its own flow, two to each peer. More peers
+/// than the worker's route cache has slots (256), so routes with frames counted in the cache replace
+/// each other within bursts.
+const FRAMES: usize = 600;
+const PEERS: u32 = 300;
 
 #[test]
 fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
@@ -56,7 +59,7 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
     let inputs = frames::inputs(PEERS, pod.0);
     let snap = inputs.build(1);
     let numbering = PeerNumbering::new(inputs.node.network, inputs.node.subnet_len);
-    let sent: Vec<Vec<u8>> = frames::encap_frames(PEERS, 64, 64).into_iter().cycle().take(FRAMES).collect();
+    let sent: Vec<Vec<u8>> = frames::encap_frames(PEERS, FRAMES as u32, 64);
     // What the packet path makes of each, with the identification the worker gives it: worker 0 starts
     // at 0 and counts one up before each frame. And the frames each peer gets.
     let mut want = Vec::new();
@@ -111,6 +114,12 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    // Counted while the worker runs: it adds what its route cache counted when it goes idle.
+    let counted = || counters.peer_tx.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    while counted() < FRAMES as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(counted(), FRAMES as u64, "frames counted per peer once the worker is idle, before it stops");
     cmd_tx.send(WorkerCommand::Stop).unwrap();
     running.join().unwrap();
 

@@ -381,13 +381,15 @@ impl<'a> Cached<'a> {
         // A hit is the key and an index of the snapshot's VTEPs: an empty slot's index never is one.
         if e >> 32 == u64::from(key) {
             if let Some(v) = s.vteps.get(e as u32 as usize) {
-                cache.last_route = e;
+                cache.last_slot = slot as u8;
                 return Some(v);
             }
         }
         let i = *s.subnets.get(&key)?;
-        let e = u64::from(key) << 32 | u64::from(i);
-        (cache.routes[slot], cache.last_route) = (e, e);
+        if cache.sent[slot] != 0 {
+            cache.evict(slot);
+        }
+        (cache.routes[slot], cache.last_slot) = (u64::from(key) << 32 | u64::from(i), slot as u8);
         s.vteps.get(i as usize)
     }
 
@@ -407,15 +409,27 @@ impl<'a> Cached<'a> {
     }
 }
 
-/// Entries of a worker's route cache (a power of two).
+/// Entries of a worker's route cache: 256, so that a slot's number is a byte
+/// ([`PathCache::last_slot`]).
 pub const PATH_CACHE_SLOTS: usize = 256;
+const _: () = assert!(PATH_CACHE_SLOTS == 1 << u8::BITS, "a route slot's number is a byte");
+/// Routes with uncounted frames that misses may replace between two [`PathCache::drain_sent`]: a
+/// worker drains after every burst, and a frame's lookups miss at most once (the full path looks up
+/// again what the fast path just cached), so a burst replaces at most `BURST_SIZE`; twice that.
+const EVICTED_SLOTS: usize = 2 * crate::dpdk::BURST_SIZE;
 /// Entries of a worker's VTEP cache (a power of two). Twice the routes': an entry is half the size.
 pub const VTEP_CACHE_SLOTS: usize = 512;
 
 /// A worker's caches in front of the tables (STYLE.md: decap checks a last-hit cache before the table),
 /// direct-mapped so that frames of several peers interleaved in a burst still hit: the routes it used
-/// (SubnetLen-masked destination -> peer) and the VTEPs it accepted. 4 KiB, so they stay in L1 next to
+/// (SubnetLen-masked destination -> peer) and the VTEPs it accepted. 5.5 KiB, so they stay in L1 next to
 /// the burst. They belong to one snapshot generation and are emptied when the worker takes a newer one.
+///
+/// The route cache also counts, for a worker, the frames it sent to each route's peer
+/// ([`Self::count_sent`]), which the worker adds to its per-peer counters now and then
+/// ([`Self::drain_sent`]): one add to a slot the lookup has just named, where finding the peer's
+/// counter for every frame (its subnet's number, a bounds check, the counter's line) was 12
+/// instructions an encapsulated frame under callgrind.
 #[derive(Debug, Clone)]
 pub struct PathCache {
     generation: u64,
@@ -424,9 +438,16 @@ pub struct PathCache {
     /// PublicIPs. An empty slot holds an address that hashes to another slot ([`Self::EMPTY_VTEP`]),
     /// so no lookup ever matches one.
     vteps: [u32; VTEP_CACHE_SLOTS],
-    /// The last route looked up, as its entry in `routes`; [`Self::EMPTY_ROUTE`] for none. One store per
-    /// lookup, one load to read.
-    last_route: u64,
+    /// Frames sent to the route in each slot and not yet drained (a worker drains at least every
+    /// 1024 loops, far below u32::MAX). A miss that replaces a route with uncounted frames moves them
+    /// to `evicted` first.
+    sent: [u32; PATH_CACHE_SLOTS],
+    /// `key << 32 | frames` of the replaced routes, the first `evicted_len`.
+    evicted: [u64; EVICTED_SLOTS],
+    evicted_len: u8,
+    /// The slot of the last route looked up (one store a lookup): its entry in `routes` is that
+    /// route, until the next lookup.
+    last_slot: u8,
 }
 
 impl Default for PathCache {
@@ -435,7 +456,10 @@ impl Default for PathCache {
             generation: 0,
             routes: [Self::EMPTY_ROUTE; PATH_CACHE_SLOTS],
             vteps: Self::EMPTY_VTEPS,
-            last_route: Self::EMPTY_ROUTE,
+            sent: [0; PATH_CACHE_SLOTS],
+            evicted: [0; EVICTED_SLOTS],
+            evicted_len: 0,
+            last_slot: 0,
         }
     }
 }
@@ -445,7 +469,54 @@ impl PathCache {
     /// sends a frame to a peer, that peer's.
     #[inline(always)]
     pub fn last_route(&self) -> Option<u32> {
-        (self.last_route != Self::EMPTY_ROUTE).then_some((self.last_route >> 32) as u32)
+        let e = self.routes[usize::from(self.last_slot)];
+        (e != Self::EMPTY_ROUTE).then_some((e >> 32) as u32)
+    }
+
+    /// Count a frame sent to the last route looked up.
+    #[inline(always)]
+    pub fn count_sent(&mut self) {
+        let n = &mut self.sent[usize::from(self.last_slot)];
+        *n = n.wrapping_add(1);
+    }
+
+    /// Whether replaced routes wait in [`Self::drain_sent`].
+    #[inline(always)]
+    pub fn has_evicted(&self) -> bool {
+        self.evicted_len != 0
+    }
+
+    /// Hand `f` the frames counted since the last drain, as (the route's subnet, frames): those of
+    /// the routes a miss replaced, and with `all` those of every route still cached. A worker drains
+    /// the replaced ones after every burst (there is room for two bursts of them), and all of them
+    /// when it goes idle, now and then while busy, before it takes a new snapshot and when it stops.
+    pub fn drain_sent(&mut self, all: bool, mut f: impl FnMut(u32, u64)) {
+        for &e in &self.evicted[..usize::from(self.evicted_len)] {
+            f((e >> 32) as u32, e & 0xffff_ffff);
+        }
+        self.evicted_len = 0;
+        if all {
+            for (n, &e) in self.sent.iter_mut().zip(self.routes.iter()) {
+                if *n != 0 {
+                    f((e >> 32) as u32, u64::from(*n));
+                    *n = 0;
+                }
+            }
+        }
+    }
+
+    /// Move the uncounted frames of the route in `slot`, which a miss is about to replace, to
+    /// `evicted`.
+    #[cold]
+    #[inline(never)]
+    fn evict(&mut self, slot: usize) {
+        let n = std::mem::take(&mut self.sent[slot]);
+        let i = usize::from(self.evicted_len);
+        debug_assert!(i < EVICTED_SLOTS, "a worker drains the replaced routes after every burst");
+        if let Some(e) = self.evicted.get_mut(i) {
+            *e = self.routes[slot] & !0xffff_ffff | u64::from(n);
+            self.evicted_len += 1;
+        }
     }
 
     /// A route's slot: the subnet number's low byte plus its next byte (for 256 slots), taken as the
@@ -512,6 +583,10 @@ impl PathCache {
 
     #[cold]
     fn reset(&mut self, generation: u64) {
+        debug_assert!(
+            self.evicted_len == 0 && self.sent.iter().all(|&n| n == 0),
+            "a worker drains what it counted before it takes another snapshot"
+        );
         *self = PathCache { generation, ..PathCache::default() };
     }
 }
@@ -1049,6 +1124,52 @@ pub(crate) mod tests {
             }
             assert!(s.cached(&mut cache).lookup_vtep(0x0a00_0001).is_none(), "no peer there");
         }
+    }
+
+    /// The frames counted against each cached route come out once each, under the route's subnet, also
+    /// those of a route that a miss replaced in its slot before they were drained.
+    #[test]
+    fn route_cache_counts_sent_frames_once_across_replacements() {
+        let mut i = inputs();
+        i.node.network = "10.0.0.0/8".parse().unwrap();
+        i.node.subnet_len = 24;
+        i.node.subnet = "10.9.9.0/24".parse().unwrap();
+        // Numbers 0x0105 and 0x0204: their two low bytes add up to the same slot.
+        let (a, b) = (u32::from(Ipv4Addr::new(10, 1, 5, 0)), u32::from(Ipv4Addr::new(10, 2, 4, 0)));
+        i.peers = [(a, 1u8), (b, 2)]
+            .map(|(subnet, n)| Peer {
+                subnet: Ipv4Net::new(Ipv4Addr::from(subnet), 24).unwrap(),
+                public_ip: Ipv4Addr::new(192, 168, 0, n),
+                vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
+            })
+            .to_vec();
+        let s = i.build(1);
+        assert_eq!(PathCache::route_slot(a, s.route_mul), PathCache::route_slot(b, s.route_mul));
+        let send = |cache: &mut PathCache, subnet: u32, frames: u32| {
+            for _ in 0..frames {
+                assert!(s.cached(cache).lookup_vtep(subnet | 7).is_some());
+                cache.count_sent();
+            }
+        };
+        let drain = |cache: &mut PathCache, all: bool| {
+            let mut got = Vec::new();
+            cache.drain_sent(all, |subnet, n| got.push((Ipv4Addr::from(subnet), n)));
+            got
+        };
+        let (a4, b4) = (Ipv4Addr::from(a), Ipv4Addr::from(b));
+        let mut cache = PathCache::default();
+        assert!(!cache.has_evicted());
+        send(&mut cache, a, 3);
+        send(&mut cache, b, 2);
+        send(&mut cache, a, 1);
+        assert!(cache.has_evicted());
+        assert_eq!(drain(&mut cache, false), [(a4, 3), (b4, 2)], "the replaced routes' frames");
+        assert!(!cache.has_evicted());
+        assert_eq!(drain(&mut cache, true), [(a4, 1)], "the cached route's");
+        assert_eq!(drain(&mut cache, true), [], "each frame once");
+        send(&mut cache, a, 4);
+        assert_eq!(drain(&mut cache, false), [], "a hit replaces nothing");
+        assert_eq!(drain(&mut cache, true), [(a4, 4)]);
     }
 
     /// In flannel's default layout (10.244.0.0/16 in /24s) every peer keeps its own route slot; so do

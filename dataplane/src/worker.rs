@@ -52,7 +52,8 @@ pub struct WorkerCounters {
     /// Loops that found packets: packets received / busy loops is VPP's vectors per call.
     pub busy_loops: AtomicU64,
     /// Frames sent to each peer, by the peer's subnet's index in the network (see [`peer_slots`], [`PeerNumbering`]);
-    /// empty when the network has too many subnets to count each.
+    /// empty when the network has too many subnets to count each. The worker counts them in its route
+    /// cache and adds them here at least every [`PEER_LOOPS`] loops, at once when it goes idle.
     pub peer_tx: Box<[AtomicU64]>,
 }
 
@@ -132,6 +133,11 @@ impl WorkerCounters {
         (usize::from(port.0) < self.slots()).then_some(usize::from(port.0))
     }
 }
+
+/// Loops after which a worker adds what its route cache counted to the per-peer counters, at most:
+/// 32 768 frames in full bursts, a millisecond or two at full rate (a worker that goes idle adds them
+/// at once).
+const PEER_LOOPS: u32 = 1024;
 
 /// The port of a frame that goes nowhere (dropped, or a neighbour learned from it). No port has this id:
 /// the workers' port slots are far fewer (32 ethdevs and at most 1024 vhost devices).
@@ -306,6 +312,11 @@ pub struct Worker {
     trace: Arc<Trace>,
     /// Numbers the per-peer counters.
     peers: PeerNumbering,
+    /// Frames sent to peers are counted in the route cache ([`PathCache::count_sent`]): whether some
+    /// may wait there, and the loops they have waited (reset when they are added to the per-peer
+    /// counters, so it never runs past PEER_LOOPS).
+    peers_pending: bool,
+    peers_loops: u32,
 }
 
 impl std::fmt::Debug for Worker {
@@ -362,6 +373,8 @@ impl Worker {
             cache: PathCache::default(),
             trace: Arc::new(Trace::new()),
             peers: PeerNumbering::new(node.network, node.subnet_len),
+            peers_pending: false,
+            peers_loops: 0,
         }
     }
 
@@ -429,7 +442,19 @@ impl Worker {
                         PortKind::Pod => self.forward_pod(&mut burst, &snap, port),
                         PortKind::Host => self.forward::<false>(&mut burst, &snap, port, Some(kind)),
                     }
+                    // Only pods' and the host's frames go to peers (the uplink's never go back out).
+                    self.peers_pending = true;
                 }
+            }
+            // The frames counted per route: the replaced routes' after every burst (the cache holds two
+            // bursts of them), all of them when the worker goes idle and at least every PEER_LOOPS loops.
+            // Loops, not the TSC: the same work on every run, under callgrind too.
+            let all = self.peers_pending && {
+                self.peers_loops += 1;
+                got == 0 || self.peers_loops >= PEER_LOOPS
+            };
+            if all || self.cache.has_evicted() {
+                self.count_peers(all);
             }
             self.flush(got == 0);
             bump(&self.counters.loops, 1);
@@ -465,6 +490,8 @@ impl Worker {
     /// every lookup).
     #[cold]
     fn took(&mut self, snap: &Snapshot) {
+        // What the routes of the last snapshot counted, before the cache lets go of them.
+        self.count_peers(true);
         self.counters.generation.store(snap.generation, Ordering::Relaxed);
         self.cache.sync(snap.generation);
     }
@@ -642,11 +669,7 @@ impl Worker {
             Verdict::ToPod(p) | Verdict::ToHost(p) => p.0,
             Verdict::ToUplink => {
                 // Every path to the uplink went through the route lookup, whose cache names the peer.
-                if let Some(c) =
-                    self.cache.last_route().and_then(|subnet| self.counters.peer_tx.get(self.peers.slot(subnet)))
-                {
-                    bump(c, 1);
-                }
+                self.cache.count_sent();
                 self.uplink.0
             }
             Verdict::Reply => in_port.0,
@@ -815,9 +838,26 @@ impl Worker {
         true
     }
 
-    /// Send what is buffered, then let go of every queue.
+    /// Add the frames the route cache counted to the per-peer counters: those of the routes it replaced,
+    /// and with `all` every route's.
+    #[cold]
+    #[inline(never)]
+    fn count_peers(&mut self, all: bool) {
+        let (counters, peers) = (&self.counters, self.peers);
+        self.cache.drain_sent(all, |subnet, n| {
+            if let Some(c) = counters.peer_tx.get(peers.slot(subnet)) {
+                bump(c, n);
+            }
+        });
+        if all {
+            (self.peers_pending, self.peers_loops) = (false, 0);
+        }
+    }
+
+    /// Send what is buffered, count what was sent to each peer, then let go of every queue.
     fn shutdown(&mut self) {
         self.flush(true);
+        self.count_peers(true);
         for slot in self.slots.iter_mut() {
             *slot = None;
         }
