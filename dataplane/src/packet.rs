@@ -618,9 +618,9 @@ fn encap_fast<B: PacketBuf>(
         return None;
     }
     let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-    if !em.remote(dst) {
-        return None;
-    }
+    // The peer's route; only a remote pod's address has one (the snapshot holds no route to our own
+    // subnet or outside the network), so this is also the test that `dst` is one.
+    let vtep = c.lookup_vtep(dst)?;
     let src = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
     // The source MAC and the EtherType after it, one load.
     let mac_and_2: &[u8; 8] = h[6..14].try_into().ok()?;
@@ -631,7 +631,7 @@ fn encap_fast<B: PacketBuf>(
     if !crate::wire::checksum::valid20(ip) {
         return None;
     }
-    match &c.lookup_vtep(dst)?.path {
+    match &vtep.path {
         PeerPath::Vxlan(t) => {
             let Some(()) = m.prepend(OUTER_LEN) else { return Some(Verdict::Drop(R::NoHeadroom)) };
             let f = m.data_mut();

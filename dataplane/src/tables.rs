@@ -243,35 +243,21 @@ pub struct Snapshot {
 }
 
 /// What a VXLAN node's encapsulation checks of a pod's IPv4 packet compare against, computed once per
-/// snapshot where the full path works them out per packet (masks from prefix lengths, the pod MTU from
-/// the backend): the cluster network and our subnet as address and mask, and the pod MTU. With them a
-/// plain packet of a pod to a remote subnet is checked in a few compares on one 34-byte view of its
-/// headers; anything else takes the full path.
+/// snapshot where the full path works it out per packet (from the backend): the pod MTU. That the
+/// packet is for a remote pod is the route lookup's answer (only remote subnets have routes), not a
+/// compare with the cluster network and our subnet of its own: that was 8 instructions a frame
+/// ahead of the lookup, which the worker's pod loop, short of registers, also paid for in spills. With
+/// it a plain packet of a pod to a remote subnet is checked in a few compares on one 34-byte view of
+/// its headers; anything else takes the full path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncapMatch {
-    pub network: u32,
-    pub network_mask: u32,
-    pub subnet: u32,
-    pub subnet_mask: u32,
     pub pod_mtu: u16,
 }
 
 impl EncapMatch {
     /// The checks of a VXLAN node; None for the other backends.
     pub fn for_node(node: &Node) -> Option<EncapMatch> {
-        (node.backend == BackendType::Vxlan).then(|| EncapMatch {
-            network: node.network.addr_u32(),
-            network_mask: node.network.mask(),
-            subnet: node.subnet.addr_u32(),
-            subnet_mask: node.subnet.mask(),
-            pod_mtu: node.pod_mtu(),
-        })
-    }
-
-    /// Whether `dst` is in the cluster network but not in our subnet: a remote node's pod.
-    #[inline(always)]
-    pub fn remote(&self, dst: u32) -> bool {
-        dst & self.network_mask == self.network && dst & self.subnet_mask != self.subnet
+        (node.backend == BackendType::Vxlan).then(|| EncapMatch { pod_mtu: node.pod_mtu() })
     }
 }
 
@@ -384,6 +370,12 @@ impl<'a> Cached<'a> {
                 cache.last_slot = slot as u8;
                 return Some(v);
             }
+        }
+        // Only a remote pod's address has a route (the snapshot holds none to our own subnet or
+        // outside the network). The encap fast path asks before anything else: a pod's frames to
+        // the host or a Service (outside the network) or to a pod of ours miss here, without a probe.
+        if !s.node.network.contains(Ipv4Addr::from(key)) || key == s.node.subnet.addr_u32() {
+            return None;
         }
         let i = *s.subnets.get(&key)?;
         if cache.sent[slot] != 0 {
