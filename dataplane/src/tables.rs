@@ -1091,22 +1091,30 @@ pub(crate) mod tests {
         assert!(!s2.cached(&mut cache).known_vtep(vtep));
     }
 
+    /// [`inputs`] for a node of `subnet` in `network`, in subnets of `subnet`'s length, with a peer
+    /// for each of `peers`: its subnet's address, and `n` for its PublicIP 192.168.0.n and VTEP MAC.
+    fn inputs_with(network: &str, subnet: &str, peers: &[(u32, u8)]) -> TableInputs {
+        let mut i = inputs();
+        i.node.network = network.parse().unwrap();
+        i.node.subnet = subnet.parse().unwrap();
+        i.node.subnet_len = i.node.subnet.prefix_len();
+        i.peers = peers
+            .iter()
+            .map(|&(subnet, n)| Peer {
+                subnet: Ipv4Net::new(Ipv4Addr::from(subnet), i.node.subnet_len).unwrap(),
+                public_ip: Ipv4Addr::new(192, 168, 0, n),
+                vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
+            })
+            .collect();
+        i
+    }
+
     /// An empty route slot is never a hit: not for the key its top half holds (255.255.255.255, a /32
     /// peer's), nor for key 0 (0.0.0.0/32), whose first VTEP's entry would be 0. Each peer is found
     /// first through the table, then through the cache.
     #[test]
     fn route_cache_takes_no_empty_slot_for_a_hit() {
-        let mut i = inputs();
-        i.node.network = "0.0.0.0/0".parse().unwrap();
-        i.node.subnet_len = 32;
-        i.node.subnet = "10.244.1.1/32".parse().unwrap();
-        let peer = |ip: Ipv4Addr, n: u8| Peer {
-            subnet: Ipv4Net::new(ip, 32).unwrap(),
-            public_ip: Ipv4Addr::new(192, 168, 0, n),
-            vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
-        };
-        i.peers = vec![peer(Ipv4Addr::BROADCAST, 2), peer(Ipv4Addr::UNSPECIFIED, 1)];
-        let s = i.build(1);
+        let s = inputs_with("0.0.0.0/0", "10.244.1.1/32", &[(u32::MAX, 2), (0, 1)]).build(1);
         let mut cache = PathCache::default();
         for _ in 0..2 {
             for (dst, n) in [(u32::MAX, 2), (0, 1)] {
@@ -1122,20 +1130,9 @@ pub(crate) mod tests {
     /// those of a route that a miss replaced in its slot before they were drained.
     #[test]
     fn route_cache_counts_sent_frames_once_across_replacements() {
-        let mut i = inputs();
-        i.node.network = "10.0.0.0/8".parse().unwrap();
-        i.node.subnet_len = 24;
-        i.node.subnet = "10.9.9.0/24".parse().unwrap();
         // Numbers 0x0105 and 0x0204: their two low bytes add up to the same slot.
         let (a, b) = (u32::from(Ipv4Addr::new(10, 1, 5, 0)), u32::from(Ipv4Addr::new(10, 2, 4, 0)));
-        i.peers = [(a, 1u8), (b, 2)]
-            .map(|(subnet, n)| Peer {
-                subnet: Ipv4Net::new(Ipv4Addr::from(subnet), 24).unwrap(),
-                public_ip: Ipv4Addr::new(192, 168, 0, n),
-                vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
-            })
-            .to_vec();
-        let s = i.build(1);
+        let s = inputs_with("10.0.0.0/8", "10.9.9.0/24", &[(a, 1), (b, 2)]).build(1);
         assert_eq!(PathCache::route_slot(a, s.route_mul), PathCache::route_slot(b, s.route_mul));
         let send = |cache: &mut PathCache, subnet: u32, frames: u32| {
             for _ in 0..frames {
