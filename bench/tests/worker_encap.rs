@@ -1,5 +1,6 @@
 //! weft's real worker encapsulating pod frames on `net_ring` ports (root, hugepages): frames from a pod
-//! port, over several bursts, must leave on the uplink in order and byte for byte as the packet path
+//! port's three RX queues, over several bursts, must leave on the uplink in the order the worker takes
+//! them (a burst of each queue a loop) and byte for byte as the packet path
 //! writes them, each with the outer IPv4 identification one more than the frame's before it (across
 //! bursts too), and every frame must be counted against the peer it went to, by the time the worker
 //! goes idle, also where the route cache replaced that peer's route. (In `weft-bench`'s tests
@@ -25,11 +26,14 @@ use weft_bench::frames;
 mod rings;
 use rings::send_all;
 
-/// Frames sent: 18 full bursts and a part of one, each of its own flow, two to each peer. More peers
-/// than the worker's route cache has slots (256), so routes with frames counted in the cache replace
-/// each other within bursts.
+/// Frames sent: 200 on each RX queue, 6 full bursts and a part of one, each frame of its own flow and
+/// to a peer of its own. Far more peers than the worker's route cache has slots (256), so nearly every
+/// frame's route replaces one with frames counted in the cache: 96 in a loop that takes a burst of
+/// each queue, more than the cache holds (two bursts' worth) unless the worker drains it after every
+/// burst.
 const FRAMES: usize = 600;
-const PEERS: u32 = 300;
+const QUEUES: usize = 3;
+const PEERS: u32 = 2000;
 
 #[test]
 fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
@@ -37,14 +41,15 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
         panic!("{e}");
     }
     let pid = std::process::id();
-    // ring0: the uplink's RX (nothing comes); ring1: the pod port, whose TX queue 1 (looped back to its
-    // RX queue 1, which the worker polls) the test sends on; ring2: the uplink's TX, read back here.
+    // ring0: the uplink's RX (nothing comes); ring1: the pod port, whose TX queues 1-3 (each looped back
+    // to its RX queue, which the worker polls) the test sends on; ring2: the uplink's TX, read back here.
     let vdevs = ["net_ring0", "net_ring1", "net_ring2"].map(String::from);
     let eal = Eal::init(&vdev_eal_args(&format!("weft-worker-encap-{pid}"), "0", &vdevs)).unwrap();
     eal.clean_up_at_exit().unwrap();
     let pool = Arc::new(Mempool::new("encap_pool", 1023, 0).unwrap());
     let ports: Vec<Port> = vdevs.iter().map(|n| Port::by_name(n).unwrap()).collect();
-    let (one, two) = (PortConfig::default(), PortConfig { rx_queues: 2, tx_queues: 2, ..PortConfig::default() });
+    let n = 1 + QUEUES as u16;
+    let (one, two) = (PortConfig::default(), PortConfig { rx_queues: n, tx_queues: n, ..PortConfig::default() });
     let mut queues: Vec<_> = ports
         .iter()
         .enumerate()
@@ -60,12 +65,19 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
     let snap = inputs.build(1);
     let numbering = PeerNumbering::new(inputs.node.network, inputs.node.subnet_len);
     let sent: Vec<Vec<u8>> = frames::encap_frames(PEERS, FRAMES as u32, 64);
+    let per_queue: Vec<&[Vec<u8>]> = sent.chunks(FRAMES / QUEUES).collect();
+    // The order the worker takes them in: a burst of each queue in turn.
+    let taken: Vec<&Vec<u8>> = (0..FRAMES / QUEUES)
+        .step_by(32)
+        .flat_map(|at| per_queue.iter().flat_map(move |q| &q[at..(at + 32).min(q.len())]))
+        .collect();
+    assert_eq!(taken.len(), FRAMES);
     // What the packet path makes of each, with the identification the worker gives it: worker 0 starts
     // at 0 and counts one up before each frame. And the frames each peer gets.
     let mut want = Vec::new();
     let mut want_peers = std::collections::BTreeMap::<usize, u64>::new();
     let mut cache = PathCache::default();
-    for (i, f) in sent.iter().enumerate() {
+    for (i, f) in taken.into_iter().enumerate() {
         let mut b = VecBuf::new(f);
         let mut c = snap.cached(&mut cache);
         let v = process_pod_cached(&mut b, pod, (i + 1) as u16, c.reborrow());
@@ -73,7 +85,7 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
         want.push(b.data().to_vec());
         *want_peers.entry(numbering.slot(cache.last_route().unwrap())).or_default() += 1;
     }
-    assert_eq!(want_peers.len(), PEERS as usize);
+    assert_eq!(want_peers.len(), FRAMES, "a peer of its own for each frame");
 
     let counters = Arc::new(CachePadded::new(
         WorkerCounters::new(port_slots(0)).with_peer_slots(peer_slots(inputs.node.network, inputs.node.subnet_len)),
@@ -94,14 +106,14 @@ fn worker_encapsulates_in_order_with_an_ident_per_frame_and_counts_each_peer() {
         pool.clone(),
         Backoff::default(),
     );
-    let (to_worker, mut send) = (pod_tx.remove(0), pod_tx.remove(0));
-    let rx = PortRx::Eth(pod_rx.remove(1));
-    cmd_tx
-        .send(WorkerCommand::Attach { port: pod, tx: PortTx::Eth(to_worker), rx: vec![rx], kind: PortKind::Pod })
-        .unwrap();
+    let to_worker = pod_tx.remove(0);
+    let rx = pod_rx.drain(1..).map(PortRx::Eth).collect();
+    cmd_tx.send(WorkerCommand::Attach { port: pod, tx: PortTx::Eth(to_worker), rx, kind: PortKind::Pod }).unwrap();
     let baseline = pool.in_use();
-    // The frames wait in the pod's ring until the worker starts, so it takes them in full bursts.
-    send_all(&pool, &mut send, &sent);
+    // The frames wait in the pod's rings until the worker starts, so it takes them in full bursts.
+    for (send, frames) in pod_tx.iter_mut().zip(&per_queue) {
+        send_all(&pool, send, frames);
+    }
     let running = std::thread::spawn(move || worker.run());
 
     let mut got = Vec::new();

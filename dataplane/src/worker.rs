@@ -442,19 +442,22 @@ impl Worker {
                         PortKind::Pod => self.forward_pod(&mut burst, &snap, port),
                         PortKind::Host => self.forward::<false>(&mut burst, &snap, port, Some(kind)),
                     }
-                    // Only pods' and the host's frames go to peers (the uplink's never go back out).
+                    // Only pods' and the host's frames go to peers (the uplink's never go back out). The
+                    // routes their lookups replaced, with frames counted, after every burst: the cache
+                    // holds two bursts of them, not a loop's over many pods.
                     self.peers_pending = true;
+                    if self.cache.has_evicted() {
+                        self.count_peers(false);
+                    }
                 }
             }
-            // The frames counted per route: the replaced routes' after every burst (the cache holds two
-            // bursts of them), all of them when the worker goes idle and at least every PEER_LOOPS loops.
-            // Loops, not the TSC: the same work on every run, under callgrind too.
-            let all = self.peers_pending && {
+            // All the frames counted per route when the worker goes idle and at least every PEER_LOOPS
+            // loops. Loops, not the TSC: the same work on every run, under callgrind too.
+            if self.peers_pending {
                 self.peers_loops += 1;
-                got == 0 || self.peers_loops >= PEER_LOOPS
-            };
-            if all || self.cache.has_evicted() {
-                self.count_peers(all);
+                if got == 0 || self.peers_loops >= PEER_LOOPS {
+                    self.count_peers(true);
+                }
             }
             self.flush(got == 0);
             bump(&self.counters.loops, 1);
