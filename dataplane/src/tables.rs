@@ -216,6 +216,9 @@ pub struct Snapshot {
     pub node: Node,
     /// The SubnetLen mask, computed once per snapshot (not per lookup).
     pub subnet_mask: u32,
+    /// The Network's mask, computed once per snapshot: the route cache's miss path tests it on every
+    /// frame a pod sends to the host, a Service or outside the cluster.
+    pub network_mask: u32,
     /// What a SubnetLen-masked address is multiplied by for its route cache slot
     /// ([`PathCache::route_slot`]).
     pub route_mul: u32,
@@ -374,7 +377,7 @@ impl<'a> Cached<'a> {
         // Only a remote pod's address has a route (the snapshot holds none to our own subnet or
         // outside the network). The encap fast path asks before anything else: a pod's frames to
         // the host or a Service (outside the network) or to a pod of ours miss here, without a probe.
-        if !s.node.network.contains(Ipv4Addr::from(key)) || key == s.node.subnet.addr_u32() {
+        if key & s.network_mask != s.node.network.addr_u32() || key == s.node.subnet.addr_u32() {
             return None;
         }
         let i = *s.subnets.get(&key)?;
@@ -797,6 +800,7 @@ impl TableInputs {
         Snapshot {
             generation,
             subnet_mask,
+            network_mask: node.network.mask(),
             route_mul: PathCache::route_multiplier(node.subnet_len),
             node,
             subnets,
