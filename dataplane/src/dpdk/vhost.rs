@@ -135,8 +135,9 @@ impl VhostSocket {
         if unsafe { dpdk_sys::rte_vhost_driver_register(c.as_ptr(), flags) } != 0 {
             return Err(fail("rte_vhost_driver_register"));
         }
-        let sock = VhostSocket { path: c }; // from here on, dropping it unregisters
-                                            // SAFETY: the path is registered; the ops table is 'static and immutable.
+        // From here on, dropping it unregisters.
+        let sock = VhostSocket { path: c };
+        // SAFETY: the path is registered; the ops table is 'static and immutable.
         unsafe {
             if dpdk_sys::rte_vhost_driver_disable_features(sock.path.as_ptr(), DISABLED_FEATURES) != 0 {
                 return Err(fail("rte_vhost_driver_disable_features"));
