@@ -624,8 +624,8 @@ impl PackedRoute {
 /// packet, and the source check of a pod's frame is one compare of that word.
 #[derive(Debug)]
 pub struct PodTable {
+    /// The subnet's network address: the array's first slot is its.
     base: u32,
-    host_mask: u32,
     /// Per address of the subnet: the pod's packed route, 0 for none.
     slots: Vec<u64>,
     fallback: Option<U32Map<PodRoute>>,
@@ -636,7 +636,7 @@ impl PodTable {
     pub fn build(subnet: Ipv4Net, pods: &[PodEntry]) -> PodTable {
         let host_bits = 32 - subnet.prefix_len() as u32;
         let host_mask = if host_bits == 32 { u32::MAX } else { (1u32 << host_bits) - 1 };
-        let mut t = PodTable { base: subnet.addr_u32(), host_mask, slots: Vec::new(), fallback: None, len: pods.len() };
+        let mut t = PodTable { base: subnet.addr_u32(), slots: Vec::new(), fallback: None, len: pods.len() };
         let route = |p: &PodEntry| PodRoute { mac: p.mac, port: p.port };
         if host_bits <= 16 {
             t.slots = vec![0; host_mask as usize + 1];
@@ -676,26 +676,29 @@ impl PodTable {
     #[inline(always)]
     pub fn get_packed(&self, ip: u32) -> Option<PackedRoute> {
         if let Some(w) = self.slot(ip) {
-            return Some(PackedRoute(w));
+            return Some(PackedRoute(w.get()));
         }
         let p = self.fallback.as_ref()?.get(&ip)?;
         Some(PackedRoute::new(p.mac, p.port))
     }
 
-    /// The packed route of `ip` in the array, if it has one there.
+    /// The packed route of `ip` in the array, if it has one there. Non-zero, so that the answer is the
+    /// word itself, 0 for none, and a caller tests it once.
     #[inline(always)]
-    fn slot(&self, ip: u32) -> Option<u64> {
-        self.word(ip).filter(|&w| w != 0)
+    fn slot(&self, ip: u32) -> Option<std::num::NonZeroU64> {
+        self.word(ip).and_then(std::num::NonZeroU64::new)
     }
 
     /// The array's word for `ip`, empty (0) or not; None when the address is outside the array (or
     /// there is no array).
     #[inline(always)]
     fn word(&self, ip: u32) -> Option<u64> {
-        if ip & !self.host_mask != self.base {
-            return None;
-        }
-        self.slots.get((ip & self.host_mask) as usize).copied()
+        // The array has a slot for every address of the subnet from its first (`base`, the network
+        // address), or none: the offset from `base` is the index, and its one bounds check also says
+        // whether `ip` is in the subnet (below `base` it wraps far past the end). Masking the address
+        // twice instead, to compare it with the subnet and for the index, cost decap and encap 4 and 5
+        // instructions a frame more under callgrind.
+        self.slots.get(ip.wrapping_sub(self.base) as usize).copied()
     }
 
     /// The array first: a hit there, the lookup of every packet, does not look at the map (which only a
@@ -703,7 +706,7 @@ impl PodTable {
     #[inline(always)]
     pub fn get(&self, ip: &u32) -> Option<PodRoute> {
         if let Some(w) = self.slot(*ip) {
-            return Some(Self::unpack(w));
+            return Some(Self::unpack(w.get()));
         }
         self.fallback.as_ref()?.get(ip).copied()
     }
@@ -1064,6 +1067,37 @@ pub(crate) mod tests {
             assert_eq!(p.port(), PortId(1));
             assert_eq!(p.mac_and_2().to_le_bytes()[..6], mac[..6]);
             assert!(table.get_packed(ip + 1).is_none());
+        }
+    }
+
+    #[test]
+    fn pod_array_answers_its_subnet_to_both_ends_and_nothing_past_them() {
+        let at = |s: &str, port: u16| PodEntry {
+            name: s.into(),
+            ip: s.parse().unwrap(),
+            mac: MacAddr([0x02, 0, 0, 0, 0, port as u8]),
+            port: PortId(port),
+        };
+        // The subnet's first and last addresses, the ones just outside it, and the top of the address
+        // space, where the address past the end wraps to 0.0.0.0.
+        for (subnet, first, last, below, above) in [
+            ("10.244.1.0/24", "10.244.1.0", "10.244.1.255", "10.244.0.255", "10.244.2.0"),
+            ("10.244.0.0/16", "10.244.0.0", "10.244.255.255", "10.243.255.255", "10.245.0.0"),
+            ("255.255.255.192/26", "255.255.255.192", "255.255.255.255", "255.255.255.191", "0.0.0.0"),
+            ("0.0.0.0/24", "0.0.0.0", "0.0.0.255", "255.255.255.255", "0.0.1.0"),
+        ] {
+            let pods = [at(first, 1), at(last, 2), at(below, 3), at(above, 4)];
+            let t = PodTable::build(subnet.parse().unwrap(), &pods);
+            let ip = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
+            assert_eq!(t.get(&ip(first)).map(|p| p.port), Some(PortId(1)), "{subnet}: its first address");
+            assert_eq!(t.get(&ip(last)).map(|p| p.port), Some(PortId(2)), "{subnet}: its last address");
+            for out in [below, above] {
+                assert!(t.get(&ip(out)).is_none(), "{subnet}: {out} is outside it");
+                assert!(t.get_packed(ip(out)).is_none(), "{subnet}: {out} is outside it");
+                assert!(!t.is_source(ip(out), PortId(3), &[0x02, 0, 0, 0, 0, 3, 0, 0]), "{subnet}: {out}");
+                assert!(!t.is_source(ip(out), PortId(4), &[0x02, 0, 0, 0, 0, 4, 0, 0]), "{subnet}: {out}");
+            }
+            assert!(t.is_source(ip(last), PortId(2), &[0x02, 0, 0, 0, 0, 2, 0, 0]), "{subnet}");
         }
     }
 
