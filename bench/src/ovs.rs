@@ -1,6 +1,7 @@
 //! The OVS-DPDK baseline: Debian's `openvswitch-switch-dpdk` (userspace datapath) doing flannel's L3
-//! VXLAN behaviour with OpenFlow rules, on one PMD core, wired to `weft-gen` over memif exactly as weft
-//! is. Its own ovsdb-server and ovs-vswitchd in a directory and a network namespace of their own (the
+//! VXLAN behaviour with OpenFlow rules, on one PMD core, wired to `weft-gen` over memif or vhost-user
+//! exactly as weft is (over vhost-user with `dpdkvhostuserclient` ports, OVS's recommended kind: the
+//! generator's virtio-user devices listen, `server=1`, and OVS connects to them). Its own ovsdb-server and ovs-vswitchd in a directory and a network namespace of their own (the
 //! `br-phy` internal port is a kernel tap that carries the tunnel endpoint's address), stopped by PID
 //! and deleted by exact name on drop.
 //!
@@ -28,6 +29,8 @@ use crate::frames;
 const VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const NEXT_HOP_IP: &str = "172.31.255.254";
+/// The generator's vhost-user sockets for OVS's ports `up` and `pod`.
+const VHOST_SOCKETS: [&str; 2] = ["up.vhost", "pod.vhost"];
 
 #[derive(Debug)]
 pub struct OvsSwitch {
@@ -35,8 +38,20 @@ pub struct OvsSwitch {
     pub dir: PathBuf,
     ovsdb: Option<Child>,
     vswitchd: Option<Child>,
-    /// The generator's memif vdevs (clients of OVS's sockets).
+    /// The generator's vdevs (memif or virtio-user clients of OVS's sockets).
     pub gen_vdevs: [String; 2],
+}
+
+/// What OVS's uplink and pod ports are.
+#[derive(Debug, Clone)]
+pub enum OvsPorts {
+    /// memif servers (`type=dpdk`) for the two-process topology.
+    Memif,
+    /// vhost-user clients (`type=dpdkvhostuserclient`) of the generator's sockets, which OVS connects to
+    /// (and reconnects to after a restart) on its own.
+    Vhost,
+    /// These DPDK devargs (`type=dpdk`): the in-process topology, a `net_pcap` replay in, `net_null` out.
+    Devargs([String; 2]),
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -53,12 +68,11 @@ impl OvsSwitch {
     /// Database, bridges, ports and the flow file for `peers` remote VTEPs, wired to weft-gen over memif;
     /// ovs-vswitchd not started.
     pub fn new(tag: &str, peers: u32, pmd_cpu: u32) -> anyhow::Result<OvsSwitch> {
-        Self::with_ports(tag, peers, pmd_cpu, None)
+        Self::with_ports(tag, peers, pmd_cpu, OvsPorts::Memif)
     }
 
-    /// The same with the uplink and pod ports on the given DPDK devargs instead of memif servers (the
-    /// in-process topology: a `net_pcap` replay in, `net_null` out).
-    pub fn with_ports(tag: &str, peers: u32, pmd_cpu: u32, ports: Option<[String; 2]>) -> anyhow::Result<OvsSwitch> {
+    /// The same with the uplink and pod ports as `ports` says.
+    pub fn with_ports(tag: &str, peers: u32, pmd_cpu: u32, ports: OvsPorts) -> anyhow::Result<OvsSwitch> {
         if !Path::new(VSWITCHD).exists() {
             bail!("{VSWITCHD} missing: apt-get install openvswitch-switch-dpdk (make setup does)");
         }
@@ -67,8 +81,14 @@ impl OvsSwitch {
         std::fs::create_dir_all(&dir)?;
         let ns = format!("wbo-{tag}");
         let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
-        let gen_vdevs =
-            [0, 1].map(|i| format!("net_memif{i},role=client,socket={},socket-abstract=no", sock(["up", "pod"][i])));
+        let gen_vdevs = match ports {
+            // The generator listens (and waits at its start for OVS to connect); a restarted OVS reconnects.
+            OvsPorts::Vhost => [0, 1]
+                .map(|i| format!("net_virtio_user{i},path={},queues=1,server=1", dir.join(VHOST_SOCKETS[i]).display())),
+            _ => {
+                [0, 1].map(|i| format!("net_memif{i},role=client,socket={},socket-abstract=no", sock(["up", "pod"][i])))
+            }
+        };
         let mut o = OvsSwitch { ns: String::new(), dir: dir.clone(), ovsdb: None, vswitchd: None, gen_vdevs };
         run(Command::new("ip").args(["netns", "add", &ns]))?;
         o.ns = ns.clone();
@@ -116,41 +136,30 @@ impl OvsSwitch {
             "other_config:dpdk-socket-limit=512",
             &format!("other_config:dpdk-extra=--no-pci --file-prefix=ovs-{tag} --huge-unlink --no-telemetry"),
         ])?;
-        let [up_dev, pod_dev] = ports.unwrap_or_else(|| {
-            [0, 1].map(|i| format!("net_memif{i},role=server,socket={},socket-abstract=no", sock(["up", "pod"][i])))
-        });
-        let server = |dev: &str| format!("options:dpdk-devargs={dev}");
+        // Each port's type and its options: a DPDK port's devargs, a vhost-user client's server path.
+        let [up_port, pod_port] = match ports {
+            OvsPorts::Memif => [0, 1].map(|i| {
+                let dev = format!("net_memif{i},role=server,socket={},socket-abstract=no", sock(["up", "pod"][i]));
+                ["type=dpdk".to_string(), format!("options:dpdk-devargs={dev}")]
+            }),
+            OvsPorts::Vhost => [0, 1].map(|i| {
+                let path = dir.join(VHOST_SOCKETS[i]);
+                ["type=dpdkvhostuserclient".to_string(), format!("options:vhost-server-path={}", path.display())]
+            }),
+            OvsPorts::Devargs(devs) => devs.map(|dev| ["type=dpdk".to_string(), format!("options:dpdk-devargs={dev}")]),
+        };
         // The benchmark underlay's MTU, so full-size pod frames fit once encapsulated (as for weft).
         let mtu = format!("mtu_request={}", node.underlay_mtu);
+        let add_port = |bridge: &str, port: &str, [kind, options]: &[String; 2]| {
+            let mut args = vec!["--no-wait", "add-port", bridge, port, "--", "set", "Interface", port, kind];
+            args.extend([options.as_str(), mtu.as_str()].into_iter().filter(|a| !a.is_empty()));
+            o.vsctl(&args)
+        };
         o.vsctl(&["--no-wait", "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev"])?;
         o.vsctl(&["--no-wait", "set", "bridge", "br-phy", &format!("other-config:hwaddr={}", frames::UPLINK_MAC)])?;
-        o.vsctl(&[
-            "--no-wait",
-            "add-port",
-            "br-phy",
-            "up",
-            "--",
-            "set",
-            "Interface",
-            "up",
-            "type=dpdk",
-            &server(&up_dev),
-            &mtu,
-        ])?;
+        add_port("br-phy", "up", &up_port)?;
         o.vsctl(&["--no-wait", "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
-        o.vsctl(&[
-            "--no-wait",
-            "add-port",
-            "br-int",
-            "pod",
-            "--",
-            "set",
-            "Interface",
-            "pod",
-            "type=dpdk",
-            &server(&pod_dev),
-            &mtu,
-        ])?;
+        add_port("br-int", "pod", &pod_port)?;
         o.vsctl(&[
             "--no-wait",
             "add-port",

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use weft_bench::frames::{self, Backend};
+use weft_bench::ovs::OvsPorts;
 use weft_bench::record;
 use weft_bench::stats::{best, median, own_cycles, testpmd_rx_pps};
 
@@ -324,7 +325,8 @@ fn compare(
 /// OVS-DPDK fed from memory: started, left a second to warm up, its own TX counters (what it forwarded)
 /// sampled each second.
 fn ovs_in_process(r: &Runner, peers: u32, ports: [String; 2], rep: usize) -> anyhow::Result<f64> {
-    let mut o = weft_bench::ovs::OvsSwitch::with_ports(&format!("{}-{rep}", r.tag), peers, r.lcore, Some(ports))?;
+    let mut o =
+        weft_bench::ovs::OvsSwitch::with_ports(&format!("{}-{rep}", r.tag), peers, r.lcore, OvsPorts::Devargs(ports))?;
     o.start()?;
     std::thread::sleep(Duration::from_secs(1));
     let mut last = (Instant::now(), o.tx_packets()?);
@@ -404,14 +406,17 @@ impl PairRun<'_> {
     ) -> anyhow::Result<serde_json::Value> {
         let exe = std::env::current_exe()?.with_file_name("weft-gen");
         let names = Self::port_names(vdevs);
-        let mut cmd = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
+        // A bound on the whole run, so a generator that waits forever (a virtio-user server whose client
+        // never connects waits in its start) fails the run instead of hanging it: its trials (one, or up
+        // to 33 of a search) and their drains, and two minutes to start and stop.
+        let trials = if self.search { 40 } else { 2 };
+        let bound = 120 + (self.r.seconds + 1) * trials;
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=10", &bound.to_string()]);
+        if let Some(ns) = ns {
+            cmd.args(["ip", "netns", "exec", ns]);
+        }
+        cmd.arg(&exe);
         cmd.args(["--mode", &name(self.mode), "--backend", &name(self.backend)])
             .args(["--uplink", &names[0], "--pod", &names[1]])
             .args(["--peers", &self.peers.to_string(), "--flows", &self.flows.to_string()])
@@ -428,6 +433,12 @@ impl PairRun<'_> {
         cmd.arg("--").args(eal);
         let out = cmd.output().context("running weft-gen")?;
         let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() == Some(124) {
+            bail!(
+                "weft-gen did not finish in {bound} s and was stopped:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         if !out.status.success() {
             bail!("weft-gen failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -447,8 +458,13 @@ impl PairRun<'_> {
             Dut::Ovs => {
                 let o = b.ovs.as_mut().context("OVS not set up")?;
                 o.start()?;
-                // OVS sends on one TX queue per thread: the generator polls two.
-                let res = self.gen(None, rep, &o.gen_vdevs.clone(), &[], 2);
+                // Over memif OVS sends on one TX queue per thread: the generator polls two. Over vhost-user
+                // the generator's one queue pair is all OVS has (it shares it among its threads).
+                let (extra, rx_queues) = match self.transport {
+                    Transport::Memif => (Vec::new(), 2),
+                    Transport::Vhost => (self.wiring(&o.dir).2, 1),
+                };
+                let res = self.gen(None, rep, &o.gen_vdevs.clone(), &extra, rx_queues);
                 if res.is_err() {
                     eprintln!("ovs-vswitchd log:\n{}", o.log());
                 }
@@ -569,10 +585,11 @@ fn pair(
             if base.backend != Backend::Vxlan {
                 bail!("the OVS-DPDK baseline is VXLAN only: drop ovs from --duts for {}", name(base.backend));
             }
-            if base.transport != Transport::Memif {
-                bail!("the OVS-DPDK baseline is wired over memif only (--transport memif)");
-            }
-            b.ovs = Some(weft_bench::ovs::OvsSwitch::new(&r.tag, p, r.lcore)?);
+            let ports = match base.transport {
+                Transport::Memif => OvsPorts::Memif,
+                Transport::Vhost => OvsPorts::Vhost,
+            };
+            b.ovs = Some(weft_bench::ovs::OvsSwitch::with_ports(&r.tag, p, r.lcore, ports)?);
         }
         for &mode in modes {
             let run = PairRun { mode, peers: p, ..base };
