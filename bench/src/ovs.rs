@@ -1,9 +1,10 @@
 //! The OVS-DPDK baseline: Debian's `openvswitch-switch-dpdk` (userspace datapath) doing flannel's L3
 //! VXLAN behaviour with OpenFlow rules, on one PMD core, wired to `weft-gen` over memif or vhost-user
 //! exactly as weft is (over vhost-user with `dpdkvhostuserclient` ports, OVS's recommended kind: the
-//! generator's virtio-user devices listen, `server=1`, and OVS connects to them). Its own ovsdb-server and ovs-vswitchd in a directory and a network namespace of their own (the
-//! `br-phy` internal port is a kernel tap that carries the tunnel endpoint's address), stopped by PID
-//! and deleted by exact name on drop.
+//! generator's virtio-user devices listen, `server=1`, and OVS connects to them). Its own ovsdb-server
+//! and ovs-vswitchd in a directory and a network namespace of their own (the `br-phy` internal port is
+//! a kernel tap that carries the tunnel endpoint's address), stopped by PID and deleted by exact name
+//! on drop.
 //!
 //! ```text
 //!  br-phy (netdev): up (dpdk, net_memif0 server)  + LOCAL 172.16.0.1/12, MAC = the uplink MAC
@@ -38,7 +39,7 @@ pub struct OvsSwitch {
     pub dir: PathBuf,
     ovsdb: Option<Child>,
     vswitchd: Option<Child>,
-    /// The generator's vdevs (memif or virtio-user clients of OVS's sockets).
+    /// The generator's vdevs: memif clients of OVS's sockets, or virtio-user servers OVS connects to.
     pub gen_vdevs: [String; 2],
 }
 
