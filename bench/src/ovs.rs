@@ -66,13 +66,8 @@ fn stop(child: &mut Option<Child>) {
 }
 
 impl OvsSwitch {
-    /// Database, bridges, ports and the flow file for `peers` remote VTEPs, wired to weft-gen over memif;
+    /// Database, bridges, ports (as `ports` says) and the flow file for `peers` remote VTEPs;
     /// ovs-vswitchd not started.
-    pub fn new(tag: &str, peers: u32, pmd_cpu: u32) -> anyhow::Result<OvsSwitch> {
-        Self::with_ports(tag, peers, pmd_cpu, OvsPorts::Memif)
-    }
-
-    /// The same with the uplink and pod ports as `ports` says.
     pub fn with_ports(tag: &str, peers: u32, pmd_cpu: u32, ports: OvsPorts) -> anyhow::Result<OvsSwitch> {
         if !Path::new(VSWITCHD).exists() {
             bail!("{VSWITCHD} missing: apt-get install openvswitch-switch-dpdk (make setup does)");

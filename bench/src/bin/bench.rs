@@ -364,6 +364,15 @@ struct PairRun<'a> {
 }
 
 impl PairRun<'_> {
+    /// The generator's extra EAL args for the transport, whoever it is wired to.
+    fn gen_eal(&self) -> Vec<String> {
+        match self.transport {
+            Transport::Memif => Vec::new(),
+            // virtio-user shares its memory with the vhost side as file descriptors.
+            Transport::Vhost => vec!["--in-memory".into(), "--single-file-segments".into()],
+        }
+    }
+
     /// (device-under-test vdevs, generator vdevs, generator's extra EAL args) for the transport.
     fn wiring(&self, dir: &Path) -> ([String; 2], [String; 2], Vec<String>) {
         let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
@@ -375,7 +384,11 @@ impl PairRun<'_> {
                 let m = |i: usize, n: &str, role: &str| {
                     format!("net_memif{i},role={role},socket={},socket-abstract=no,rsize=13", sock(n))
                 };
-                ([m(0, "up", "server"), m(1, "pod", "server")], [m(0, "up", "client"), m(1, "pod", "client")], vec![])
+                (
+                    [m(0, "up", "server"), m(1, "pod", "server")],
+                    [m(0, "up", "client"), m(1, "pod", "client")],
+                    self.gen_eal(),
+                )
             }
             Transport::Vhost => (
                 [
@@ -386,8 +399,7 @@ impl PairRun<'_> {
                     format!("net_virtio_user0,path={},queues=1", sock("up")),
                     format!("net_virtio_user1,path={},queues=1", sock("pod")),
                 ],
-                // virtio-user shares its memory with the vhost side as file descriptors.
-                vec!["--in-memory".into(), "--single-file-segments".into()],
+                self.gen_eal(),
             ),
         }
     }
@@ -460,10 +472,11 @@ impl PairRun<'_> {
                 o.start()?;
                 // Over memif OVS sends on one TX queue per thread: the generator polls two. Over vhost-user
                 // the generator's one queue pair is all OVS has (it shares it among its threads).
-                let (extra, rx_queues) = match self.transport {
-                    Transport::Memif => (Vec::new(), 2),
-                    Transport::Vhost => (self.wiring(&o.dir).2, 1),
+                let rx_queues = match self.transport {
+                    Transport::Memif => 2,
+                    Transport::Vhost => 1,
                 };
+                let extra = self.gen_eal();
                 let res = self.gen(None, rep, &o.gen_vdevs.clone(), &extra, rx_queues);
                 if res.is_err() {
                     eprintln!("ovs-vswitchd log:\n{}", o.log());
